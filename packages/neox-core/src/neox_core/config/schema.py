@@ -1,0 +1,181 @@
+"""The typed neox configuration: one dataclass per topic, filled by `load_config`.
+
+Field names are neox's own; `translate.py` maps GPT-NeoX YAML keys onto them. Every field has
+a default so a config can be built from a partial mapping; derived fields (marked below) are
+filled by `derive.py` after the YAML files are merged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    architecture: str = "gpt_neox"  # "gpt_neox" | "llama"
+    num_layers: int = 2
+    hidden_size: int = 64
+    num_attention_heads: int = 4
+    num_kv_heads: int | None = None  # None -> num_attention_heads (filled by derive)
+    intermediate_size: int | None = None  # None -> GPT-NeoX convention (filled by derive)
+    max_position_embeddings: int | None = None  # None -> seq_length (filled by derive)
+    vocab_size: int = 50304  # the tokenizer's vocabulary size, before padding
+    padded_vocab_size: int | None = None  # derived: multiple of divisible_by x TP
+    make_vocab_size_divisible_by: int = 128
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm"
+    norm_eps: float = 1e-5
+    activation: str = "gelu"  # "gelu" | "swiglu"
+    mlp_multiple_of: int = 1
+    rotary_pct: float = 1.0
+    rotary_emb_base: int = 10000
+    gpt_j_residual: bool = False  # parallel residual (attention and MLP read the same input)
+    use_bias: bool = True  # biases on the linear layers
+    tie_embeddings: bool = False  # GPT-NeoX's `no_weight_tying: false`
+    init_method: str = "normal"
+    output_layer_init_method: str = "scaled_normal"
+    init_std: float = 0.02  # GPT-NeoX `init_method_std`
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    checkpoint_activations: bool = False
+    attention_impl: str = "sdpa"  # all layers of `attention_config` ("global"/"flash")
+
+
+@dataclass
+class PrecisionConfig:
+    dtype: str = "fp32"  # "fp32" | "bf16" | "fp16"
+    fp32_master_weights: bool = False  # derived: true for bf16/fp16
+    loss_scale: float | None = None  # None = dynamic loss scaling (fp16 only)
+    initial_scale_power: int = 16
+    loss_scale_window: int = 1000
+    hysteresis: int = 2
+    min_loss_scale: float = 1.0
+
+
+@dataclass
+class OptimizerConfig:
+    type: str = "adam"  # "adam" | "adamw" (GPT-NeoX's Adam is decoupled-weight-decay AdamW)
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    clip_grad: float = 1.0  # GPT-NeoX `gradient_clipping`; 0 disables
+
+
+@dataclass
+class ScheduleConfig:
+    lr_decay_style: str = "linear"  # "linear" | "cosine" | "constant" | "inverse_sqrt"
+    lr_decay_iters: int | None = None  # None -> train_iters (filled by derive)
+    warmup: float = 0.01  # fraction of lr_decay_iters, as GPT-NeoX
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainingConfig:
+    train_iters: int = 0
+    micro_batch_size: int = 1  # GPT-NeoX `train_micro_batch_size_per_gpu`
+    gradient_accumulation_steps: int = 1
+    train_batch_size: int | None = None  # derived/checked: micro x accum x data-parallel size
+    seed: int = 1234
+    eval_interval: int = 1000
+    eval_iters: int = 10
+    on_nan: str = "skip"  # neox extension: "skip" | "stop"
+
+
+@dataclass
+class DataConfig:
+    train_data_paths: list[str] | None = None
+    valid_data_paths: list[str] | None = None
+    test_data_paths: list[str] | None = None
+    train_data_weights: list[float] | None = None
+    valid_data_weights: list[float] | None = None
+    test_data_weights: list[float] | None = None
+    label_data_paths: list[str] | None = None
+    data_path: str | None = None
+    split: str = "969, 30, 1"
+    seq_length: int = 2048
+    pack_impl: str = "packed"  # "packed" | "pack_until_overflow" | "unpacked"
+    allow_chopped: bool = True
+    weight_by_num_documents: bool = False
+    weighted_sampler_alpha: float = 1.0
+    num_workers: int = 2
+    tokenizer_type: str = "GPT2BPETokenizer"
+    vocab_file: str | None = None
+    merge_file: str | None = None
+
+
+@dataclass
+class CheckpointConfig:
+    save: str | None = None
+    load: str | None = None
+    checkpoint_factor: int | None = None  # save every N iterations
+    extra_save_iters: list[int] | None = None
+    keep_last_n_checkpoints: int | None = None
+    finetune: bool = False
+    iteration: int | None = None  # the step to load; None = the one named in `latest`
+
+
+@dataclass
+class LoggingConfig:
+    log_interval: int = 100
+    tensorboard_dir: str | None = None
+    use_wandb: bool = False
+    wandb_project: str = "neox"
+    wandb_group: str | None = None
+    wandb_team: str | None = None
+    wandb_mode: str = "online"  # neox: "online" | "offline" | "disabled"
+
+
+@dataclass
+class ParallelConfig:
+    tensor_parallel_size: int = 1  # GPT-NeoX `model_parallel_size`
+    pipe_parallel_size: int = 1
+    data_parallel_size: int = 1  # set from WORLD_SIZE at launch; 1 in a dry run unless given
+
+
+@dataclass
+class LauncherConfig:
+    """What a GPT-NeoX setup file holds about the launch; kept for the record and neox-slurm."""
+
+    launcher: str = "pdsh"
+    hostfile: str | None = None
+    include: str | None = None
+    exclude: str | None = None
+    num_gpus: int | None = None
+    num_nodes: int = -1
+    master_port: int = 29500
+    master_addr: str | None = None
+    deepspeed_slurm: bool = False
+    deepspeed_mpi: bool = False
+
+
+@dataclass
+class NeoxConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    # dotted field ("model.hidden_size") -> "file.yml:LINE" | "default" | "derived" | "override"
+    sources: dict[str, str] = field(default_factory=dict)
+    # the merged YAML as given (after merge, before translation), for copying into checkpoints
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+GROUPS: tuple[str, ...] = (
+    "model",
+    "precision",
+    "optimizer",
+    "schedule",
+    "training",
+    "data",
+    "checkpoint",
+    "logging",
+    "parallel",
+    "launcher",
+)
