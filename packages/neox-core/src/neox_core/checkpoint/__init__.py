@@ -1,0 +1,35 @@
+"""neox checkpoint format v1: `<save>/global_step<N>/` + `latest`, safetensors + JSON."""
+
+from neox_core.checkpoint.layout import FORMAT_VERSION, list_step_dirs, step_dir_name
+from neox_core.checkpoint.load import (
+    CheckpointError,
+    LoadedCheckpoint,
+    load_checkpoint,
+    load_model_weights,
+    read_manifest,
+    read_shard_infos,
+    resolve_checkpoint_dir,
+)
+from neox_core.checkpoint.retention import delete_old_checkpoints, is_save_iteration
+from neox_core.checkpoint.save import Ranks, save_checkpoint
+from neox_core.checkpoint.sharding import ShardInfo, shard_infos, tp_split_dim
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "LoadedCheckpoint",
+    "Ranks",
+    "ShardInfo",
+    "delete_old_checkpoints",
+    "is_save_iteration",
+    "list_step_dirs",
+    "load_checkpoint",
+    "load_model_weights",
+    "read_manifest",
+    "read_shard_infos",
+    "resolve_checkpoint_dir",
+    "save_checkpoint",
+    "shard_infos",
+    "step_dir_name",
+    "tp_split_dim",
+]

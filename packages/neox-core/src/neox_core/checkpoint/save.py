@@ -1,0 +1,224 @@
+"""Write a checkpoint (format v1) so that a crash at any moment leaves `latest` valid.
+
+Order: every file goes into `<save>/.tmp-global_step<N>-<pid>/` and is fsynced; the directory
+is fsynced and renamed to `global_step<N>`; only then is `latest` replaced (temp file, fsync,
+rename). A reader that follows `latest` therefore never sees a partial checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from neox_core.checkpoint import layout
+from neox_core.checkpoint.atomic import (
+    fsync_dir,
+    fsync_file,
+    remove_tree,
+    write_json,
+    write_text,
+)
+from neox_core.checkpoint.optimizer_state import optimizer_to_tensors
+from neox_core.checkpoint.rng import capture_rng_state
+from neox_core.checkpoint.sharding import shard_infos
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the parallel layout (all zeros/ones on one device)."""
+
+    tp_rank: int = 0
+    tp_world_size: int = 1
+    pp_stage: int = 0
+    pp_world_size: int = 1
+    dp_rank: int = 0
+    dp_world_size: int = 1
+    global_rank: int = 0
+
+
+SINGLE_DEVICE = Ranks()
+
+
+def _unshared(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU contiguous tensors; any that share storage (tied weights) get their own copy."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, t in state.items():
+        t = t.detach().to("cpu").contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in seen:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    save_file(tensors, str(path), metadata=meta)
+    fsync_file(path)
+
+
+def _json_dump(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    fsync_file(path)
+
+
+def save_checkpoint(
+    save_dir: str | Path,
+    iteration: int,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    trainer_state: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    config_files: Mapping[str, str] | None = None,
+    ranks: Ranks = SINGLE_DEVICE,
+    split_dims: Mapping[str, int | None] | None = None,
+    save_rng: bool = True,
+) -> Path:
+    """Write `<save_dir>/global_step<iteration>/` and point `latest` at it; return its path.
+
+    `trainer_state` holds the loop's JSON-able state (scheduler, loss scaler, data position,
+    counters); `config` the resolved config as a plain dict; `config_files` maps file names
+    to the text of the YAML files the run was started with.
+    """
+    root = Path(save_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / layout.step_dir_name(iteration)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    remove_tree(tmp)
+    tmp.mkdir()
+    try:
+        _write_contents(
+            tmp,
+            iteration,
+            model,
+            optimizer,
+            trainer_state,
+            config,
+            config_files,
+            ranks,
+            split_dims,
+            save_rng,
+        )
+        fsync_dir(tmp)
+        if final.exists():  # re-saving a step (e.g. after a resume): swap atomically-ish
+            stale = root / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, stale)
+            os.replace(tmp, final)
+            remove_tree(stale)
+        else:
+            os.replace(tmp, final)
+        fsync_dir(root)
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    write_text(root / layout.LATEST_FILE, final.name + "\n")
+    return final
+
+
+def _write_contents(
+    out: Path,
+    iteration: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    trainer_state: Mapping[str, Any] | None,
+    config: Mapping[str, Any] | None,
+    config_files: Mapping[str, str] | None,
+    ranks: Ranks,
+    split_dims: Mapping[str, int | None] | None,
+    save_rng: bool,
+) -> None:
+    files: list[str] = []
+    weights = _unshared(model.state_dict())
+    param_names = {name for name, _ in model.named_parameters()}
+    dims = {n: None for n in weights if n not in param_names}  # buffers are replicated
+    dims.update(split_dims or {})
+    infos = shard_infos(
+        {n: tuple(t.shape) for n, t in weights.items()},
+        tp_rank=ranks.tp_rank,
+        tp_world_size=ranks.tp_world_size,
+        pp_stage=ranks.pp_stage,
+        pp_world_size=ranks.pp_world_size,
+        split_dims=dims,
+    )
+    shard_json = json.dumps({n: i.to_json() for n, i in infos.items()}, sort_keys=True)
+    base_meta = {
+        "format": "pt",
+        "neox_format": layout.FORMAT_NAME,
+        "neox_format_version": str(layout.FORMAT_VERSION),
+        "neox_iteration": str(iteration),
+    }
+    name = layout.model_file(ranks.tp_rank, ranks.pp_stage)
+    _save_tensors(out / name, weights, {**base_meta, "neox_shards": shard_json})
+    files.append(name)
+
+    if optimizer is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        tensors, meta = optimizer_to_tensors(optimizer, names)
+        opt_shards = {}
+        for key, t in tensors.items():
+            pname, _, _field = key.rpartition("::")
+            info = infos.get(pname)
+            if info is not None and tuple(t.shape) == tuple(weights[pname].shape):
+                opt_shards[key] = info.to_json()
+        tfile, jfile = layout.optimizer_files(ranks.tp_rank, ranks.pp_stage, ranks.dp_rank)
+        _save_tensors(out / tfile, tensors, {**base_meta, "neox_shards": json.dumps(opt_shards)})
+        _json_dump(out / jfile, meta)
+        files += [tfile, jfile]
+
+    if save_rng:
+        rng_tensors, rng_meta = capture_rng_state()
+        tfile, jfile = layout.rng_files(ranks.global_rank)
+        _save_tensors(out / tfile, rng_tensors, base_meta)
+        _json_dump(out / jfile, rng_meta)
+        files += [tfile, jfile]
+
+    if ranks.global_rank == 0:
+        _json_dump(out / layout.TRAINER_STATE_FILE, dict(trainer_state or {}))
+        files.append(layout.TRAINER_STATE_FILE)
+        if config is not None:
+            _json_dump(out / layout.CONFIG_FILE, dict(config))
+            files.append(layout.CONFIG_FILE)
+        if config_files:
+            (out / layout.CONFIGS_DIR).mkdir()
+            for fname, text in config_files.items():
+                target = out / layout.CONFIGS_DIR / Path(fname).name
+                target.write_text(text, encoding="utf-8")
+                fsync_file(target)
+                files.append(f"{layout.CONFIGS_DIR}/{target.name}")
+            fsync_dir(out / layout.CONFIGS_DIR)
+
+    manifest = {
+        "format": layout.FORMAT_NAME,
+        "format_version": layout.FORMAT_VERSION,
+        "iteration": iteration,
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "neox_core_version": _version(),
+        "parallel": {
+            "tensor_parallel_size": ranks.tp_world_size,
+            "pipe_parallel_size": ranks.pp_world_size,
+            "data_parallel_size": ranks.dp_world_size,
+        },
+        "contents": {
+            "weights": True,
+            "optimizer": optimizer is not None,
+            "rng": save_rng,
+            "trainer_state": ranks.global_rank == 0,
+        },
+        "files": {f: (out / f).stat().st_size for f in sorted(files)},
+    }
+    write_json(out / layout.MANIFEST_FILE, manifest)
+
+
+def _version() -> str:
+    from neox_core import __version__
+
+    return __version__
