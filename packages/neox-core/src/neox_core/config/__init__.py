@@ -1,5 +1,7 @@
 """GPT-NeoX-compatible configuration: typed dataclasses, YAML loading, validation."""
 
+from neox_core.config.errors import ConfigError
+from neox_core.config.loader import config_from_dict, config_to_dict, load_config, with_world_size
 from neox_core.config.schema import (
     GROUPS,
     CheckpointConfig,
@@ -18,6 +20,7 @@ from neox_core.config.schema import (
 __all__ = [
     "GROUPS",
     "CheckpointConfig",
+    "ConfigError",
     "DataConfig",
     "LauncherConfig",
     "LoggingConfig",
@@ -28,4 +31,8 @@ __all__ = [
     "PrecisionConfig",
     "ScheduleConfig",
     "TrainingConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "with_world_size",
 ]

@@ -20,25 +20,24 @@ class ModelConfig:
     num_kv_heads: int | None = None  # None -> num_attention_heads (filled by derive)
     intermediate_size: int | None = None  # None -> GPT-NeoX convention (filled by derive)
     max_position_embeddings: int | None = None  # None -> seq_length (filled by derive)
-    vocab_size: int = 50304  # the tokenizer's vocabulary size, before padding
+    vocab_size: int | None = None  # the tokenizer's vocabulary size, before padding
     padded_vocab_size: int | None = None  # derived: multiple of divisible_by x TP
     make_vocab_size_divisible_by: int = 128
     norm: str = "layernorm"  # "layernorm" | "rmsnorm"
     norm_eps: float = 1e-5
+    norm_bias: bool = True  # GPT-NeoX `use_bias_in_norms` (LayerNorm/RMSNorm bias)
     activation: str = "gelu"  # "gelu" | "swiglu"
-    mlp_multiple_of: int = 1
     rotary_pct: float = 1.0
     rotary_emb_base: int = 10000
     gpt_j_residual: bool = False  # parallel residual (attention and MLP read the same input)
     use_bias: bool = True  # biases on the linear layers
-    tie_embeddings: bool = False  # GPT-NeoX's `no_weight_tying: false`
+    tie_embeddings: bool = True  # GPT-NeoX's `no_weight_tying: false` (its default)
     init_method: str = "normal"
     output_layer_init_method: str = "scaled_normal"
     init_std: float = 0.02  # GPT-NeoX `init_method_std`
-    hidden_dropout: float = 0.0
-    attention_dropout: float = 0.0
+    hidden_dropout: float = 0.1  # GPT-NeoX's default
+    attention_dropout: float = 0.1  # GPT-NeoX's default
     checkpoint_activations: bool = False
-    attention_impl: str = "sdpa"  # all layers of `attention_config` ("global"/"flash")
 
 
 @dataclass
@@ -55,7 +54,7 @@ class PrecisionConfig:
 @dataclass
 class OptimizerConfig:
     type: str = "adam"  # "adam" | "adamw" (GPT-NeoX's Adam is decoupled-weight-decay AdamW)
-    lr: float = 1e-4
+    lr: float = 1e-3  # GPT-NeoX's default
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.01
@@ -78,7 +77,7 @@ class TrainingConfig:
     train_batch_size: int | None = None  # derived/checked: micro x accum x data-parallel size
     seed: int = 1234
     eval_interval: int = 1000
-    eval_iters: int = 10
+    eval_iters: int = 100
     on_nan: str = "skip"  # neox extension: "skip" | "stop"
 
 
@@ -97,7 +96,7 @@ class DataConfig:
     pack_impl: str = "packed"  # "packed" | "pack_until_overflow" | "unpacked"
     allow_chopped: bool = True
     weight_by_num_documents: bool = False
-    weighted_sampler_alpha: float = 1.0
+    weighted_sampler_alpha: float = 0.3
     num_workers: int = 2
     tokenizer_type: str = "GPT2BPETokenizer"
     vocab_file: str | None = None
@@ -165,6 +164,8 @@ class NeoxConfig:
     sources: dict[str, str] = field(default_factory=dict)
     # the merged YAML as given (after merge, before translation), for copying into checkpoints
     raw: dict[str, Any] = field(default_factory=dict)
+    # GPT-NeoX keys accepted without effect: key -> "file:line: why it is harmless"
+    ignored: dict[str, str] = field(default_factory=dict)
 
 
 GROUPS: tuple[str, ...] = (

@@ -1,0 +1,331 @@
+"""The GPT-NeoX key table: every key neox knows and what it does with it.
+
+A key in a YAML file is normalised (dashes -> underscores) and then looked up here:
+
+- `DIRECT`: copied onto one dataclass field after a type check.
+- `SPECIAL`: translated by code in `translate.py` (nested blocks, keys that combine).
+- `IGNORED`: accepted and without effect in neox, each with the reason it is harmless. The dry
+  run lists them, so nothing is dropped silently.
+- `UNSUPPORTED`: a GPT-NeoX feature neox does not implement yet. Setting the key to one of its
+  harmless values (GPT-NeoX's default, "off") is accepted; anything else is an error that says
+  "not yet supported".
+
+A key in none of these tables is unknown: an error naming the closest known key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# kind names understood by translate._coerce: int, float, bool, str, and "?" for None-able,
+# list[str], list[float], list[int].
+DIRECT: dict[str, tuple[str, str]] = {
+    # model
+    "num_layers": ("model.num_layers", "int"),
+    "hidden_size": ("model.hidden_size", "int"),
+    "num_attention_heads": ("model.num_attention_heads", "int"),
+    "num_kv_heads": ("model.num_kv_heads", "int?"),
+    "max_position_embeddings": ("model.max_position_embeddings", "int?"),
+    "make_vocab_size_divisible_by": ("model.make_vocab_size_divisible_by", "int"),
+    "rotary_pct": ("model.rotary_pct", "float"),
+    "rotary_emb_base": ("model.rotary_emb_base", "int"),
+    "gpt_j_residual": ("model.gpt_j_residual", "bool"),
+    "init_method": ("model.init_method", "str"),
+    "output_layer_init_method": ("model.output_layer_init_method", "str"),
+    "init_method_std": ("model.init_std", "float"),
+    "hidden_dropout": ("model.hidden_dropout", "float"),
+    "attention_dropout": ("model.attention_dropout", "float"),
+    "checkpoint_activations": ("model.checkpoint_activations", "bool"),
+    "vocab_size": ("model.vocab_size", "int?"),  # neox extension: the tokenizer's size
+    # optimizer
+    "weight_decay": ("optimizer.weight_decay", "float"),
+    "gradient_clipping": ("optimizer.clip_grad", "float"),
+    "clip_grad": ("optimizer.clip_grad", "float"),
+    # schedule
+    "lr_decay_style": ("schedule.lr_decay_style", "str"),
+    "lr_decay_iters": ("schedule.lr_decay_iters", "int?"),
+    "warmup": ("schedule.warmup", "float"),
+    "min_lr": ("schedule.min_lr", "float"),
+    # training
+    "train_iters": ("training.train_iters", "int"),
+    "train_micro_batch_size_per_gpu": ("training.micro_batch_size", "int?"),
+    "batch_size": ("training.micro_batch_size", "int?"),
+    "gradient_accumulation_steps": ("training.gradient_accumulation_steps", "int?"),
+    "gas": ("training.gradient_accumulation_steps", "int?"),
+    "train_batch_size": ("training.train_batch_size", "int?"),
+    "seed": ("training.seed", "int"),
+    "eval_interval": ("training.eval_interval", "int"),
+    "eval_iters": ("training.eval_iters", "int"),
+    "on_nan": ("training.on_nan", "str"),  # neox extension
+    # data
+    "train_data_paths": ("data.train_data_paths", "list[str]?"),
+    "valid_data_paths": ("data.valid_data_paths", "list[str]?"),
+    "test_data_paths": ("data.test_data_paths", "list[str]?"),
+    "train_data_weights": ("data.train_data_weights", "list[float]?"),
+    "valid_data_weights": ("data.valid_data_weights", "list[float]?"),
+    "test_data_weights": ("data.test_data_weights", "list[float]?"),
+    "label_data_paths": ("data.label_data_paths", "list[str]?"),
+    "data_path": ("data.data_path", "str?"),
+    "split": ("data.split", "str"),
+    "seq_length": ("data.seq_length", "int"),
+    "pack_impl": ("data.pack_impl", "str"),
+    "allow_chopped": ("data.allow_chopped", "bool"),
+    "weight_by_num_documents": ("data.weight_by_num_documents", "bool"),
+    "weighted_sampler_alpha": ("data.weighted_sampler_alpha", "float"),
+    "num_workers": ("data.num_workers", "int"),
+    "tokenizer_type": ("data.tokenizer_type", "str"),
+    "vocab_file": ("data.vocab_file", "str?"),
+    "merge_file": ("data.merge_file", "str?"),
+    # checkpoint
+    "save": ("checkpoint.save", "str?"),
+    "load": ("checkpoint.load", "str?"),
+    "checkpoint_factor": ("checkpoint.checkpoint_factor", "int?"),
+    "save_interval": ("checkpoint.checkpoint_factor", "int?"),  # GPT-NeoX's older name
+    "extra_save_iters": ("checkpoint.extra_save_iters", "list[int]?"),
+    "keep_last_n_checkpoints": ("checkpoint.keep_last_n_checkpoints", "int?"),
+    "finetune": ("checkpoint.finetune", "bool"),
+    "iteration": ("checkpoint.iteration", "int?"),
+    # logging
+    "log_interval": ("logging.log_interval", "int"),
+    "tensorboard_dir": ("logging.tensorboard_dir", "str?"),
+    "use_wandb": ("logging.use_wandb", "bool"),
+    "wandb_project": ("logging.wandb_project", "str"),
+    "wandb_group": ("logging.wandb_group", "str?"),
+    "wandb_team": ("logging.wandb_team", "str?"),
+    "wandb_mode": ("logging.wandb_mode", "str"),  # neox extension
+    # parallel
+    "model_parallel_size": ("parallel.tensor_parallel_size", "int"),
+    "data_parallel_size": ("parallel.data_parallel_size", "int?"),  # neox extension
+    # launcher
+    "launcher": ("launcher.launcher", "str"),
+    "hostfile": ("launcher.hostfile", "str?"),
+    "include": ("launcher.include", "str?"),
+    "exclude": ("launcher.exclude", "str?"),
+    "num_gpus": ("launcher.num_gpus", "int?"),
+    "num_nodes": ("launcher.num_nodes", "int"),
+    "master_port": ("launcher.master_port", "int"),
+    "master_addr": ("launcher.master_addr", "str?"),
+    "deepspeed_slurm": ("launcher.deepspeed_slurm", "bool"),
+    "deepspeed_mpi": ("launcher.deepspeed_mpi", "bool"),
+    # loss scaling, also settable inside the `fp16` block
+    "loss_scale": ("precision.loss_scale", "float?"),
+    "loss_scale_window": ("precision.loss_scale_window", "int"),
+    "hysteresis": ("precision.hysteresis", "int"),
+    "min_scale": ("precision.min_loss_scale", "float"),
+}
+
+# Keys whose translation needs code (see translate.py).
+SPECIAL: frozenset[str] = frozenset(
+    {
+        "precision",
+        "fp16",
+        "bf16",
+        "optimizer",
+        "lr",
+        "zero_optimization",
+        "attention_config",
+        "norm",
+        "layernorm_epsilon",
+        "rms_norm_epsilon",
+        "activation",
+        "mlp_type",
+        "intermediate_size",
+        "expansion_factor",
+        "mlp_multiple_of",
+        "llama_mlp_multiple_of",
+        "pos_emb",
+        "no_weight_tying",
+        "use_bias_in_norms",
+        "use_bias_in_attn_linear",
+        "use_bias_in_mlp",
+        "pipe_parallel_size",
+        "padded_vocab_size",
+        "dynamic_loss_scale",
+        "data_impl",
+        "checkpoint_num_layers",
+    }
+)
+
+_FUSION = (
+    "a kernel-fusion switch of GPT-NeoX; neox computes the same function with PyTorch ops "
+    "and scaled_dot_product_attention"
+)
+_LAUNCH = "set by GPT-NeoX's launcher at run time, not by users; neox derives its own"
+_DS_LOG = "DeepSpeed console output; neox prints its own log line every log_interval"
+_GEN = "read by GPT-NeoX's generate.py/eval.py, not by training"
+
+IGNORED: dict[str, str] = {
+    "scaled_upper_triang_masked_softmax_fusion": _FUSION,
+    "scaled_masked_softmax_fusion": _FUSION,
+    "bias_dropout_fusion": _FUSION,
+    "rope_fusion": _FUSION,
+    "use_flashattn_swiglu": _FUSION,
+    "layernorm_fusion": _FUSION,
+    "bias_gelu_fusion": (
+        "a kernel-fusion switch; note GPT-NeoX's fused kernel uses the tanh approximation of "
+        "GELU, neox uses exact GELU as HF's GPT-NeoX models do"
+    ),
+    "attention_softmax_in_fp32": "scaled_dot_product_attention accumulates the softmax in fp32",
+    "apply_query_key_layer_scaling": (
+        "a no-op mathematically (scores divided and re-multiplied by the layer number)"
+    ),
+    "use_cpu_initialization": "where weights are initialised, not their values",
+    "output_layer_parallelism": "how the head splits under tensor parallelism (not in use)",
+    "partition_activations": "splits checkpointed activations across tensor-parallel ranks",
+    "synchronize_each_layer": "a CUDA synchronise per checkpointed layer (debugging aid)",
+    "contiguous_checkpointing": "a DeepSpeed memory-layout option for checkpointed activations",
+    "deepspeed_activation_checkpointing": "deprecated in GPT-NeoX itself",
+    "profile_backward": "a profiling aid",
+    "mmap_warmup": "a page-cache warm-up; datasets are read through mmap either way",
+    "distributed_backend": "neox picks nccl on GPUs and gloo on CPU",
+    "steps_per_print": _DS_LOG,
+    "wall_clock_breakdown": _DS_LOG,
+    "log_dir": "neox logs to stdout/stderr; the launcher (neox-slurm) chooses the log files",
+    "pipe_partition_method": "how layers split across pipeline stages (pipeline not in use)",
+    "rotary_save_freqs_buffer": "rotary frequencies are recomputed, never stored",
+    "zero_allow_untested_optimizer": "a DeepSpeed safety switch for ZeRO with custom optimizers",
+    "no_ssh_check": _LAUNCH,
+    "force_multi": _LAUNCH,
+    "detect_nvlink_pairs": _LAUNCH,
+    "comment": "a DeepSpeed SLURM launcher comment; neox-slurm writes the sbatch options",
+    "account": "a DeepSpeed SLURM launcher account; neox-slurm writes the sbatch options",
+    "git_hash": _LAUNCH,
+    "config_files": _LAUNCH,
+    "user_script": _LAUNCH,
+    "global_num_gpus": _LAUNCH,
+    "world_size": _LAUNCH,
+    "local_rank": _LAUNCH,
+    "rank": _LAUNCH,
+    "is_pipe_parallel": _LAUNCH,
+    "deepspeed": _LAUNCH,
+    "deepspeed_config": _LAUNCH,
+    "megatron_config": _LAUNCH,
+    "do_train": _LAUNCH,
+    "do_valid": _LAUNCH,
+    "do_test": _LAUNCH,
+    "save_iters": _LAUNCH,
+    "deepscale": "deprecated in GPT-NeoX itself",
+    "deepscale_config": "deprecated in GPT-NeoX itself",
+    "text_gen_type": _GEN,
+    "temperature": _GEN,
+    "top_p": _GEN,
+    "top_k": _GEN,
+    "return_logits": _GEN,
+    "maximum_tokens": _GEN,
+    "prompt_end": _GEN,
+    "sample_input_file": _GEN,
+    "sample_output_file": _GEN,
+    "num_samples": _GEN,
+    "recompute": _GEN,
+    "eval_results_prefix": _GEN,
+    "eval_tasks": _GEN,
+    "short_seq_prob": "used only by BERT-style data, not by GPT training",
+    "onnx_safe": "an ONNX-export workaround",
+    "param_sharing_style": "only meaningful with num_unique_layers, which must be unset",
+    "gmlp_attn_dim": "only meaningful for gmlp attention, which is not supported",
+    "rpe_num_buckets": "only meaningful with pos_emb rpe, which is not supported",
+    "rpe_max_distance": "only meaningful with pos_emb rpe, which is not supported",
+}
+
+_NYS = "not yet supported by neox"
+
+# key -> (values that are harmless and accepted, what the feature is)
+UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "sequence_parallel": ((False,), "Megatron sequence parallelism"),
+    "num_unique_layers": ((None,), "parameter sharing across layers"),
+    "sparsity_config": ((None, {}), "DeepSpeed sparse attention"),
+    "gpt_j_tied": ((False,), "tied layer norms in the parallel residual"),
+    "use_qk_layernorm": ((False,), "query/key layer norm"),
+    "sliding_window_width": ((None,), "sliding-window attention"),
+    "soft_prompt_tuning": ((None,), "soft prompt tuning"),
+    "opt_pos_emb_offset": ((0,), "OPT's learned position offset"),
+    "extra_sentinel_tokens": ((0,), "T5 sentinel tokens"),
+    "scalenorm_epsilon": ((1e-8,), "ScaleNorm"),
+    "fp16_lm_cross_entropy": ((False,), "the fp16 cross entropy"),
+    "use_mup": ((False,), "muP"),
+    "coord_check": ((False,), "muP coordinate checks"),
+    "save_base_shapes": ((False,), "muP base shapes"),
+    "base_shapes_file": ((None,), "muP base shapes"),
+    "mup_init_scale": ((1.0,), "muP"),
+    "mup_attn_temp": ((1.0,), "muP"),
+    "mup_output_temp": ((1.0,), "muP"),
+    "mup_embedding_mult": ((1.0,), "muP"),
+    "mup_rp_embedding_mult": ((1.0,), "muP"),
+    "mup_width_scale": ((2,), "muP"),
+    "moe_num_experts": ((1,), "mixture of experts"),
+    "use_bnb_optimizer": ((False,), "bitsandbytes optimizers"),
+    "optimizer_type": (("adam", "Adam", "adamw", "AdamW"), "optimizers other than Adam/AdamW"),
+    "scheduler": ((None,), "DeepSpeed LR schedulers (neox schedules the LR itself)"),
+    "amp": ((None,), "apex AMP"),
+    "fp32_allreduce": ((False,), "fp32 gradient all-reduce"),
+    "prescale_gradients": ((False,), "gradient prescaling"),
+    "gradient_predivide_factor": ((1.0,), "gradient predivision"),
+    "sparse_gradients": ((False,), "sparse gradients"),
+    "curriculum_learning": ((None,), "curriculum learning"),
+    "curriculum_seqlen": ((0,), "curriculum learning"),
+    "dump_state": ((False,), "DeepSpeed state dumps"),
+    "flops_profiler": ((None,), "the DeepSpeed FLOPs profiler"),
+    "communication_data_type": ((None,), "a separate communication dtype"),
+    "autotuning": ((None,), "DeepSpeed autotuning"),
+    "autotuning_run": ((None,), "DeepSpeed autotuning"),
+    "activation_checkpointing": ((None,), "DeepSpeed's activation_checkpointing block"),
+    "sparse_attention": ((None,), "DeepSpeed sparse attention"),
+    "data_efficiency": ((None,), "DeepSpeed data efficiency"),
+    "elasticity": ((None,), "DeepSpeed elasticity"),
+    "comms_logger": ((None,), "DeepSpeed communication logging"),
+    "compression_training": ((None,), "DeepSpeed compression training"),
+    "checkpoint": ((None,), "DeepSpeed's checkpoint block"),
+    "data_types": ((None,), "DeepSpeed's data_types block"),
+    "deepspeed_extra_args": ((None,), "extra DeepSpeed arguments"),
+    "tensorboard": ((None,), "DeepSpeed's tensorboard monitor (use tensorboard_dir)"),
+    "wandb": ((None,), "DeepSpeed's wandb monitor (use use_wandb)"),
+    "csv_monitor": ((None,), "DeepSpeed's CSV monitor"),
+    "wandb_host": (("https://api.wandb.ai",), "a custom wandb host"),
+    "wandb_init_all_ranks": ((False,), "wandb on every rank"),
+    "log_grad_pct_zeros": ((False,), "gradient zero-fraction logging"),
+    "log_param_norm": ((False,), "parameter-norm logging"),
+    "log_grad_norm": ((False,), "gradient-norm logging"),
+    "log_optimizer_states": ((False,), "optimizer-state logging"),
+    "log_gradient_noise_scale": ((False,), "gradient noise scale logging"),
+    "gradient_noise_scale_n_batches": ((5,), "gradient noise scale logging"),
+    "gradient_noise_scale_cpu_offload": ((False,), "gradient noise scale logging"),
+    "checkpoint_scale": (("linear",), "log-spaced checkpoint steps"),
+    "checkpoint_validation_with_forward_pass": ((False,), "checkpoint forward validation"),
+    "checkpoint_in_cpu": ((False,), "CPU activation checkpoints"),
+    "no_save_optim": ((False,), "checkpoints without optimizer state"),
+    "no_save_rng": ((False,), "checkpoints without RNG state"),
+    "no_load_optim": ((False,), "loading without optimizer state (use finetune)"),
+    "no_load_rng": ((False,), "loading without RNG state (use finetune)"),
+    "exit_interval": ((None,), "exiting every N iterations"),
+    "eod_mask_loss": ((False,), "masking the loss on end-of-document tokens"),
+    "char_level_ppl": ((False,), "character-level perplexity"),
+    "adlr_autoresume": ((False,), "ADLR auto-resume"),
+    "adlr_autoresume_interval": ((1000,), "ADLR auto-resume"),
+    "lazy_mpu_init": ((False,), "lazy model-parallel initialisation"),
+    "override_lr_scheduler": ((False,), "overriding the checkpointed LR schedule"),
+    "use_checkpoint_lr_scheduler": ((False,), "taking the LR schedule from a checkpoint"),
+    "use_shared_fs": ((True,), "index building on nodes without a shared filesystem"),
+    "train_impl": (("normal",), "GPT-NeoX's DPO/KTO/RM training (see neox-posttrain)"),
+    "dataset_impl": (("gpt2",), "pairwise/other dataset implementations"),
+    "packing": ((False,), "T5-style packing"),
+    "loss_on_targets_only": ((False,), "prefix-LM loss masking"),
+    "s3_path": ((None,), "uploading checkpoints to S3"),
+    "s3_chunk_size": ((104_857_600,), "uploading checkpoints to S3"),
+    "memory_profiling": ((False,), "memory profiling"),
+    "profile": ((False,), "the built-in profiler"),
+}
+
+# Keys neox adds on top of GPT-NeoX's set.
+NEOX_EXTENSIONS: frozenset[str] = frozenset(
+    {"vocab_size", "on_nan", "wandb_mode", "data_parallel_size"}
+)
+
+
+def normalise_key(key: str) -> str:
+    """GPT-NeoX treats `num-layers` and `num_layers` as the same key."""
+    return key.strip().replace("-", "_")
+
+
+def all_known_keys() -> list[str]:
+    """Every key a config file may hold, for "did you mean" suggestions."""
+    return sorted(set(DIRECT) | SPECIAL | set(IGNORED) | set(UNSUPPORTED))

@@ -1,0 +1,179 @@
+"""`load_config`: merge GPT-NeoX YAML files, translate, derive, validate."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from neox_core.config.derive import derive, pad_vocab_size
+from neox_core.config.errors import ConfigError
+from neox_core.config.keys import normalise_key
+from neox_core.config.schema import GROUPS, NeoxConfig
+from neox_core.config.translate import Entry, Translation, translate
+from neox_core.config.validate import validate
+from neox_core.config.yaml_loader import load_yaml_file
+
+OVERRIDE = "override"
+
+
+def _merge(paths: Sequence[str | Path]) -> tuple[dict[str, Entry], dict[str, Any]]:
+    merged: dict[str, Entry] = {}
+    raw: dict[str, Any] = {}
+    for path in paths:
+        parsed = load_yaml_file(path)
+        seen_here: dict[str, str] = {}
+        for spelled, value in parsed.values.items():
+            key = normalise_key(spelled)
+            line = parsed.lines[(spelled,)]
+            source = f"{parsed.path}:{line}"
+            if key in seen_here:
+                raise ConfigError(
+                    f"{source}: {spelled!r} repeats {seen_here[key]!r} in the same file"
+                )
+            seen_here[key] = spelled
+            nested = {
+                path_[1:]: f"{parsed.path}:{ln}"
+                for path_, ln in parsed.lines.items()
+                if len(path_) > 1 and path_[0] == spelled
+            }
+            # later files win; blocks such as `optimizer` are replaced whole, as in GPT-NeoX
+            merged.pop(key, None)
+            merged[key] = Entry(value=value, source=source, spelled=spelled, nested_sources=nested)
+            raw.pop(key, None)
+            raw[key] = copy.deepcopy(value)
+    return merged, raw
+
+
+def _field_names() -> dict[str, set[str]]:
+    cfg = NeoxConfig()
+    return {g: {f.name for f in dataclasses.fields(getattr(cfg, g))} for g in GROUPS}
+
+
+def load_config(
+    paths: Sequence[str | Path], overrides: Mapping[str, Any] | None = None
+) -> NeoxConfig:
+    """Merge GPT-NeoX YAML files in order (later wins) into a checked NeoxConfig.
+
+    `overrides` take GPT-NeoX keys ("train_iters") or dotted neox fields
+    ("training.train_iters"); they are applied after the files.
+    """
+    if not paths:
+        raise ConfigError("no config files given")
+    merged, raw = _merge(paths)
+    field_overrides: dict[str, Any] = {}
+    fields = _field_names()
+    for key, value in (overrides or {}).items():
+        if "." in key and key.split(".", 1)[0] in fields:
+            group, name = key.split(".", 1)
+            if name not in fields[group]:
+                raise ConfigError(f"override {key!r}: {group} has no field {name!r}")
+            field_overrides[key] = value
+            continue
+        norm = normalise_key(key)
+        merged.pop(norm, None)
+        merged[norm] = Entry(value=value, source=OVERRIDE, spelled=key)
+        raw[norm] = copy.deepcopy(value)
+    tr = translate(merged)
+    for dotted, value in field_overrides.items():
+        tr.set(dotted, value, OVERRIDE, dotted)
+    cfg = _build(tr)
+    cfg.raw = raw
+    derive(cfg, tr)
+    cfg.ignored = dict(tr.ignored)
+    validate(cfg, tr.keys)
+    return cfg
+
+
+def _build(tr: Translation) -> NeoxConfig:
+    cfg = NeoxConfig()
+    for group in GROUPS:
+        for f in dataclasses.fields(getattr(cfg, group)):
+            cfg.sources[f"{group}.{f.name}"] = "default"
+    for dotted, value in tr.values.items():
+        group, name = dotted.split(".")
+        setattr(getattr(cfg, group), name, value)
+        cfg.sources[dotted] = tr.sources[dotted]
+    return cfg
+
+
+def config_to_dict(cfg: NeoxConfig) -> dict[str, Any]:
+    """Plain JSON-able form (tuples become lists); `config_from_dict` inverts it."""
+    out: dict[str, Any] = {}
+    for group in GROUPS:
+        out[group] = {
+            k: list(v) if isinstance(v, tuple) else copy.deepcopy(v)
+            for k, v in dataclasses.asdict(getattr(cfg, group)).items()
+        }
+    out["sources"] = dict(cfg.sources)
+    out["raw"] = copy.deepcopy(cfg.raw)
+    out["ignored"] = dict(cfg.ignored)
+    return out
+
+
+def config_from_dict(d: Mapping[str, Any]) -> NeoxConfig:
+    """Rebuild a NeoxConfig saved by `config_to_dict` (e.g. from a checkpoint)."""
+    cfg = NeoxConfig()
+    fields = _field_names()
+    for group in GROUPS:
+        values = d.get(group, {})
+        unknown = set(values) - fields[group]
+        if unknown:
+            raise ConfigError(f"config dict: {group} has no field(s) {sorted(unknown)}")
+        for name, value in values.items():
+            if name == "betas" and isinstance(value, list):
+                value = tuple(value)
+            setattr(getattr(cfg, group), name, value)
+    cfg.sources = dict(d.get("sources", {}))
+    cfg.raw = copy.deepcopy(dict(d.get("raw", {})))
+    cfg.ignored = dict(d.get("ignored", {}))
+    return cfg
+
+
+def with_world_size(cfg: NeoxConfig, world_size: int) -> NeoxConfig:
+    """A copy of `cfg` for `world_size` processes: data-parallel size and batch re-checked.
+
+    Used at launch, where WORLD_SIZE is known; the dry run assumes one data-parallel rank unless
+    the files say otherwise.
+    """
+    p = cfg.parallel
+    model_parallel = p.tensor_parallel_size * p.pipe_parallel_size
+    if world_size % model_parallel:
+        raise ConfigError(
+            f"world size {world_size} is not divisible by tensor x pipeline parallel size "
+            f"({p.tensor_parallel_size} x {p.pipe_parallel_size})"
+        )
+    dp = world_size // model_parallel
+    new = copy.deepcopy(cfg)
+    t = new.training
+    explicit_batch = new.sources.get("training.train_batch_size") not in (
+        None,
+        "default",
+        "derived",
+    )
+    if explicit_batch:
+        if t.train_batch_size % (t.micro_batch_size * dp):
+            raise ConfigError(
+                f"{new.sources['training.train_batch_size']}: train_batch_size = "
+                f"{t.train_batch_size} is not a multiple of micro batch {t.micro_batch_size} x "
+                f"data-parallel size {dp} (world size {world_size})"
+            )
+        t.gradient_accumulation_steps = t.train_batch_size // (t.micro_batch_size * dp)
+        new.sources["training.gradient_accumulation_steps"] = "derived"
+    else:
+        t.train_batch_size = t.micro_batch_size * t.gradient_accumulation_steps * dp
+        new.sources["training.train_batch_size"] = "derived"
+    p.data_parallel_size = dp
+    new.sources["parallel.data_parallel_size"] = "derived"
+    return new
+
+
+__all__ = [
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "pad_vocab_size",
+    "with_world_size",
+]

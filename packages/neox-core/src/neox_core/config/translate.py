@@ -1,0 +1,452 @@
+"""Translate merged GPT-NeoX keys onto neox's dataclass fields, remembering where each came from.
+
+The input is the merged key set of all YAML files (later files win); the output is a flat
+mapping of dotted field names ("model.hidden_size") to values, their sources ("file.yml:12"),
+and the GPT-NeoX key that set each, so later checks can name it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from neox_core.config.errors import ConfigError
+from neox_core.config.keys import DIRECT, IGNORED, SPECIAL, UNSUPPORTED, all_known_keys
+
+
+@dataclass
+class Entry:
+    """One merged key: its value, where it was set, and how it was spelled there."""
+
+    value: Any
+    source: str  # "file.yml:LINE" or "override"
+    spelled: str
+    # nested key (e.g. ("params", "lr")) -> "file.yml:LINE", for blocks like `optimizer`
+    nested_sources: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+
+@dataclass
+class Translation:
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # dotted field -> GPT-NeoX key
+    ignored: dict[str, str] = field(default_factory=dict)
+    # model-shaping keys that derive.py combines (intermediate size, activation, ...)
+    shape: dict[str, Entry] = field(default_factory=dict)
+
+    def set(self, dotted: str, value: Any, source: str, key: str) -> None:
+        self.values[dotted] = value
+        self.sources[dotted] = source
+        self.keys[dotted] = key
+
+
+_KIND_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "list[str]": "a list of strings",
+    "list[float]": "a list of numbers",
+    "list[int]": "a list of integers",
+}
+
+
+def _coerce_scalar(value: Any, kind: str) -> Any:
+    if kind == "int":
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise TypeError
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    raise AssertionError(kind)
+
+
+def coerce(value: Any, kind: str, key: str, source: str) -> Any:
+    """Check and convert one value to `kind`; the error names the key and where it was set."""
+    optional = kind.endswith("?")
+    base = kind.rstrip("?")
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{source}: {key}: expected {_KIND_WORDS[base]}, got null")
+    try:
+        if base.startswith("list["):
+            if not isinstance(value, list):
+                raise TypeError
+            inner = base[5:-1]
+            return [_coerce_scalar(v, inner) for v in value]
+        return _coerce_scalar(value, base)
+    except TypeError:
+        raise ConfigError(f"{source}: {key}: expected {_KIND_WORDS[base]}, got {value!r}") from None
+
+
+def closest_key(key: str) -> str | None:
+    found = difflib.get_close_matches(key, all_known_keys(), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def unknown_key_error(entry: Entry, key: str) -> ConfigError:
+    near = closest_key(key)
+    hint = f"; did you mean {near!r}?" if near else ""
+    return ConfigError(f"{entry.source}: unknown key {entry.spelled!r}{hint}")
+
+
+def not_supported_error(source: str, key: str, value: Any, what: str) -> ConfigError:
+    return ConfigError(f"{source}: {key} = {value!r}: {what} is not yet supported by neox")
+
+
+def _norm_choice(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def translate(merged: dict[str, Entry]) -> Translation:
+    """Map every merged key; raises on unknown or unsupported keys."""
+    out = Translation()
+    for key, entry in merged.items():
+        if key in DIRECT:
+            dotted, kind = DIRECT[key]
+            if dotted in out.values and out.keys[dotted] != key:
+                other = out.keys[dotted]
+                raise ConfigError(
+                    f"{entry.source}: {key} and {other} ({out.sources[dotted]}) set the same "
+                    "value; keep one"
+                )
+            out.set(dotted, coerce(entry.value, kind, key, entry.source), entry.source, key)
+        elif key in SPECIAL:
+            out.shape[key] = entry
+        elif key in IGNORED:
+            out.ignored[key] = f"{entry.source}: {IGNORED[key]}"
+        elif key in UNSUPPORTED:
+            harmless, what = UNSUPPORTED[key]
+            if _norm_choice(entry.value) not in [_norm_choice(h) for h in harmless]:
+                raise not_supported_error(entry.source, key, entry.value, what)
+            out.ignored[key] = f"{entry.source}: set to its harmless value ({what} is off)"
+        else:
+            raise unknown_key_error(entry, key)
+    _translate_special(out)
+    return out
+
+
+def _get(out: Translation, key: str, kind: str, default: Any) -> tuple[Any, str | None]:
+    entry = out.shape.get(key)
+    if entry is None:
+        return default, None
+    return coerce(entry.value, kind, key, entry.source), entry.source
+
+
+def _translate_special(out: Translation) -> None:
+    _precision(out)
+    _optimizer(out)
+    _zero(out)
+    _model_switches(out)
+    _misc(out)
+
+
+# -- precision -------------------------------------------------------------------------------
+
+_FP16_BLOCK_KEYS = {
+    "enabled",
+    "fp16",
+    "type",
+    "loss_scale",
+    "loss_scale_window",
+    "initial_scale_power",
+    "hysteresis",
+    "min_loss_scale",
+    "auto_cast",
+    "consecutive_hysteresis",
+}
+
+
+def _block(entry: Entry, key: str) -> dict[str, Any]:
+    if entry.value is None:
+        return {}
+    if not isinstance(entry.value, dict):
+        raise ConfigError(f"{entry.source}: {key}: expected a mapping, got {entry.value!r}")
+    return entry.value
+
+
+def _nested_source(entry: Entry, *path: str) -> str:
+    return entry.nested_sources.get(tuple(path), entry.source)
+
+
+def _precision(out: Translation) -> None:
+    choices: list[tuple[str, str, str]] = []  # (dtype, source, what set it)
+    entry = out.shape.get("precision")
+    if entry is not None and entry.value is not None:
+        names = {"fp16": "fp16", "fp32": "fp32", "bfloat16": "bf16", "bf16": "bf16"}
+        if entry.value not in names:
+            raise ConfigError(
+                f"{entry.source}: precision = {entry.value!r}: expected one of fp16, bfloat16, fp32"
+            )
+        choices.append((names[entry.value], entry.source, "precision"))
+    entry = out.shape.get("fp16")
+    if entry is not None:
+        block = _block(entry, "fp16")
+        for sub in block:
+            if sub not in _FP16_BLOCK_KEYS:
+                near = difflib.get_close_matches(sub, sorted(_FP16_BLOCK_KEYS), n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise ConfigError(
+                    f"{_nested_source(entry, sub)}: unknown key {sub!r} in the fp16 block{hint}"
+                )
+        for sub in ("auto_cast", "consecutive_hysteresis"):
+            if block.get(sub):
+                raise not_supported_error(_nested_source(entry, sub), f"fp16.{sub}", True, sub)
+        enabled = coerce(block.get("enabled", False), "bool", "fp16.enabled", entry.source)
+        if block.get("type") == "bfloat16":
+            choices.append(("bf16", _nested_source(entry, "type"), "fp16.type"))
+        elif enabled:
+            choices.append(("fp16", _nested_source(entry, "enabled"), "fp16.enabled"))
+        scale_keys = {
+            "loss_scale": ("precision.loss_scale", "float?"),
+            "loss_scale_window": ("precision.loss_scale_window", "int"),
+            "initial_scale_power": ("precision.initial_scale_power", "int"),
+            "hysteresis": ("precision.hysteresis", "int"),
+            "min_loss_scale": ("precision.min_loss_scale", "float"),
+        }
+        for sub, (dotted, kind) in scale_keys.items():
+            if sub not in block:
+                continue
+            src = _nested_source(entry, sub)
+            value = coerce(block[sub], kind, f"fp16.{sub}", src)
+            if sub == "loss_scale" and value == 0:
+                value = None  # DeepSpeed: 0 means dynamic loss scaling
+            if dotted in out.values and out.values[dotted] != value:
+                raise ConfigError(
+                    f"{src}: fp16.{sub} = {value!r} disagrees with {out.keys[dotted]} = "
+                    f"{out.values[dotted]!r} ({out.sources[dotted]})"
+                )
+            out.set(dotted, value, src, f"fp16.{sub}")
+    entry = out.shape.get("bf16")
+    if entry is not None:
+        block = _block(entry, "bf16")
+        for sub in block:
+            if sub != "enabled":
+                raise not_supported_error(
+                    _nested_source(entry, sub), f"bf16.{sub}", block[sub], f"bf16.{sub}"
+                )
+        if coerce(block.get("enabled", False), "bool", "bf16.enabled", entry.source):
+            choices.append(("bf16", _nested_source(entry, "enabled"), "bf16.enabled"))
+    if choices:
+        dtypes = {c[0] for c in choices}
+        if len(dtypes) > 1:
+            listed = ", ".join(f"{what} -> {dt} ({src})" for dt, src, what in choices)
+            raise ConfigError(f"conflicting precision settings: {listed}")
+        dtype, src, what = choices[-1]
+        out.set("precision.dtype", dtype, src, what)
+    entry = out.shape.get("dynamic_loss_scale")
+    if entry is not None and entry.value is not None:
+        dynamic = coerce(entry.value, "bool", "dynamic_loss_scale", entry.source)
+        if dynamic != (out.values.get("precision.loss_scale") is None):
+            raise ConfigError(
+                f"{entry.source}: dynamic_loss_scale = {dynamic} disagrees with loss_scale"
+            )
+
+
+# -- optimizer -------------------------------------------------------------------------------
+
+_ADAM_PARAMS = {"lr", "betas", "eps"}
+
+
+def _optimizer(out: Translation) -> None:
+    entry = out.shape.get("optimizer")
+    if entry is not None and entry.value is not None:
+        block = _block(entry, "optimizer")
+        for sub in block:
+            if sub not in ("type", "params"):
+                raise ConfigError(
+                    f"{_nested_source(entry, sub)}: unknown key {sub!r} in the optimizer block "
+                    "(expected type, params)"
+                )
+        otype = block.get("type", "Adam")
+        src = _nested_source(entry, "type")
+        if not isinstance(otype, str) or otype.lower() not in ("adam", "adamw"):
+            raise not_supported_error(src, "optimizer.type", otype, f"the optimizer {otype!r}")
+        out.set("optimizer.type", otype.lower(), src, "optimizer.type")
+        params = block.get("params") or {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{entry.source}: optimizer.params: expected a mapping")
+        for sub, value in params.items():
+            psrc = _nested_source(entry, "params", sub)
+            name = f"optimizer.params.{sub}"
+            if sub == "lr":
+                out.set("optimizer.lr", coerce(value, "float", name, psrc), psrc, name)
+            elif sub == "eps":
+                out.set("optimizer.eps", coerce(value, "float", name, psrc), psrc, name)
+            elif sub == "betas":
+                betas = coerce(value, "list[float]", name, psrc)
+                if len(betas) != 2:
+                    raise ConfigError(f"{psrc}: {name}: expected two numbers, got {value!r}")
+                out.set("optimizer.betas", tuple(betas), psrc, name)
+            elif sub == "weight_decay":
+                raise ConfigError(
+                    f"{psrc}: {name}: GPT-NeoX takes weight decay from the top-level "
+                    "weight_decay key; set it there"
+                )
+            elif sub in ("amsgrad",) and value is False:
+                continue
+            else:
+                near = difflib.get_close_matches(sub, sorted(_ADAM_PARAMS), n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise ConfigError(f"{psrc}: {name} is not an Adam parameter neox supports{hint}")
+    entry = out.shape.get("lr")
+    if entry is not None and entry.value is not None:
+        lr = coerce(entry.value, "float", "lr", entry.source)
+        if "optimizer.lr" in out.values and out.values["optimizer.lr"] != lr:
+            raise ConfigError(
+                f"{entry.source}: lr = {lr} disagrees with optimizer.params.lr = "
+                f"{out.values['optimizer.lr']} ({out.sources['optimizer.lr']})"
+            )
+        if "optimizer.lr" not in out.values:
+            out.set("optimizer.lr", lr, entry.source, "lr")
+
+
+# -- ZeRO ------------------------------------------------------------------------------------
+
+_ZERO_HARMLESS = {
+    "stage",
+    "allgather_partitions",
+    "allgather_bucket_size",
+    "overlap_comm",
+    "reduce_scatter",
+    "reduce_bucket_size",
+    "contiguous_gradients",
+    "round_robin_gradients",
+    "elastic_checkpoint",
+    "load_from_fp32_weights",
+}
+
+
+def _zero(out: Translation) -> None:
+    entry = out.shape.get("zero_optimization")
+    if entry is None or entry.value is None:
+        return
+    block = _block(entry, "zero_optimization")
+    stage = coerce(block.get("stage", 0), "int", "zero_optimization.stage", entry.source)
+    if stage not in (0, 1):
+        raise not_supported_error(
+            _nested_source(entry, "stage"),
+            "zero_optimization.stage",
+            stage,
+            "ZeRO stage 2 and 3 (sharded gradients/parameters)",
+        )
+    for sub, value in block.items():
+        if sub in _ZERO_HARMLESS:
+            continue
+        if sub == "cpu_offload" and not value:
+            continue
+        if sub in ("offload_optimizer", "offload_param") and not value:
+            continue
+        raise not_supported_error(
+            _nested_source(entry, sub), f"zero_optimization.{sub}", value, f"ZeRO {sub}"
+        )
+    out.ignored["zero_optimization"] = (
+        f"{entry.source}: ZeRO stage {stage} only shards optimizer state to save memory; "
+        "neox keeps the full optimizer state on each data-parallel rank (same numbers)"
+    )
+
+
+# -- model switches --------------------------------------------------------------------------
+
+
+def _model_switches(out: Translation) -> None:
+    pos_emb, src = _get(out, "pos_emb", "str", None)
+    if pos_emb is None:
+        raise ConfigError(
+            "pos_emb is not set: GPT-NeoX then uses learned position embeddings, which neox "
+            'does not support yet; set "pos_emb": "rotary"'
+        )
+    if pos_emb != "rotary":
+        raise not_supported_error(src, "pos_emb", pos_emb, f"pos_emb {pos_emb!r}")
+
+    norm, src = _get(out, "norm", "str", "layernorm")
+    if norm not in ("layernorm", "rmsnorm"):
+        raise not_supported_error(src or "default", "norm", norm, f"the norm {norm!r}")
+    out.set("model.norm", norm, src or "default", "norm")
+    eps_key = "layernorm_epsilon" if norm == "layernorm" else "rms_norm_epsilon"
+    eps_default = 1e-5 if norm == "layernorm" else 1e-8
+    eps, src = _get(out, eps_key, "float", eps_default)
+    out.set("model.norm_eps", eps, src or "default", eps_key)
+
+    tie_off, src = _get(out, "no_weight_tying", "bool", False)
+    out.set("model.tie_embeddings", not tie_off, src or "default", "no_weight_tying")
+
+    norm_bias, src = _get(out, "use_bias_in_norms", "bool", True)
+    out.set("model.norm_bias", norm_bias, src or "default", "use_bias_in_norms")
+
+    mlp_type, mlp_src = _get(out, "mlp_type", "str", "regular")
+    activation, act_src = _get(out, "activation", "str", "gelu")
+    if mlp_type == "regular":
+        names = {"gelu": "gelu", "swiglu": "swiglu"}
+        if activation not in names:
+            raise not_supported_error(
+                act_src, "activation", activation, f"the activation {activation!r}"
+            )
+        out.set("model.activation", names[activation], act_src or "default", "activation")
+    elif mlp_type == "llama":
+        if activation != "silu":
+            raise not_supported_error(
+                act_src or "default",
+                "activation",
+                activation,
+                f'mlp_type "llama" with activation {activation!r} (GPT-NeoX uses "silu")',
+            )
+        out.set("model.activation", "swiglu", mlp_src, "mlp_type")
+    else:
+        raise not_supported_error(mlp_src, "mlp_type", mlp_type, f"mlp_type {mlp_type!r}")
+
+    attn_bias, attn_src = _get(out, "use_bias_in_attn_linear", "bool", True)
+    mlp_bias, mlp_bias_src = _get(out, "use_bias_in_mlp", "bool", True)
+    if mlp_type == "llama":
+        mlp_bias, mlp_bias_src = False, mlp_src  # GPT-NeoX's LLaMA MLP has no biases
+    if attn_bias != mlp_bias:
+        raise not_supported_error(
+            attn_src or mlp_bias_src or "default",
+            "use_bias_in_attn_linear",
+            attn_bias,
+            f"linear biases in attention ({attn_bias}) but not the same in the MLP ({mlp_bias})",
+        )
+    out.set("model.use_bias", attn_bias, attn_src or mlp_bias_src or "default", "use_bias_in_*")
+
+
+def _misc(out: Translation) -> None:
+    entry = out.shape.get("pipe_parallel_size")
+    if entry is not None:
+        pp = coerce(entry.value, "int", "pipe_parallel_size", entry.source)
+        # GPT-NeoX: 0 and 1 both mean one stage (1 uses the pipeline engine with one stage)
+        out.set("parallel.pipe_parallel_size", max(pp, 1), entry.source, "pipe_parallel_size")
+    entry = out.shape.get("padded_vocab_size")
+    if entry is not None and entry.value is not None:
+        padded = coerce(entry.value, "int", "padded_vocab_size", entry.source)
+        out.set("model.padded_vocab_size", padded, entry.source, "padded_vocab_size")
+    entry = out.shape.get("data_impl")
+    if entry is not None:
+        if entry.value not in ("mmap", "infer"):
+            raise not_supported_error(
+                entry.source, "data_impl", entry.value, f"data_impl {entry.value!r}"
+            )
+        out.ignored["data_impl"] = f"{entry.source}: neox always reads mmap .bin/.idx datasets"
+    entry = out.shape.get("checkpoint_num_layers")
+    if entry is not None:
+        n = coerce(entry.value, "int", "checkpoint_num_layers", entry.source)
+        if n != 1:
+            raise not_supported_error(
+                entry.source, "checkpoint_num_layers", n, "checkpointing several layers at once"
+            )
+        out.ignored["checkpoint_num_layers"] = f"{entry.source}: neox checkpoints each layer"
