@@ -1,0 +1,229 @@
+"""Input sources cut into chunks of documents that workers decode, validate and tokenize.
+
+Chunks depend only on the input (never on the worker count), which is what makes the
+output byte-identical whatever `--workers` is. JSONL lines travel as raw bytes so UTF-8 and
+JSON decoding happen in the workers, with the file and line kept for error messages.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+CHUNK_DOCS = 512
+CHUNK_BYTES = 4 << 20
+
+ChunkKind = Literal["jsonl", "text", "records"]
+
+
+class InputError(ValueError):
+    """An input that cannot be opened or read at all."""
+
+
+@dataclass
+class Chunk:
+    """Documents from one source; `locations[i]` names document i for error messages."""
+
+    source: str
+    kind: ChunkKind
+    items: list[Any]
+    locations: list[str]
+    nbytes: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if name.endswith(".zst") or name.endswith(".zstd"):
+        import zstandard
+
+        fh = open(path, "rb")  # noqa: SIM115 - closed with the reader
+        reader = zstandard.ZstdDecompressor().stream_reader(fh, closefd=True)
+        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+    return open(path, "rb", buffering=1 << 20)
+
+
+def _base_suffix(path: Path) -> str:
+    name = path.name.lower()
+    for comp in (".gz", ".zst", ".zstd"):
+        if name.endswith(comp):
+            name = name[: -len(comp)]
+    return Path(name).suffix
+
+
+def is_hf_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and any(
+        (path / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json")
+    )
+
+
+def iter_jsonl(path: Path) -> Iterator[Chunk]:
+    lines: list[bytes] = []
+    locs: list[str] = []
+    nbytes = 0
+    with _open_binary(path) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue  # blank lines separate nothing in JSONL
+            lines.append(raw)
+            locs.append(f"{path}:{lineno}")
+            nbytes += len(raw)
+            if len(lines) >= CHUNK_DOCS or nbytes >= CHUNK_BYTES:
+                yield Chunk(str(path), "jsonl", lines, locs, nbytes)
+                lines, locs, nbytes = [], [], 0
+    if lines:
+        yield Chunk(str(path), "jsonl", lines, locs, nbytes)
+
+
+def iter_json_array(path: Path) -> Iterator[Chunk]:
+    with _open_binary(path) as fh:
+        raw = fh.read()
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: invalid UTF-8 at byte {e.start}") from e
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{e.lineno}: malformed JSON: {e.msg}") from e
+    if not isinstance(data, list):
+        raise InputError(f"{path}: a .json input must hold an array of objects")
+    yield from _record_chunks(str(path), data, "element")
+
+
+def iter_text_file(path: Path) -> Iterator[Chunk]:
+    """A text file is one document (key `text`)."""
+    with _open_binary(path) as fh:
+        raw = fh.read()
+    yield Chunk(str(path), "text", [raw], [f"{path}:1"], len(raw))
+
+
+def iter_parquet(path: Path, keys: list[str]) -> Iterator[Chunk]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:
+        raise InputError(f"{path}: not a readable Parquet file: {e}") from e
+    columns = [k for k in keys if k in pf.schema_arrow.names]
+    if not columns:
+        raise InputError(
+            f"{path}: has none of the keys {keys} (columns: {', '.join(pf.schema_arrow.names)})"
+        )
+    row = 0
+    for batch in pf.iter_batches(batch_size=CHUNK_DOCS, columns=columns):
+        records = batch.to_pylist()
+        locs = [f"{path}: row {row + i + 1}" for i in range(len(records))]
+        row += len(records)
+        yield Chunk(str(path), "records", records, locs, batch.nbytes)
+
+
+def _record_chunks(source: str, records: Any, unit: str, start: int = 0) -> Iterator[Chunk]:
+    batch: list[Any] = []
+    locs: list[str] = []
+    for i, rec in enumerate(records, start=start + 1):
+        batch.append(rec)
+        locs.append(f"{source}: {unit} {i}")
+        if len(batch) >= CHUNK_DOCS:
+            yield Chunk(source, "records", batch, locs)
+            batch, locs = [], []
+    if batch:
+        yield Chunk(source, "records", batch, locs)
+
+
+def iter_hf_dataset(
+    name_or_path: str, keys: list[str], subset: str | None, split: str | None
+) -> Iterator[Chunk]:
+    """A local `save_to_disk` folder, or a hub name through `datasets` (streamed)."""
+    ds = load_hf_dataset(name_or_path, subset, split, streaming=True)
+    names = list(ds.column_names or []) if getattr(ds, "column_names", None) else None
+    if names is not None:
+        present = [k for k in keys if k in names]
+        if not present:
+            raise InputError(f"{name_or_path}: has none of the keys {keys} (columns: {names})")
+        extra = [c for c in names if c not in keys]
+        if extra:
+            ds = ds.remove_columns(extra)
+    yield from _record_chunks(name_or_path, iter(ds), "row")
+
+
+def load_hf_dataset(
+    name_or_path: str, subset: str | None, split: str | None, streaming: bool = False
+) -> Any:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - the extra is installed in dev
+        raise InputError("HF datasets need the `datasets` library: install neox-data[hf]") from e
+    path = Path(name_or_path)
+    if path.exists():
+        if not is_hf_saved_dataset(path):
+            raise InputError(f"{path}: not a `save_to_disk` dataset folder")
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            chosen = split or ("train" if "train" in ds else None)
+            if chosen not in ds:
+                raise InputError(f"{path}: split {split!r} not found (splits: {list(ds)})")
+            ds = ds[chosen]
+        return ds
+    try:
+        return datasets.load_dataset(
+            name_or_path, subset, split=split or "train", streaming=streaming
+        )
+    except Exception as e:
+        raise InputError(f"{name_or_path}: cannot load the HF dataset: {e}") from e
+
+
+def iter_input(
+    spec: str, keys: list[str], subset: str | None = None, split: str | None = None
+) -> Iterator[Chunk]:
+    """Chunks of one `--input` entry, chosen by what the path is."""
+    path = Path(spec)
+    if is_hf_saved_dataset(path) or (not path.exists() and _looks_like_hub_name(spec)):
+        yield from iter_hf_dataset(spec, keys, subset, split)
+        return
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        if not files:
+            raise InputError(f"{path}: empty directory")
+        for f in files:
+            yield from iter_input(str(f), keys, subset, split)
+        return
+    if not path.is_file():
+        raise InputError(f"{path}: input not found")
+    suffix = _base_suffix(path)
+    if suffix in (".jsonl", ".ndjson"):
+        yield from iter_jsonl(path)
+    elif suffix == ".json":
+        yield from (iter_json_array(path) if _starts_with_bracket(path) else iter_jsonl(path))
+    elif suffix == ".parquet":
+        yield from iter_parquet(path, keys)
+    elif suffix in (".txt", ".text", ".md"):
+        if keys != ["text"]:
+            raise InputError(f"{path}: text files hold key 'text' only, not {keys}")
+        yield from iter_text_file(path)
+    else:
+        raise InputError(
+            f"{path}: unknown input type {suffix!r} (JSONL .jsonl[.gz|.zst], .json, "
+            ".parquet, .txt, or a save_to_disk folder)"
+        )
+
+
+def _looks_like_hub_name(spec: str) -> bool:
+    parts = spec.split("/")
+    return (
+        1 <= len(parts) <= 2
+        and all(p and not p.startswith(".") for p in parts)
+        and (os.sep not in spec or os.sep == "/")
+    )
+
+
+def _starts_with_bracket(path: Path) -> bool:
+    with _open_binary(path) as fh:
+        head = fh.read(4096)
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")

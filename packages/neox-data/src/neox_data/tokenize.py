@@ -1,0 +1,175 @@
+"""The tokenization pipeline: inputs -> ordered worker results -> `.bin/.idx` per output.
+
+Chunks are handed to a pool with a bounded window of outstanding work and collected in
+submission order, so memory stays flat in the input size and the output does not depend on
+the worker count. Outputs go through `IndexedDatasetWriter`, so a failure or Ctrl-C leaves
+no half-written pair.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from neox_data.encoding import ChunkResult, EncodeConfig, Encoder
+from neox_data.indexed_dataset import IndexedDatasetWriter
+from neox_data.progress import Progress
+from neox_data.readers import Chunk, iter_input
+
+OnError = Literal["fail", "skip"]
+MAX_REPORTED_ERRORS = 20
+
+
+class BadInputError(ValueError):
+    """A bad record under `--on-error fail`; the message names file and line."""
+
+
+@dataclass
+class TokenizeResult:
+    outputs: dict[str, str]  # output name -> prefix of the written pair
+    documents: int
+    tokens: dict[str, int]
+    skipped: int
+    errors: list[str] = field(default_factory=list)  # the first few skipped records
+    input_bytes: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outputs": self.outputs,
+            "documents": self.documents,
+            "tokens": self.tokens,
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "input_bytes": self.input_bytes,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def output_prefix_for(prefix: str, name: str) -> str:
+    return f"{prefix}_{name}_document"
+
+
+# -- worker side -------------------------------------------------------------------------
+_WORKER: Encoder | None = None
+
+
+def _init_worker(config: EncodeConfig) -> None:
+    global _WORKER
+    # One process per core already; tokenizers' own thread pool would oversubscribe.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _WORKER = Encoder(config)
+
+
+def _work(chunk: Chunk) -> ChunkResult:
+    assert _WORKER is not None
+    return _WORKER.encode_chunk(chunk)
+
+
+def _ordered_results(
+    chunks: Iterator[Chunk], config: EncodeConfig, encoder: Encoder, workers: int
+) -> Iterator[ChunkResult]:
+    if workers <= 1:
+        for chunk in chunks:
+            yield encoder.encode_chunk(chunk)
+        return
+    ctx = mp.get_context("spawn")
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(config,))
+    try:
+        window: deque[Any] = deque()
+        for chunk in chunks:
+            window.append(pool.apply_async(_work, (chunk,)))
+            if len(window) >= 3 * workers:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+
+
+def _all_chunks(
+    inputs: list[str], keys: list[str], subset: str | None, split: str | None
+) -> Iterator[Chunk]:
+    for spec in inputs:
+        yield from iter_input(spec, keys, subset, split)
+
+
+def tokenize(
+    inputs: list[str],
+    output_prefix: str,
+    config: EncodeConfig,
+    workers: int = 1,
+    on_error: OnError = "fail",
+    num_docs: int | None = None,
+    subset: str | None = None,
+    split: str | None = None,
+    log_interval_s: float = 30.0,
+    quiet: bool = False,
+    write: bool = True,
+    lengths_out: list[Any] | None = None,
+) -> TokenizeResult:
+    """Tokenize `inputs` into `<output_prefix>_<name>_document.bin/.idx`, one per output.
+
+    With `write=False` nothing is written (token counting); `lengths_out` then collects
+    the per-document token counts of the first output, chunk by chunk.
+    """
+    start = time.monotonic()
+    encoder = Encoder(config)
+    names = encoder.names
+    prefixes = {n: output_prefix_for(output_prefix, n) for n in names}
+    writers: dict[str, IndexedDatasetWriter] = {}
+    if write:
+        Path(output_prefix).parent.mkdir(parents=True, exist_ok=True)
+        writers = {n: IndexedDatasetWriter(p, encoder.dtype) for n, p in prefixes.items()}
+    progress = Progress(num_docs, log_interval_s) if not quiet else None
+    tokens = dict.fromkeys(names, 0)
+    docs = skipped = nbytes = 0
+    errors: list[str] = []
+    chunks = _all_chunks(inputs, list(config.keys), subset, split)
+    results = _ordered_results(chunks, config, encoder, workers)
+    try:
+        for res in results:
+            if res.errors:
+                if on_error == "fail":
+                    loc, msg = res.errors[0]
+                    raise BadInputError(f"{loc}: {msg} (use --on-error skip to skip such records)")
+                skipped += len(res.errors)
+                room = MAX_REPORTED_ERRORS - len(errors)
+                errors.extend(f"{loc}: {msg}" for loc, msg in res.errors[: max(room, 0)])
+            for n in names:
+                if write:
+                    writers[n].add_documents(res.arrays[n], res.lengths[n])
+                tokens[n] += int(res.arrays[n].size)
+            if lengths_out is not None:
+                lengths_out.append(res.lengths[names[0]])
+            docs += res.docs
+            nbytes += res.nbytes
+            if progress is not None:
+                progress.update(res.docs, int(res.arrays[names[0]].size), res.nbytes)
+        for w in writers.values():
+            w.finalize()
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    finally:
+        results.close()  # stops the worker pool at once on failure
+        if progress is not None:
+            progress.close()
+    return TokenizeResult(
+        outputs=prefixes if write else {},
+        documents=docs,
+        tokens=tokens,
+        skipped=skipped,
+        errors=errors,
+        input_bytes=nbytes,
+        seconds=time.monotonic() - start,
+    )
