@@ -1,0 +1,222 @@
+"""The work behind each `neox-slurm` subcommand (argparse namespace in, exit status out)."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import re
+import sys
+from pathlib import Path
+
+from neox_slurm.follow import follow_log
+from neox_slurm.jobs import list_jobs, query_squeue, scontrol_show_jobs
+from neox_slurm.log_files import read_all_lines, read_tail
+from neox_slurm.log_location import LogSettings, find_log, log_candidates, log_settings
+from neox_slurm.profiles import Profile, available_profiles, load_profile
+from neox_slurm.sbatch_script import JobSpec, ScriptError, render_script
+from neox_slurm.slurm_commands import SlurmError, run_slurm
+from neox_slurm.status_report import collect_status, render_json, render_table
+from neox_slurm.submission import submit, submitting_venv
+from neox_slurm.training_log import iteration_records
+
+RUN_DEFAULTS = {"nodes": 1, "gpus": 1, "cpus": 16, "time": "02:00:00"}
+_JOB_ID = re.compile(r"^\d+(_\d+)?$")
+
+
+def _settings(args: argparse.Namespace) -> tuple[Profile, LogSettings]:
+    profile = load_profile(args.profile)
+    return profile, log_settings(profile, args.log_dir, args.log_pattern)
+
+
+def _venv(args: argparse.Namespace, profile: Profile) -> Path | None:
+    if args.venv:
+        return Path(args.venv).expanduser().resolve()
+    if args.no_venv or not profile.activate_submitting_venv:
+        return None
+    return submitting_venv()
+
+
+def _log_dir(settings: LogSettings) -> Path:
+    return (settings.log_dir or Path.cwd() / "logs").resolve()
+
+
+def _job_name_from(configs: list[Path]) -> str:
+    name = re.sub(r"[^\w.-]+", "-", configs[0].stem).strip("-")
+    return name or "neox-train"
+
+
+def _emit(spec: JobSpec, dry_run: bool) -> tuple[int, str | None, Path | None]:
+    if dry_run:
+        sys.stdout.write(render_script(spec))
+        return 0, None, None
+    done = submit(spec)
+    print(f"Submitted job {done.job_id}")
+    print(f"log:    {done.log}")
+    print(f"script: {done.script}")
+    return 0, done.job_id, done.log
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    profile, settings = _settings(args)
+    configs = []
+    for raw in args.configs:
+        path = Path(raw).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {raw} does not exist ({path})")
+        configs.append(path)
+    spec = JobSpec(
+        job_name=args.job_name or _job_name_from(configs),
+        command=[args.train_command, *map(str, configs)],
+        profile=profile,
+        log_dir=_log_dir(settings),
+        log_pattern=settings.pattern,
+        work_dir=Path.cwd().resolve(),
+        nodes=args.nodes or profile.nodes,
+        gpus_per_node=profile.gpus_per_node if args.gpus is None else args.gpus,
+        cpus_per_task=args.cpus or profile.cpus_per_task,
+        time=args.time or profile.time,
+        partition=args.partition or profile.partition,
+        account=args.account or profile.account,
+        dependency=args.dependency,
+        venv=_venv(args, profile),
+        launcher=args.launcher or profile.launcher,
+        checkpoint_signal=None if args.no_requeue else profile.checkpoint_signal,
+        checkpoint_signal_seconds=profile.checkpoint_signal_seconds,
+        extra_sbatch=profile.sbatch,
+    )
+    return _emit(spec, args.dry_run)[0]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise ScriptError("give the command after `--`, e.g. neox-slurm run -- nvidia-smi")
+    profile, settings = _settings(args)
+    spec = JobSpec(
+        job_name=args.job_name or "neox-run",
+        command=cmd,
+        profile=profile,
+        log_dir=_log_dir(settings),
+        log_pattern=settings.pattern,
+        work_dir=Path.cwd().resolve(),
+        nodes=args.nodes or RUN_DEFAULTS["nodes"],
+        gpus_per_node=RUN_DEFAULTS["gpus"] if args.gpus is None else args.gpus,
+        cpus_per_task=args.cpus or RUN_DEFAULTS["cpus"],
+        time=args.time or RUN_DEFAULTS["time"],
+        partition=args.partition or profile.partition,
+        account=args.account or profile.account,
+        dependency=args.dependency,
+        venv=_venv(args, profile),
+        launcher="shell",
+        checkpoint_signal=None,
+        extra_sbatch=profile.sbatch,
+    )
+    status, job_id, log = _emit(spec, args.dry_run)
+    if args.follow and job_id is not None and log is not None:
+        state, code = follow_log(job_id, log)
+        print(f"neox-slurm: job {job_id} ended {state} (exit status {code})", file=sys.stderr)
+        return code
+    return status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _, settings = _settings(args)
+    for job in args.jobs:
+        if not _JOB_ID.match(job):
+            raise ScriptError(f"{job!r} is not a job id")
+    statuses = collect_status(
+        settings,
+        user=args.user,
+        all_users=args.all_users,
+        since=args.since,
+        name_pattern=args.name,
+        job_ids=args.jobs or None,
+        stale_after=args.stale_after,
+    )
+    if args.json:
+        print(render_json(statuses))
+    elif statuses:
+        print(render_table(statuses))
+    else:
+        print("no jobs")
+    return 0 if all(s.healthy for s in statuses) else 1
+
+
+def _job_log(job_id: str, settings: LogSettings) -> Path:
+    if not _JOB_ID.match(job_id):
+        raise ScriptError(f"{job_id!r} is not a job id")
+    records = list_jobs(job_ids=[job_id], all_users=True)
+    records = [r for r in records if job_id in (r.job_id, r.raw_id)]
+    if not records:
+        raise SlurmError(f"SLURM knows no job {job_id}")
+    job = records[0]
+    try:
+        row = scontrol_show_jobs(job.raw_id).get(job.raw_id)
+    except SlurmError:
+        row = None
+    log = find_log(job, settings, row)
+    if log is None:
+        tried = ", ".join(str(p) for p in log_candidates(job, settings, row)) or "nothing"
+        raise FileNotFoundError(
+            f"no log found for job {job_id} (tried {tried}); give --log-dir/--log-pattern"
+        )
+    return log
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    _, settings = _settings(args)
+    log = _job_log(args.job, settings)
+    lines = read_tail(log, max_bytes=1 << 22, max_lines=args.lines) if args.lines else None
+    if args.follow:
+        if lines is not None:
+            sys.stdout.write("".join(line + "\n" for line in lines))
+        follow_log(args.job, log, from_start=lines is None)
+        return 0
+    if lines is None:
+        lines = read_all_lines(log)
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    if bool(args.jobs) == bool(args.name):
+        raise ScriptError("give job ids or --name PATTERN (one of the two)")
+    ids = list(args.jobs)
+    for job in ids:
+        if not _JOB_ID.match(job):
+            raise ScriptError(f"{job!r} is not a job id")
+    if args.name:
+        active = query_squeue(user=args.user, all_users=False)
+        ids = [r.job_id for r in active if fnmatch.fnmatchcase(r.name, args.name)]
+        if not ids:
+            print(f"no queued or running job matches {args.name!r}")
+            return 1
+    run_slurm(["scancel", *ids])
+    print(f"cancelled {' '.join(ids)}")
+    return 0
+
+
+def cmd_progress(args: argparse.Namespace) -> int:
+    _, settings = _settings(args)
+    log = _job_log(args.job, settings)
+    records = iteration_records(read_all_lines(log))
+    from neox_slurm.progress import plot_png, summary
+
+    print(f"job {args.job}  log {log}")
+    print(summary(records, width=args.width))
+    if args.plot is not None:
+        if not records:
+            print("nothing to plot", file=sys.stderr)
+            return 1
+        plot_png(records, args.plot, title=f"job {args.job}")
+        print(f"plot:   {args.plot}")
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    for name, path in available_profiles().items():
+        profile = load_profile(str(path))
+        print(f"{name:<12} {profile.description}  ({path})")
+    return 0

@@ -1,0 +1,113 @@
+"""Why a job died (or is dying), read from the tail of its log.
+
+Crash signs follow the GPT-NeoX users' convention (`traceback|exception|error:` in the last 100
+lines); the diagnosis then names the most specific cause it can find.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from neox_slurm.training_log import is_bad_loss, last_iteration
+
+CRASH_WINDOW = 100
+
+_CRASH_SIGN = re.compile(r"traceback|\bexception\b|\berror:", re.IGNORECASE)
+_CUDA_OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED")
+_NCCL = re.compile(
+    r"NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|ncclRemoteError"
+    r"|ProcessGroupNCCL.*(?:timeout|Timeout|error)|Watchdog caught collective operation timeout"
+    r"|NCCL WARN|NCCL communicator was aborted|DistBackendError"
+)
+_TIME_LIMIT = re.compile(r"DUE TO TIME LIMIT")
+_NODE_FAIL = re.compile(r"DUE TO NODE FAIL")
+_CANCELLED = re.compile(r"\*\*\* (?:JOB|STEP) [\d.]+ (?:ON \S+ )?CANCELLED AT (\S+)(.*?)\*\*\*")
+_HOST_OOM = re.compile(r"oom[-_]kill|out-of-memory handler|Killed process \d+", re.IGNORECASE)
+_BAD_LOSS_WORDS = re.compile(r"\bloss\b[^|]*\b(?:nan|inf)\b", re.IGNORECASE)
+_EXCEPTION = re.compile(
+    r"^\s*(?:\[rank\d+\]:?\s*)?(?:\d+:\s*)?"
+    r"((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Interrupt|Exit|Failure|Fault))"
+    r"(?::\s*(.*))?$"
+)
+# Launchers wrap the real error; prefer the cause they report.
+_WRAPPERS = {"ChildFailedError", "CalledProcessError", "SystemExit", "KeyboardInterrupt"}
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A cause (`kind`) and the log line or fact that shows it."""
+
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}" if self.message else self.kind
+
+
+def _short(line: str, limit: int = 200) -> str:
+    line = line.strip()
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _python_exception(lines: list[str], need_traceback: bool = True) -> Diagnosis | None:
+    seen_traceback = not need_traceback
+    found: list[tuple[str, str]] = []
+    for line in lines:
+        if "Traceback (most recent call last)" in line:
+            seen_traceback = True
+            continue
+        if not seen_traceback:
+            continue
+        match = _EXCEPTION.match(line)
+        if match:
+            name = match.group(1)
+            found.append((name, (match.group(2) or "").strip()))
+    if not found:
+        return None
+    real = [f for f in found if f[0].rsplit(".", 1)[-1] not in _WRAPPERS]
+    name, message = (real or found)[-1]
+    return Diagnosis("Python exception", _short(f"{name}: {message}" if message else name))
+
+
+def _last_match(pattern: re.Pattern[str], lines: list[str]) -> str | None:
+    for line in reversed(lines):
+        if pattern.search(line):
+            return line
+    return None
+
+
+def diagnose(lines: list[str]) -> Diagnosis | None:
+    """The most specific cause of failure visible in LINES (a log tail), or None."""
+    window = lines[-CRASH_WINDOW:]
+    if (line := _last_match(_CUDA_OOM, window)) is not None:
+        return Diagnosis("CUDA out of memory", _short(line))
+    if (line := _last_match(_NCCL, window)) is not None:
+        return Diagnosis("NCCL failure", _short(line))
+    last = last_iteration(lines)
+    if last is not None and is_bad_loss(last.loss):
+        return Diagnosis("NaN/inf loss", f"loss {last.loss} at iteration {last.iteration}")
+    if last is None and (line := _last_match(_BAD_LOSS_WORDS, window)) is not None:
+        return Diagnosis("NaN/inf loss", _short(line))
+    if _last_match(_TIME_LIMIT, window) is not None:
+        return Diagnosis("SLURM time limit", "the job reached its time limit")
+    if _last_match(_NODE_FAIL, window) is not None:
+        return Diagnosis("node failure", "SLURM reports a node failure")
+    if (line := _last_match(_HOST_OOM, window)) is not None:
+        return Diagnosis("host out of memory", _short(line))
+    exception = _python_exception(window) or _python_exception(window, need_traceback=False)
+    if exception is not None:
+        return exception
+    if (line := _last_match(_CANCELLED, window)) is not None:
+        return Diagnosis("cancelled", _short(line))
+    if (line := _last_match(_CRASH_SIGN, window)) is not None:
+        return Diagnosis("error", _short(line))
+    return None
+
+
+def shows_crash(lines: list[str]) -> bool:
+    """Whether a log tail carries the signs of a crash (the GPT-NeoX users' grep)."""
+    window = lines[-CRASH_WINDOW:]
+    return any(_CRASH_SIGN.search(line) for line in window) or any(
+        _CUDA_OOM.search(line) or _NCCL.search(line) for line in window
+    )

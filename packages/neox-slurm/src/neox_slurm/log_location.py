@@ -1,0 +1,88 @@
+"""Find a job's log: from SLURM first, then from the configured folder and file pattern.
+
+SLURM knows the StdOut path of every job it still holds (`scontrol show job`) and, from 23.02,
+of finished ones (`sacct` StdOut). Older accounting forgets it, so we fall back to the folder and
+pattern given by flag, $NEOX_SLURM_LOG_DIR / $NEOX_SLURM_LOG_PATTERN or the profile, then to the
+job's working directory with that pattern and with SLURM's own default name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from neox_slurm.jobs import JobRecord
+from neox_slurm.profiles import Profile
+from neox_slurm.slurm_commands import expand_filename_pattern
+
+SLURM_DEFAULT_PATTERN = "slurm-%j.out"
+SLURM_DEFAULT_ARRAY_PATTERN = "slurm-%A_%a.out"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Where logs are looked for when SLURM does not say."""
+
+    log_dir: Path | None
+    pattern: str
+
+
+def log_settings(
+    profile: Profile, log_dir: str | None = None, pattern: str | None = None
+) -> LogSettings:
+    """Flag, then environment variable, then profile."""
+    folder = log_dir or os.environ.get("NEOX_SLURM_LOG_DIR") or profile.log_dir
+    return LogSettings(
+        log_dir=Path(folder).expanduser() if folder else None,
+        pattern=pattern or os.environ.get("NEOX_SLURM_LOG_PATTERN") or profile.log_pattern,
+    )
+
+
+def _expand(job: JobRecord, pattern: str) -> str:
+    return expand_filename_pattern(
+        pattern,
+        job.job_id,
+        raw_id=job.raw_id,
+        job_name=job.name,
+        user=job.user,
+        first_node=job.first_node,
+    )
+
+
+def log_candidates(
+    job: JobRecord, settings: LogSettings, scontrol_row: dict[str, str] | None = None
+) -> list[Path]:
+    """Paths where JOB's log may be, most authoritative first."""
+    work_dir = Path(job.work_dir) if job.work_dir else None
+    reported = [job.stdout]
+    if scontrol_row:
+        reported.append(scontrol_row.get("StdOut", ""))
+    candidates: list[Path] = []
+    for raw in reported:
+        if raw and raw not in ("(null)", "None"):
+            path = Path(_expand(job, raw))
+            if not path.is_absolute() and work_dir is not None:
+                path = work_dir / path
+            candidates.append(path)
+    if settings.log_dir is not None:
+        candidates.append(settings.log_dir / _expand(job, settings.pattern))
+    if work_dir is not None:
+        candidates.append(work_dir / _expand(job, settings.pattern))
+        default = SLURM_DEFAULT_ARRAY_PATTERN if "_" in job.job_id else SLURM_DEFAULT_PATTERN
+        candidates.append(work_dir / _expand(job, default))
+    unique: list[Path] = []
+    for path in candidates:
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
+def find_log(
+    job: JobRecord, settings: LogSettings, scontrol_row: dict[str, str] | None = None
+) -> Path | None:
+    """The first existing candidate log file of JOB, or None."""
+    for path in log_candidates(job, settings, scontrol_row):
+        if path.is_file():
+            return path
+    return None

@@ -1,0 +1,168 @@
+"""Cluster profiles: YAML data files shipped with the package, extended by the user's own.
+
+Search order for `--profile NAME` (first hit wins): the folders in $NEOX_SLURM_PROFILES
+(`:`-separated), then ~/.config/neox-slurm/profiles (or $XDG_CONFIG_HOME/neox-slurm/profiles),
+then the package's own `profiles/`. A profile may name `extends: OTHER` to start from another.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PACKAGE_PROFILES = Path(__file__).with_name("profiles")
+DEFAULT_PROFILE = "generic"
+LAUNCHERS = ("srun", "torchrun")
+
+
+class ProfileError(ValueError):
+    """A profile is missing or malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a cluster needs in every job script, and where its logs live."""
+
+    name: str
+    path: Path
+    description: str = ""
+    nodes: int = 1
+    gpus_per_node: int = 1
+    cpus_per_task: int = 16
+    time: str = "02:00:00"
+    partition: str | None = None
+    account: str | None = None
+    launcher: str = "srun"
+    sbatch: dict[str, str | None] = field(default_factory=dict)
+    modules: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)
+    activate_submitting_venv: bool = True
+    log_dir: str | None = None
+    log_pattern: str = "neox-training-%j.out"
+    checkpoint_signal: str | None = "USR1"
+    checkpoint_signal_seconds: int = 600
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "description": (str,),
+    "nodes": (int,),
+    "gpus_per_node": (int,),
+    "cpus_per_task": (int,),
+    "time": (str,),
+    "partition": (str, type(None)),
+    "account": (str, type(None)),
+    "launcher": (str,),
+    "sbatch": (dict,),
+    "modules": (list,),
+    "env": (dict,),
+    "setup": (list,),
+    "activate_submitting_venv": (bool,),
+    "log_dir": (str, type(None)),
+    "log_pattern": (str,),
+    "checkpoint_signal": (str, type(None)),
+    "checkpoint_signal_seconds": (int,),
+}
+
+
+def profile_dirs() -> list[Path]:
+    """Folders searched for profiles, highest priority first."""
+    dirs = [Path(p).expanduser() for p in os.environ.get("NEOX_SLURM_PROFILES", "").split(":") if p]
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    dirs.append(config_home / "neox-slurm" / "profiles")
+    dirs.append(PACKAGE_PROFILES)
+    return dirs
+
+
+def available_profiles() -> dict[str, Path]:
+    """{name: file} of every profile found, the highest-priority file per name."""
+    found: dict[str, Path] = {}
+    for folder in reversed(profile_dirs()):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+                found[path.stem] = path
+    return dict(sorted(found.items()))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: a profile is a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _check(path: Path, data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        if key not in _TYPES:
+            known = ", ".join(sorted(_TYPES))
+            raise ProfileError(f"{path}: unknown key {key!r} (known: {known})")
+        if isinstance(value, bool) and bool not in _TYPES[key]:
+            raise ProfileError(f"{path}: key {key!r} must be {_TYPES[key][0].__name__}, got bool")
+        if not isinstance(value, _TYPES[key]):
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in _TYPES[key])
+            raise ProfileError(f"{path}: key {key!r} must be {want}, got {value!r}")
+    if data.get("launcher", "srun") not in LAUNCHERS:
+        raise ProfileError(f"{path}: key 'launcher' must be one of {LAUNCHERS}")
+    for key in ("env", "sbatch"):
+        for sub, value in data.get(key, {}).items():
+            if not isinstance(value, str | int | float | type(None)) or isinstance(value, bool):
+                raise ProfileError(f"{path}: {key}.{sub} must be a string or number")
+    for key in ("modules", "setup"):
+        for item in data.get(key, []):
+            if not isinstance(item, str):
+                raise ProfileError(f"{path}: every entry of {key!r} must be a string: {item!r}")
+
+
+def load_profile(name: str | None = None) -> Profile:
+    """The profile NAME (default: $NEOX_SLURM_PROFILE or `generic`), or a file path."""
+    name = name or os.environ.get("NEOX_SLURM_PROFILE") or DEFAULT_PROFILE
+    if name.endswith((".yaml", ".yml")) or os.sep in name:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ProfileError(f"profile file {path} does not exist")
+    else:
+        profiles = available_profiles()
+        if name not in profiles:
+            raise ProfileError(
+                f"no profile named {name!r}; known: {', '.join(profiles)} "
+                f"(searched {', '.join(str(d) for d in profile_dirs())})"
+            )
+        path = profiles[name]
+    return _load(path, seen=())
+
+
+def _load(path: Path, seen: tuple[Path, ...]) -> Profile:
+    if path in seen:
+        raise ProfileError(f"{path}: `extends` loops back on itself")
+    data = _read(path)
+    parent_name = data.pop("extends", None)
+    _check(path, data)
+    values: dict[str, Any] = {}
+    if parent_name is not None:
+        if not isinstance(parent_name, str):
+            raise ProfileError(f"{path}: key 'extends' must name a profile")
+        profiles = available_profiles()
+        if parent_name not in profiles:
+            raise ProfileError(f"{path}: extends unknown profile {parent_name!r}")
+        parent = _load(profiles[parent_name], (*seen, path))
+        values = {f.name: getattr(parent, f.name) for f in fields(parent)}
+        for key in ("env", "sbatch"):  # mappings merge; lists and scalars replace
+            if key in data:
+                data[key] = {**values[key], **data[key]}
+    values.update(data)
+    values["name"] = path.stem
+    values["path"] = path
+    values["env"] = {k: str(v) for k, v in values.get("env", {}).items()}
+    values["sbatch"] = {
+        k: (None if v is None else str(v)) for k, v in values.get("sbatch", {}).items()
+    }
+    return Profile(**values)

@@ -1,0 +1,91 @@
+"""Gather every selected job's status in one sacct (or squeue) call and one scontrol call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from neox_slurm.jobs import JobRecord, list_jobs, scontrol_show_jobs
+from neox_slurm.log_location import LogSettings, find_log
+from neox_slurm.slurm_commands import SlurmError
+from neox_slurm.verdict import DEFAULT_STALE_AFTER, JobStatus, classify
+
+
+def statuses_of(
+    records: Sequence[JobRecord],
+    settings: LogSettings,
+    *,
+    stale_after: float = DEFAULT_STALE_AFTER,
+    scontrol_rows: dict[str, dict[str, str]] | None = None,
+    now: float | None = None,
+) -> list[JobStatus]:
+    """Classify RECORDS, finding each log from SLURM's paths or SETTINGS."""
+    rows = scontrol_rows or {}
+    return [
+        classify(
+            job,
+            find_log(job, settings, rows.get(job.raw_id)),
+            stale_after=stale_after,
+            now=now,
+        )
+        for job in records
+    ]
+
+
+def collect_status(
+    settings: LogSettings,
+    *,
+    user: str | None = None,
+    all_users: bool = False,
+    since: str = "now-1days",
+    name_pattern: str | None = None,
+    job_ids: list[str] | None = None,
+    stale_after: float = DEFAULT_STALE_AFTER,
+) -> list[JobStatus]:
+    """Status of the selected jobs, as SLURM and their logs tell it."""
+    records = list_jobs(
+        user=user, all_users=all_users, since=since, name_pattern=name_pattern, job_ids=job_ids
+    )
+    scontrol_rows: dict[str, dict[str, str]] = {}
+    if any(not r.stdout for r in records):
+        try:
+            scontrol_rows = scontrol_show_jobs()
+        except SlurmError:
+            scontrol_rows = {}  # the controller is down: accounting and fallbacks still answer
+    return statuses_of(records, settings, stale_after=stale_after, scontrol_rows=scontrol_rows)
+
+
+def _fmt_loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def render_table(statuses: Sequence[JobStatus]) -> str:
+    """A fixed-width table, one row per job, the diagnosis last so it may run long."""
+    header = ["JOBID", "NAME", "STATE", "VERDICT", "ELAPSED", "ITER", "%", "LOSS", "DIAGNOSIS"]
+    rows = [header]
+    for s in statuses:
+        progress = "-" if s.iteration is None else f"{s.iteration}/{s.total}"
+        percent = "-" if s.percent is None else f"{s.percent:.1f}"
+        rows.append(
+            [
+                s.job_id,
+                s.name,
+                s.state,
+                s.verdict,
+                s.elapsed or "-",
+                progress,
+                percent,
+                _fmt_loss(s.loss),
+                s.diagnosis or "",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def render_json(statuses: Sequence[JobStatus]) -> str:
+    return json.dumps([s.to_json() for s in statuses], indent=2)
