@@ -1,0 +1,154 @@
+"""The pieces of a decoder layer: norms, rotary embedding, attention, MLP.
+
+Each projection is a plain `nn.Linear` (`qkv`, `out`, `fc_in`, `fc_out`) so that tensor
+parallelism can later swap or wrap them from outside without touching this file.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """RMS normalisation as HF's LlamaRMSNorm computes it (eps inside the square root, in fp32).
+
+    GPT-NeoX's own RMSNorm adds eps to the RMS instead; the two differ by O(eps) and neox
+    follows HF so that converted checkpoints give the same logits.
+    """
+
+    def __init__(self, dim: int, eps: float, bias: bool = False) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        out = self.weight * x32.to(dtype)
+        return out + self.bias if self.bias is not None else out
+
+
+def make_norm(kind: str, dim: int, eps: float, bias: bool) -> nn.Module:
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=eps, bias=bias)
+    if kind == "rmsnorm":
+        return RMSNorm(dim, eps=eps, bias=bias)
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables of rotary position embedding over the first `dim` channels of a head."""
+
+    def __init__(self, dim: int, base: float) -> None:
+        super().__init__()
+        self.dim = dim
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+        # recomputed from the config, never stored in checkpoints
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.arange(seq_len, device=device, dtype=torch.float32)
+        with torch.autocast(device_type=device.type, enabled=False):
+            freqs = torch.outer(positions, self.inv_freq.to(device=device, dtype=torch.float32))
+            angles = torch.cat((freqs, freqs), dim=-1)
+            return angles.cos(), angles.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first cos.shape[-1] channels of x [B, heads, S, head_dim]; pass the rest."""
+    rot_dim = cos.shape[-1]
+    x_rot, x_pass = x[..., :rot_dim], x[..., rot_dim:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    x_rot = x_rot * cos + _rotate_half(x_rot) * sin
+    return torch.cat((x_rot, x_pass), dim=-1)
+
+
+class Attention(nn.Module):
+    """Causal self-attention with one fused QKV projection and grouped-query support.
+
+    Layout of `qkv.weight` rows (GPT-NeoX's, at tensor-parallel size 1):
+    - heads == kv_heads: per head, [q_h; k_h; v_h] blocks of head_dim rows (as HF GPTNeoX);
+    - grouped-query: all query heads, then all key heads, then all value heads.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        num_kv_heads: int,
+        rotary_dim: int,
+        rotary_base: float,
+        bias: bool,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = hidden_size // num_heads
+        self.dropout = dropout
+        qkv_out = (num_heads + 2 * num_kv_heads) * self.head_dim
+        self.qkv = nn.Linear(hidden_size, qkv_out, bias=bias)
+        self.out = nn.Linear(num_heads * self.head_dim, hidden_size, bias=bias)
+        self.rotary = RotaryEmbedding(rotary_dim, rotary_base)
+
+    def split_qkv(self, mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, S, qkv_out] -> q [B, H, S, d], k and v [B, KV, S, d]."""
+        b, s, _ = mixed.shape
+        d = self.head_dim
+        if self.num_kv_heads == self.num_heads:
+            q, k, v = mixed.view(b, s, self.num_heads, 3 * d).split(d, dim=-1)
+        else:
+            q_size, kv_size = self.num_heads * d, self.num_kv_heads * d
+            q, k, v = mixed.split((q_size, kv_size, kv_size), dim=-1)
+            q = q.view(b, s, self.num_heads, d)
+            k = k.view(b, s, self.num_kv_heads, d)
+            v = v.view(b, s, self.num_kv_heads, d)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = self.split_qkv(self.qkv(x))
+        cos, sin = self.rotary(s, x.device)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.num_kv_heads != self.num_heads:
+            repeat = self.num_heads // self.num_kv_heads
+            k = k.repeat_interleave(repeat, dim=1)
+            v = v.repeat_interleave(repeat, dim=1)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    """Two projections around GELU, or SwiGLU with the up and gate halves fused in `fc_in`.
+
+    For SwiGLU `fc_in.weight` holds [up; gate] (GPT-NeoX's order): out = fc_out(up * silu(gate)).
+    """
+
+    def __init__(self, hidden_size: int, intermediate_size: int, activation: str, bias: bool):
+        super().__init__()
+        if activation not in ("gelu", "swiglu"):
+            raise ValueError(f"unknown activation {activation!r}")
+        self.gated = activation == "swiglu"
+        width_in = 2 * intermediate_size if self.gated else intermediate_size
+        self.fc_in = nn.Linear(hidden_size, width_in, bias=bias)
+        self.fc_out = nn.Linear(intermediate_size, hidden_size, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc_in(x)
+        if self.gated:
+            up, gate = h.chunk(2, dim=-1)
+            h = up * F.silu(gate)
+        else:
+            h = F.gelu(h)
+        return self.fc_out(h)
