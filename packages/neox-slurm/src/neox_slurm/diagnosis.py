@@ -77,16 +77,26 @@ def _last_match(pattern: re.Pattern[str], lines: list[str]) -> str | None:
     return None
 
 
+def _first_match(pattern: re.Pattern[str], lines: list[str]) -> str | None:
+    return next((line for line in lines if pattern.search(line)), None)
+
+
 def diagnose(lines: list[str]) -> Diagnosis | None:
     """The most specific cause of failure visible in LINES (a log tail), or None."""
     window = lines[-CRASH_WINDOW:]
-    if (line := _last_match(_CUDA_OOM, window)) is not None:
+    # The first NCCL or OOM line is the cause; later ones are other ranks reacting to it.
+    if (line := _first_match(_CUDA_OOM, window)) is not None:
         return Diagnosis("CUDA out of memory", _short(line))
-    if (line := _last_match(_NCCL, window)) is not None:
+    if (line := _first_match(_NCCL, window)) is not None:
         return Diagnosis("NCCL failure", _short(line))
     last = last_iteration(lines)
     if last is not None and is_bad_loss(last.loss):
         return Diagnosis("NaN/inf loss", f"loss {last.loss} at iteration {last.iteration}")
+    if last is not None and last.nan_iterations:
+        return Diagnosis(
+            "NaN/inf loss",
+            f"{last.nan_iterations} NaN iterations before iteration {last.iteration}",
+        )
     if last is None and (line := _last_match(_BAD_LOSS_WORDS, window)) is not None:
         return Diagnosis("NaN/inf loss", _short(line))
     if _last_match(_TIME_LIMIT, window) is not None:

@@ -26,6 +26,7 @@ class IterationRecord:
     ms_per_iteration: float | None
     tokens_per_sec: float | None
     learning_rate: float | None
+    nan_iterations: int | None = None
 
 
 def _number(text: str) -> float | None:
@@ -33,6 +34,11 @@ def _number(text: str) -> float | None:
         return float(text.rstrip(","))
     except ValueError:
         return None
+
+
+def _count(text: str | None) -> int | None:
+    value = _number(text) if text is not None else None
+    return None if value is None or not math.isfinite(value) else int(value)
 
 
 def parse_iteration_line(line: str) -> IterationRecord | None:
@@ -63,6 +69,7 @@ def parse_iteration_line(line: str) -> IterationRecord | None:
         ),
         tokens_per_sec=tokens,
         learning_rate=_number(fields["learning rate"]) if "learning rate" in fields else None,
+        nan_iterations=_count(fields.get("number of nan iterations")),
     )
 
 
