@@ -1,0 +1,263 @@
+"""Merging, key spellings, translation and the errors that name file, line and key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from neox_core.config import (
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    with_world_size,
+)
+
+
+def test_later_files_win_and_sources_name_file_and_line(tiny, write) -> None:
+    second = write("second.yml", '{\n  "hidden_size": 128,\n  "train-iters": 10,\n}\n')
+    cfg = load_config([tiny, second])
+    assert cfg.model.hidden_size == 128
+    assert cfg.sources["model.hidden_size"] == f"{second}:2"
+    assert cfg.sources["model.num_layers"] == f"{tiny}:3"
+    assert cfg.sources["training.train_iters"] == f"{second}:3"
+    assert cfg.sources["model.init_std"] == "default"
+    assert cfg.sources["model.padded_vocab_size"] == "derived"
+    assert cfg.raw["hidden_size"] == 128 and cfg.raw["num_layers"] == 2
+
+
+def test_dash_and_underscore_spellings_are_the_same_key(tiny, write) -> None:
+    a = write("a.yml", '{"train-iters": 5}')
+    b = write("b.yml", '{"train_iters": 7}')
+    assert load_config([tiny, a, b]).training.train_iters == 7
+    assert load_config([tiny, b, a]).training.train_iters == 5
+
+
+def test_both_spellings_in_one_file_is_an_error(tiny, write) -> None:
+    bad = write("bad.yml", '{\n  "train-iters": 5,\n  "train_iters": 7,\n}\n')
+    with pytest.raises(ConfigError, match=r"bad\.yml:3: 'train_iters' repeats 'train-iters'"):
+        load_config([tiny, bad])
+
+
+def test_unknown_key_names_file_line_and_closest_key(tiny, write) -> None:
+    bad = write("typo.yml", '{\n  "seed": 1,\n  "num-atention-heads": 8,\n}\n')
+    with pytest.raises(ConfigError) as err:
+        load_config([tiny, bad])
+    message = str(err.value)
+    assert f"{bad}:3" in message
+    assert "unknown key 'num-atention-heads'" in message
+    assert "did you mean 'num_attention_heads'" in message
+
+
+def test_unsupported_feature_is_rejected_as_not_yet_supported(tiny, write) -> None:
+    bad = write("moe.yml", '{"moe_num_experts": 8}')
+    with pytest.raises(ConfigError, match=r"moe\.yml:1: moe_num_experts = 8: .*not yet supported"):
+        load_config([tiny, bad])
+
+
+def test_unsupported_key_at_its_harmless_value_is_accepted_and_listed(tiny, write) -> None:
+    ok = write("ok.yml", '{"use_mup": false, "bias-gelu-fusion": true}')
+    cfg = load_config([tiny, ok])
+    assert "use_mup" in cfg.ignored and "harmless" in cfg.ignored["use_mup"]
+    assert "bias_gelu_fusion" in cfg.ignored and str(ok) in cfg.ignored["bias_gelu_fusion"]
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ('{"num_layers": "two"}', r"bad\.yml:1: num_layers: expected an integer, got 'two'"),
+        ('{"checkpoint_activations": 1}', r"checkpoint_activations: expected true or false"),
+        ('{"train_data_paths": "a"}', r"train_data_paths: expected a list of strings"),
+        ('{"warmup": 5}', r"bad\.yml:1: warmup = 5.0: is a fraction"),
+        ('{"hidden_dropout": 1.5}', r"hidden_dropout = 1.5: must be in \[0, 1\)"),
+        ('{"rotary_pct": 0}', r"rotary_pct = 0.0: must be in \(0, 1\]"),
+        ('{"num_kv_heads": 3}', r"num_kv_heads = 3: must divide num_attention_heads"),
+        ('{"hidden_size": 66}', r"hidden_size = 66: must be divisible by num_attention_heads"),
+        ('{"lr_decay_style": "exponential"}', r"lr_decay_style = 'exponential': expected one"),
+        ('{"init_method": "magic"}', r"init_method = 'magic': expected one of"),
+        ('{"seq_length": 4096}', r"max-position-embeddings = 128: must be at least seq_length"),
+        ('{"model_parallel_size": 2}', r"model_parallel_size = 2: tensor parallelism is not yet"),
+        ('{"pipe_parallel_size": 4}', r"pipe_parallel_size = 4: pipeline parallelism is not yet"),
+        ('{"min_lr": 1.0}', r"min_lr = 1.0: must not exceed lr"),
+        ('{"split": "a,b"}', r"split = 'a,b': expected comma-separated"),
+    ],
+)
+def test_type_and_range_errors_name_the_key(tiny, write, text: str, pattern: str) -> None:
+    bad = write("bad.yml", text)
+    with pytest.raises(ConfigError, match=pattern):
+        load_config([tiny, bad])
+
+
+def test_optimizer_block_fills_the_optimizer_group(tiny, write) -> None:
+    opt = write(
+        "opt.yml",
+        """\
+        {
+          "optimizer": {
+            "type": "Adam",
+            "params": {"lr": 0.0006, "betas": [0.9, 0.95], "eps": 1.0e-8},
+          },
+          "weight-decay": 0.1,
+          "gradient_clipping": 0.5,
+        }
+        """,
+    )
+    cfg = load_config([tiny, opt])
+    o = cfg.optimizer
+    assert (o.type, o.lr, o.betas, o.eps, o.weight_decay, o.clip_grad) == (
+        "adam",
+        0.0006,
+        (0.9, 0.95),
+        1e-8,
+        0.1,
+        0.5,
+    )
+    assert cfg.sources["optimizer.lr"] == f"{opt}:4"
+
+
+def test_optimizer_errors(tiny, write) -> None:
+    bad = write("o.yml", '{"optimizer": {"type": "sm3", "params": {"lr": 0.1}}}')
+    with pytest.raises(ConfigError, match=r"optimizer.type = 'sm3'.*not yet supported"):
+        load_config([tiny, bad])
+    bad = write("o2.yml", '{"optimizer": {"type": "Adam", "params": {"lr": 0.1, "beta": 1}}}')
+    with pytest.raises(ConfigError, match=r"optimizer.params.beta .*did you mean 'betas'"):
+        load_config([tiny, bad])
+    bad = write("o3.yml", '{"optimizer": {"type": "Adam", "params": {"lr": 0.1}}, "lr": 0.2}')
+    with pytest.raises(ConfigError, match=r"lr = 0.2 disagrees with optimizer.params.lr"):
+        load_config([tiny, bad])
+
+
+def test_precision_blocks(tiny, write) -> None:
+    fp16 = write(
+        "fp16.yml",
+        '{"fp16": {"fp16": true, "enabled": true, "loss_scale": 0, "initial_scale_power": 12}}',
+    )
+    cfg = load_config([tiny, fp16])
+    assert cfg.precision.dtype == "fp16" and cfg.precision.loss_scale is None
+    assert cfg.precision.initial_scale_power == 12 and cfg.precision.fp32_master_weights
+    bf16 = write("bf16.yml", '{"bf16": {"enabled": true}, "precision": "bfloat16"}')
+    assert load_config([tiny, bf16]).precision.dtype == "bf16"
+    legacy = write("legacy.yml", '{"fp16": {"enabled": true, "type": "bfloat16"}}')
+    assert load_config([tiny, legacy]).precision.dtype == "bf16"
+    assert load_config([tiny]).precision.dtype == "fp32"
+    clash = write("clash.yml", '{"fp16": {"enabled": true}, "precision": "bfloat16"}')
+    with pytest.raises(ConfigError, match="conflicting precision settings"):
+        load_config([tiny, clash])
+    typo = write("typo.yml", '{"fp16": {"enabled": true, "loss_scale_windo": 10}}')
+    with pytest.raises(ConfigError, match=r"'loss_scale_windo' in the fp16 block.*window"):
+        load_config([tiny, typo])
+
+
+def test_zero_stage_1_accepted_stage_2_rejected(tiny, write) -> None:
+    z1 = write("z1.yml", '{"zero_optimization": {"stage": 1, "overlap_comm": true}}')
+    assert "zero_optimization" in load_config([tiny, z1]).ignored
+    z2 = write("z2.yml", '{"zero_optimization": {"stage": 2}}')
+    with pytest.raises(ConfigError, match=r"zero_optimization.stage = 2.*not yet supported"):
+        load_config([tiny, z2])
+    off = write("off.yml", '{"zero_optimization": {"stage": 1, "cpu_offload": true}}')
+    with pytest.raises(ConfigError, match=r"cpu_offload.*not yet supported"):
+        load_config([tiny, off])
+
+
+def test_attention_config_is_expanded_and_checked(tiny, write) -> None:
+    ok = write("ok.yml", '{"attention-config": [[["flash"], 1], [["global"], 1]]}')
+    assert "attention_config" in load_config([tiny, ok]).ignored
+    short = write("short.yml", '{"attention-config": [[["flash"], 3]]}')
+    with pytest.raises(ConfigError, match="expands to 3 layers but num_layers is 2"):
+        load_config([tiny, short])
+    local = write("local.yml", '{"attention-config": [[["global", "local"], 1]]}')
+    with pytest.raises(ConfigError, match=r"attention type 'local' is not yet supported"):
+        load_config([tiny, local])
+    shape = write("shape.yml", '{"attention-config": ["flash"]}')
+    with pytest.raises(ConfigError, match=r"expected a list of \[\[types...\], repeat\] pairs"):
+        load_config([tiny, shape])
+
+
+def test_learned_position_embeddings_are_not_supported(write) -> None:
+    model = write("m.yml", '{"num_layers": 2, "hidden_size": 64, "num_attention_heads": 4}')
+    with pytest.raises(ConfigError, match=r"pos_emb is not set.*learned"):
+        load_config([model])
+    alibi = write("alibi.yml", '{"pos_emb": "alibi", "vocab_size": 10}')
+    with pytest.raises(ConfigError, match=r"pos_emb = 'alibi'.*not yet supported"):
+        load_config([model, alibi])
+
+
+def test_llama_switches(tiny, write) -> None:
+    llama = write(
+        "llama.yml",
+        """\
+        {
+          "norm": "rmsnorm", "rms_norm_epsilon": 1.0e-6, "use_bias_in_norms": false,
+          "use_bias_in_attn_linear": false, "mlp_type": "llama", "activation": "silu",
+          "no-weight-tying": true, "num_kv_heads": 2,
+        }
+        """,
+    )
+    m = load_config([tiny, llama]).model
+    assert (m.architecture, m.norm, m.norm_eps, m.norm_bias, m.use_bias) == (
+        "llama",
+        "rmsnorm",
+        1e-6,
+        False,
+        False,
+    )
+    assert (m.activation, m.tie_embeddings, m.num_kv_heads) == ("swiglu", False, 2)
+    mixed = write("mixed.yml", '{"use_bias_in_attn_linear": false}')
+    with pytest.raises(ConfigError, match="not yet supported"):
+        load_config([tiny, mixed])
+    geglu = write("geglu.yml", '{"activation": "geglu"}')
+    with pytest.raises(ConfigError, match=r"activation = 'geglu'.*not yet supported"):
+        load_config([tiny, geglu])
+
+
+def test_overrides_take_gpt_neox_keys_or_dotted_fields(tiny) -> None:
+    cfg = load_config([tiny], {"train-iters": 3, "training.seed": 7})
+    assert cfg.training.train_iters == 3 and cfg.sources["training.train_iters"] == "override"
+    assert cfg.training.seed == 7
+    with pytest.raises(ConfigError, match="unknown key 'trian_iters'"):
+        load_config([tiny], {"trian_iters": 3})
+    with pytest.raises(ConfigError, match="training has no field 'sed'"):
+        load_config([tiny], {"training.sed": 3})
+
+
+def test_dict_round_trip_is_json_able(tiny, write) -> None:
+    extra = write("e.yml", '{"optimizer": {"type": "Adam", "params": {"betas": [0.9, 0.95]}}}')
+    cfg = load_config([tiny, extra])
+    as_json = json.loads(json.dumps(config_to_dict(cfg)))
+    back = config_from_dict(as_json)
+    assert back == cfg
+    assert back.optimizer.betas == (0.9, 0.95)
+    with pytest.raises(ConfigError, match="model has no field"):
+        config_from_dict({"model": {"hidden": 1}})
+
+
+def test_data_paths_checks(tiny, write) -> None:
+    paths = write(
+        "p.yml",
+        '{"train_data_paths": ["a", "b"], "valid_data_paths": ["v"], "test_data_paths": ["t"]}',
+    )
+    cfg = load_config([tiny, paths])
+    assert cfg.data.train_data_weights == [1.0, 1.0]
+    assert cfg.sources["data.train_data_weights"] == "derived"
+    partial = write("partial.yml", '{"train_data_paths": ["a"]}')
+    with pytest.raises(ConfigError, match="missing valid, test_data_paths"):
+        load_config([tiny, partial])
+    weights = write("w.yml", '{"train_data_weights": [1.0]}')
+    with pytest.raises(ConfigError, match="1 weights for 2 paths"):
+        load_config([tiny, paths, weights])
+
+
+def test_with_world_size_rederives_data_parallel_batch(tiny, write) -> None:
+    batch = write("b.yml", '{"train_micro_batch_size_per_gpu": 4, "gas": 2}')
+    cfg = load_config([tiny, batch])
+    assert cfg.training.train_batch_size == 8
+    eight = with_world_size(cfg, 8)
+    assert eight.parallel.data_parallel_size == 8 and eight.training.train_batch_size == 64
+    fixed = write("f.yml", '{"train_micro_batch_size_per_gpu": 4, "train_batch_size": 32}')
+    cfg = load_config([tiny, fixed])
+    assert cfg.training.gradient_accumulation_steps == 8
+    four = with_world_size(cfg, 4)
+    assert four.training.gradient_accumulation_steps == 2
+    with pytest.raises(ConfigError, match="not a multiple"):
+        with_world_size(cfg, 3)
