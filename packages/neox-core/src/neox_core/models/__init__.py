@@ -32,7 +32,8 @@ def build_model(
 
     if dtype not in _DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(_DTYPES)}")
-    with torch.device(device or "cpu"):
+    # construction draws from the global RNG (PyTorch's default init); keep callers' RNG intact
+    with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
         model = CausalLM(model_cfg)
     if seed is not None and str(device) != "meta":
         init_weights(model, model_cfg, seed)
