@@ -165,7 +165,7 @@ def with_world_size(cfg: NeoxConfig, world_size: int) -> NeoxConfig:
     else:
         t.train_batch_size = t.micro_batch_size * t.gradient_accumulation_steps * dp
         new.sources["training.train_batch_size"] = "derived"
-    p.data_parallel_size = dp
+    new.parallel.data_parallel_size = dp
     new.sources["parallel.data_parallel_size"] = "derived"
     return new
 

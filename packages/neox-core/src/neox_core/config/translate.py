@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neox_core.config.errors import ConfigError
-from neox_core.config.keys import DIRECT, IGNORED, SPECIAL, UNSUPPORTED, all_known_keys
+from neox_core.config.keys import (
+    DIRECT,
+    IGNORED,
+    SPECIAL,
+    UNSUPPORTED,
+    all_known_keys,
+    normalise_key,
+)
 
 
 @dataclass
@@ -120,13 +127,14 @@ def translate(merged: dict[str, Entry]) -> Translation:
     for key, entry in merged.items():
         if key in DIRECT:
             dotted, kind = DIRECT[key]
-            if dotted in out.values and out.keys[dotted] != key:
+            if dotted in out.values and normalise_key(out.keys[dotted]) != key:
                 other = out.keys[dotted]
                 raise ConfigError(
                     f"{entry.source}: {key} and {other} ({out.sources[dotted]}) set the same "
                     "value; keep one"
                 )
-            out.set(dotted, coerce(entry.value, kind, key, entry.source), entry.source, key)
+            value = coerce(entry.value, kind, entry.spelled, entry.source)
+            out.set(dotted, value, entry.source, entry.spelled)
         elif key in SPECIAL:
             out.shape[key] = entry
         elif key in IGNORED:
