@@ -7,6 +7,21 @@
 
 namespace neox {
 
+namespace {
+
+// How many doc_idx entries ahead the walk prefetches sizes (tuned on a 10M-document corpus).
+constexpr int64_t kPrefetchDistance = 32;
+
+inline void prefetch(const int32_t* address) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(address);
+#else
+  (void)address;
+#endif
+}
+
+}  // namespace
+
 int64_t packed_num_samples(int64_t num_epochs, int64_t tokens_per_epoch, int64_t seq_length) {
   if (num_epochs < 1) throw std::invalid_argument("num_epochs must be >= 1");
   if (tokens_per_epoch < 1) throw std::invalid_argument("tokens_per_epoch must be >= 1");
@@ -47,39 +62,53 @@ int64_t first_negative(const int32_t* sizes, int64_t num_sizes) {
 template <typename DocId, typename Pos>
 void fill_sample_index(const int32_t* sizes, int64_t num_sizes, const DocId* doc_idx,
                        int64_t doc_idx_len, int64_t seq_length, int64_t num_samples, Pos* out) {
-  int64_t position = 0;  // index into doc_idx of the current document
-  int64_t offset = 0;    // token offset inside that document
+  // GPT-NeoX walks sample by sample; walking document by document gives the same rows:
+  // row k (k >= 1) is the first document whose tokens reach past global token
+  // k * seq_length, with that token's offset in it (empty documents never qualify).
   out[0] = 0;
   out[1] = 0;
-  for (int64_t sample = 1; sample <= num_samples; ++sample) {
-    // Tokens still to cover, counting the current one: a sample is seq_length + 1 tokens and
-    // its last token is the first token of the next sample.
-    int64_t needed = seq_length + 1;
-    for (;;) {
-      if (position >= doc_idx_len) {
-        throw std::invalid_argument(
-            "doc_idx ran out of tokens at sample " + std::to_string(sample) + " of " +
-            std::to_string(num_samples) +
-            ": tokens_per_epoch * num_epochs exceeds the tokens of the documents in doc_idx");
-      }
-      const int64_t doc = static_cast<int64_t>(doc_idx[position]);
-      if (doc < 0 || doc >= num_sizes) {
-        throw std::invalid_argument("doc_idx[" + std::to_string(position) + "] = " +
-                                    std::to_string(doc) + " is not a document id in [0, " +
-                                    std::to_string(num_sizes) + ")");
-      }
-      const int64_t available = static_cast<int64_t>(sizes[doc]) - offset;
-      if (needed <= available) {
-        offset += needed - 1;
-        break;
-      }
-      needed -= available;
-      ++position;
-      offset = 0;
+  if (num_samples == 0) return;
+  int64_t row = 1;
+  int64_t boundary = seq_length;  // global token position at which sample `row` starts
+  int64_t start = 0;              // global token position of the document at `position`
+  for (int64_t position = 0; position < doc_idx_len; ++position) {
+    // doc_idx is shuffled, so sizes is read at random: fetch a few documents ahead to
+    // overlap those cache misses instead of waiting on each in turn.
+    if (position + kPrefetchDistance < doc_idx_len) {
+      const int64_t ahead = static_cast<int64_t>(doc_idx[position + kPrefetchDistance]);
+      if (ahead >= 0 && ahead < num_sizes) prefetch(sizes + ahead);
     }
-    out[2 * sample] = static_cast<Pos>(position);
-    out[2 * sample + 1] = static_cast<Pos>(offset);
+    const int64_t doc = static_cast<int64_t>(doc_idx[position]);
+    if (doc < 0 || doc >= num_sizes) {
+      throw std::invalid_argument("doc_idx[" + std::to_string(position) + "] = " +
+                                  std::to_string(doc) + " is not a document id in [0, " +
+                                  std::to_string(num_sizes) + ")");
+    }
+    const int64_t end = start + sizes[doc];
+    // Most documents hold at most one boundary: write the row unconditionally and keep it
+    // only on a hit, so the loop does not stall on an unpredictable branch. The offset
+    // written on a miss lies in [0, seq_length) and is overwritten later.
+    out[2 * row] = static_cast<Pos>(position);
+    out[2 * row + 1] = static_cast<Pos>(boundary - start);
+    // A mask, not a branch: whether a document holds a boundary is a coin flip for the
+    // branch predictor, and GCC otherwise turns the select into a jump.
+    const int64_t mask = -static_cast<int64_t>(boundary < end);
+    row -= mask;
+    boundary += seq_length & mask;
+    if (row > num_samples) return;
+    while (boundary < end) {  // a document longer than seq_length holds more boundaries
+      out[2 * row] = static_cast<Pos>(position);
+      out[2 * row + 1] = static_cast<Pos>(boundary - start);
+      ++row;
+      boundary += seq_length;
+      if (row > num_samples) return;
+    }
+    start = end;
   }
+  throw std::invalid_argument(
+      "doc_idx ran out of tokens at sample " + std::to_string(row) + " of " +
+      std::to_string(num_samples) +
+      ": tokens_per_epoch * num_epochs exceeds the tokens of the documents in doc_idx");
 }
 
 template int64_t sum_document_sizes<int32_t>(const int32_t*, int64_t, const int32_t*, int64_t);
