@@ -203,3 +203,18 @@ def test_invalid_specs_are_refused(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ScriptError, match=message):
             render_script(JobSpec(**{**base, **change}))  # type: ignore[arg-type]
+
+
+def test_signal_time_fits_inside_short_time_limits(
+    configs: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from neox_slurm.sbatch_script import time_limit_seconds
+
+    assert time_limit_seconds("90") == 5400
+    assert time_limit_seconds("1:30") == 90
+    assert time_limit_seconds("2:00:00") == 7200
+    assert time_limit_seconds("1-2") == 93600
+    assert time_limit_seconds("1-00:00:30") == 86430
+    assert time_limit_seconds("UNLIMITED") is None
+    assert "#SBATCH --signal=B:USR1@600" in _dry_run(capsys, configs[0], "--time", "1:00:00")
+    assert "#SBATCH --signal=B:USR1@30" in _dry_run(capsys, configs[0], "--time", "5")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from neox_slurm.follow import follow_log
-from neox_slurm.jobs import list_jobs, query_squeue, scontrol_show_jobs
+from neox_slurm.jobs import list_jobs, query_squeue, record_from_scontrol, scontrol_show_jobs
 from neox_slurm.log_files import read_all_lines, read_tail
 from neox_slurm.log_location import LogSettings, find_log, log_candidates, log_settings
 from neox_slurm.profiles import Profile, available_profiles, load_profile
@@ -19,7 +19,12 @@ from neox_slurm.status_report import collect_status, render_json, render_table
 from neox_slurm.submission import submit, submitting_venv
 from neox_slurm.training_log import iteration_records
 
-RUN_DEFAULTS = {"nodes": 1, "gpus": 1, "cpus": 16, "time": "02:00:00"}
+RUN_DEFAULTS: dict[str, int | str] = {
+    "nodes": 1,
+    "gpus_per_node": 1,
+    "cpus_per_task": 16,
+    "time": "02:00:00",
+}
 _JOB_ID = re.compile(r"^\d+(_\d+)?$")
 
 
@@ -94,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not cmd:
         raise ScriptError("give the command after `--`, e.g. neox-slurm run -- nvidia-smi")
     profile, settings = _settings(args)
+    defaults = {**RUN_DEFAULTS, **profile.run}
     spec = JobSpec(
         job_name=args.job_name or "neox-run",
         command=cmd,
@@ -101,10 +107,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_dir=_log_dir(settings),
         log_pattern=settings.pattern,
         work_dir=Path.cwd().resolve(),
-        nodes=args.nodes or RUN_DEFAULTS["nodes"],
-        gpus_per_node=RUN_DEFAULTS["gpus"] if args.gpus is None else args.gpus,
-        cpus_per_task=args.cpus or RUN_DEFAULTS["cpus"],
-        time=args.time or RUN_DEFAULTS["time"],
+        nodes=args.nodes or int(defaults["nodes"]),
+        gpus_per_node=int(defaults["gpus_per_node"]) if args.gpus is None else args.gpus,
+        cpus_per_task=args.cpus or int(defaults["cpus_per_task"]),
+        time=args.time or str(defaults["time"]),
         partition=args.partition or profile.partition,
         account=args.account or profile.account,
         dependency=args.dependency,
@@ -144,21 +150,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if all(s.healthy for s in statuses) else 1
 
 
-def _job_log(job_id: str, settings: LogSettings) -> Path:
+def _job_log(job_id: str, settings: LogSettings, *, may_not_exist_yet: bool = False) -> Path:
     if not _JOB_ID.match(job_id):
         raise ScriptError(f"{job_id!r} is not a job id")
-    records = list_jobs(job_ids=[job_id], all_users=True)
-    records = [r for r in records if job_id in (r.job_id, r.raw_id)]
-    if not records:
-        raise SlurmError(f"SLURM knows no job {job_id}")
-    job = records[0]
-    try:
-        row = scontrol_show_jobs(job.raw_id).get(job.raw_id)
+    try:  # the controller knows a job the moment it is submitted; accounting a bit later
+        rows = scontrol_show_jobs(job_id)
     except SlurmError:
-        row = None
+        rows = {}
+    row = next(iter(rows.values()), None) if len(rows) == 1 else rows.get(job_id)
+    if row is not None:
+        job = record_from_scontrol(row)
+    else:
+        records = list_jobs(job_ids=[job_id], all_users=True)
+        records = [r for r in records if job_id in (r.job_id, r.raw_id)]
+        if not records:
+            raise SlurmError(f"SLURM knows no job {job_id}")
+        job = records[0]
     log = find_log(job, settings, row)
+    candidates = log_candidates(job, settings, row)
+    if log is None and may_not_exist_yet and candidates and job.state in ("PENDING", "RUNNING"):
+        return candidates[0]  # the job has not written its first line yet
     if log is None:
-        tried = ", ".join(str(p) for p in log_candidates(job, settings, row)) or "nothing"
+        tried = ", ".join(str(p) for p in candidates) or "nothing"
         raise FileNotFoundError(
             f"no log found for job {job_id} (tried {tried}); give --log-dir/--log-pattern"
         )
@@ -167,13 +180,15 @@ def _job_log(job_id: str, settings: LogSettings) -> Path:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     _, settings = _settings(args)
-    log = _job_log(args.job, settings)
-    lines = read_tail(log, max_bytes=1 << 22, max_lines=args.lines) if args.lines else None
+    log = _job_log(args.job, settings, may_not_exist_yet=args.follow)
+    lines = None
+    if args.lines and log.exists():
+        lines = read_tail(log, max_bytes=1 << 22, max_lines=args.lines)
     if args.follow:
         if lines is not None:
             sys.stdout.write("".join(line + "\n" for line in lines))
-        follow_log(args.job, log, from_start=lines is None)
-        return 0
+        _, code = follow_log(args.job, log, from_start=lines is None)
+        return code  # like `run --follow`: the job's exit status
     if lines is None:
         lines = read_all_lines(log)
     sys.stdout.write("".join(line + "\n" for line in lines))

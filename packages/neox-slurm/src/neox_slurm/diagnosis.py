@@ -24,6 +24,9 @@ _TIME_LIMIT = re.compile(r"DUE TO TIME LIMIT")
 _NODE_FAIL = re.compile(r"DUE TO NODE FAIL")
 _CANCELLED = re.compile(r"\*\*\* (?:JOB|STEP) [\d.]+ (?:ON \S+ )?CANCELLED AT (\S+)(.*?)\*\*\*")
 _HOST_OOM = re.compile(r"oom[-_]kill|out-of-memory handler|Killed process \d+", re.IGNORECASE)
+_TASK_EXIT = re.compile(
+    r"srun: error: .*tasks? [\d,-]+: (?:Exited with exit code|Killed|Terminated)"
+)
 _BAD_LOSS_WORDS = re.compile(r"\bloss\b[^|]*\b(?:nan|inf)\b", re.IGNORECASE)
 _EXCEPTION = re.compile(
     r"^\s*(?:\[rank\d+\]:?\s*)?(?:\d+:\s*)?"
@@ -110,8 +113,13 @@ def diagnose(lines: list[str]) -> Diagnosis | None:
         return exception
     if (line := _last_match(_CANCELLED, window)) is not None:
         return Diagnosis("cancelled", _short(line))
-    if (line := _last_match(_CRASH_SIGN, window)) is not None:
-        return Diagnosis("error", _short(line))
+    # srun's "task N: Exited with exit code C" only echoes a failure; prefer any other error.
+    errors = [line for line in window if _CRASH_SIGN.search(line)]
+    if errors:
+        own = [line for line in errors if not _TASK_EXIT.search(line)]
+        if own:
+            return Diagnosis("error", _short(own[-1]))
+        return Diagnosis("task exit", _short(errors[-1]))
     return None
 
 

@@ -224,9 +224,49 @@ def list_jobs(
             records = query_squeue(user=user, job_ids=job_ids, all_users=all_users)
         except SlurmError:
             raise sacct_error from None
+    else:
+        records = _with_unrecorded_active_jobs(records, user, all_users, job_ids)
     if name_pattern:
         records = [r for r in records if fnmatch.fnmatchcase(r.name, name_pattern)]
     return records
+
+
+def _with_unrecorded_active_jobs(
+    records: list[JobRecord], user: str | None, all_users: bool, job_ids: list[str] | None
+) -> list[JobRecord]:
+    """Add queued jobs that accounting has not recorded yet (slurmdbd lags the controller)."""
+    try:
+        active = query_squeue(user=user, job_ids=job_ids, all_users=all_users)
+    except SlurmError:
+        return records  # the controller is down; accounting is what we have
+    known = {r.raw_id for r in records} | {r.job_id for r in records}
+    missing = [r for r in active if r.raw_id not in known and r.job_id not in known]
+    return records + missing
+
+
+def record_from_scontrol(row: dict[str, str]) -> JobRecord:
+    """A JobRecord from one `scontrol show job` entry."""
+    array_job, array_task = row.get("ArrayJobId"), row.get("ArrayTaskId")
+    job_id = f"{array_job}_{array_task}" if array_job and array_task else row["JobId"]
+    code, sig = _exit_code(row.get("ExitCode", ""))
+    return JobRecord(
+        job_id=job_id,
+        raw_id=row["JobId"],
+        name=row.get("JobName", ""),
+        user=row.get("UserId", "").split("(")[0],
+        state=base_state(row.get("JobState", "")),
+        exit_code=code,
+        exit_signal=sig,
+        elapsed=row.get("RunTime", ""),
+        start=row.get("StartTime", ""),
+        end=row.get("EndTime", ""),
+        work_dir=row.get("WorkDir", ""),
+        node_list=row.get("NodeList", ""),
+        time_limit=row.get("TimeLimit", ""),
+        reason=row.get("Reason", ""),
+        stdout=row.get("StdOut", ""),
+        source="scontrol",
+    )
 
 
 def scontrol_show_jobs(job_id: str | None = None) -> dict[str, dict[str, str]]:

@@ -46,7 +46,10 @@ class Profile:
     log_pattern: str = "neox-training-%j.out"
     checkpoint_signal: str | None = "USR1"
     checkpoint_signal_seconds: int = 600
+    run: dict[str, int | str] = field(default_factory=dict)
 
+
+RUN_KEYS = {"nodes": int, "gpus_per_node": int, "cpus_per_task": int, "time": str}
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "description": (str,),
@@ -66,6 +69,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "log_pattern": (str,),
     "checkpoint_signal": (str, type(None)),
     "checkpoint_signal_seconds": (int,),
+    "run": (dict,),
 }
 
 
@@ -116,6 +120,11 @@ def _check(path: Path, data: dict[str, Any]) -> None:
         for sub, value in data.get(key, {}).items():
             if not isinstance(value, str | int | float | type(None)) or isinstance(value, bool):
                 raise ProfileError(f"{path}: {key}.{sub} must be a string or number")
+    for key, value in data.get("run", {}).items():
+        if key not in RUN_KEYS:
+            raise ProfileError(f"{path}: unknown key run.{key} (known: {', '.join(RUN_KEYS)})")
+        if not isinstance(value, RUN_KEYS[key]) or isinstance(value, bool):
+            raise ProfileError(f"{path}: run.{key} must be {RUN_KEYS[key].__name__}")
     for key in ("modules", "setup"):
         for item in data.get(key, []):
             if not isinstance(item, str):
@@ -155,7 +164,7 @@ def _load(path: Path, seen: tuple[Path, ...]) -> Profile:
             raise ProfileError(f"{path}: extends unknown profile {parent_name!r}")
         parent = _load(profiles[parent_name], (*seen, path))
         values = {f.name: getattr(parent, f.name) for f in fields(parent)}
-        for key in ("env", "sbatch"):  # mappings merge; lists and scalars replace
+        for key in ("env", "sbatch", "run"):  # mappings merge; lists and scalars replace
             if key in data:
                 data[key] = {**values[key], **data[key]}
     values.update(data)

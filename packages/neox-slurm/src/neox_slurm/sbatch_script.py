@@ -69,6 +69,32 @@ class JobSpec:
             raise ScriptError(f"job name {self.job_name!r}: use letters, digits, '.', '_', '-'")
 
 
+def time_limit_seconds(text: str) -> int | None:
+    """SLURM's time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in seconds."""
+    if text.upper() in ("UNLIMITED", "INFINITE"):
+        return None
+    days, _, rest = text.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if days:
+        parts += [0] * (3 - len(parts))  # D-HH[:MM[:SS]]
+        hours, minutes, seconds = parts
+    elif len(parts) == 1:
+        hours, minutes, seconds = 0, parts[0], 0
+    elif len(parts) == 2:
+        hours, minutes, seconds = 0, parts[0], parts[1]
+    else:
+        hours, minutes, seconds = parts
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def signal_seconds(spec: JobSpec) -> int:
+    """Seconds before the limit to signal; a tenth of the limit when the limit is shorter."""
+    limit = time_limit_seconds(spec.time)
+    if limit is not None and spec.checkpoint_signal_seconds >= limit:
+        return max(1, limit // 10)
+    return spec.checkpoint_signal_seconds
+
+
 def _directive(option: str, value: str | None) -> str:
     return f"#SBATCH --{option}" if value is None else f"#SBATCH --{option}={value}"
 
@@ -99,7 +125,7 @@ def directives(spec: JobSpec) -> list[str]:
         _directive("open-mode", "append"),
     ]
     if spec.checkpoint_signal and spec.launcher != "shell":
-        signal = f"B:{spec.checkpoint_signal}@{spec.checkpoint_signal_seconds}"
+        signal = f"B:{spec.checkpoint_signal}@{signal_seconds(spec)}"
         lines += [_directive("signal", signal), _directive("requeue", None)]
     for option, value in spec.extra_sbatch.items():
         lines.append(_directive(option, value))

@@ -101,7 +101,7 @@ def classify(
             diagnosis = Diagnosis("stale", f"log unchanged for {_duration(log_age)}")
     elif state == "CANCELLED":
         diagnosis = diagnose(lines) if lines else None
-        if diagnosis is None or diagnosis.kind == "error":
+        if diagnosis is None or diagnosis.kind in ("error", "task exit"):
             diagnosis = Diagnosis("cancelled", "cancelled by a user or an administrator")
     elif state in (
         "FAILED",
@@ -114,11 +114,12 @@ def classify(
         "COMPLETED",
     ):
         diagnosis = diagnose(lines) if lines else None
-        if state in _STATE_DIAGNOSIS and (diagnosis is None or diagnosis.kind == "error"):
+        generic = diagnosis is None or diagnosis.kind in ("error", "task exit")
+        if state in _STATE_DIAGNOSIS and generic:
             diagnosis = _STATE_DIAGNOSIS[state]
-        if state == "FAILED" and diagnosis is None:
+        if state == "FAILED" and (diagnosis is None or diagnosis.kind == "task exit"):
             diagnosis = Diagnosis("exit code", f"the job exited with status {job.exit_code}")
-        if state == "COMPLETED" and diagnosis is not None and diagnosis.kind == "error":
+        if state == "COMPLETED" and diagnosis is not None and generic:
             diagnosis = None  # a finished job's stray `error:` line is no diagnosis
     percent = None
     if record is not None and record.total > 0:

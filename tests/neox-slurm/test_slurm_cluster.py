@@ -1,0 +1,227 @@
+"""neox-slurm against a real SLURM: submit, follow, cancel and classify real jobs.
+
+The jobs are seconds long; the "training" is tests/neox-slurm/fake_trainer.py printing
+GPT-NeoX log lines. One job runs into a 1-minute time limit in the background while the
+others run, so the whole module takes about as long as that job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+
+HERE = Path(__file__).resolve().parent
+TRAINER = HERE / "fake_trainer.py"
+RUN = uuid.uuid4().hex[:6]
+
+
+class Cli:
+    """`neox-slurm` in a fresh process, in a scratch folder, with a test profile."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        profiles = root / "profiles"
+        profiles.mkdir(parents=True, exist_ok=True)
+        (profiles / "ci.yaml").write_text(
+            "extends: generic\n"
+            "description: the single-node CI cluster (no GPUs)\n"
+            "gpus_per_node: 0\ncpus_per_task: 1\ntime: '00:05:00'\n"
+            "run: {gpus_per_node: 0, cpus_per_task: 1, time: '00:05:00'}\n"
+            f"log_dir: {root / 'logs'}\n"
+        )
+        self.env = {
+            **os.environ,
+            "NEOX_SLURM_PROFILES": str(profiles),
+            "NEOX_SLURM_PROFILE": "ci",
+        }
+        for key in ("NEOX_SLURM_LOG_DIR", "NEOX_SLURM_LOG_PATTERN"):
+            self.env.pop(key, None)
+
+    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "neox_slurm.cli", *args],
+            cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )  # fmt: skip
+
+    def config(self, name: str, **values: object) -> str:
+        path = self.root / f"{name}.yml"
+        path.write_text("".join(f"{k}: {v}\n" for k, v in values.items()))
+        return str(path)
+
+    def submit(self, name: str, **values: object) -> str:
+        config = self.config(name, **values)
+        done = self("submit", config, "--job-name", name, "--train-command", str(TRAINER))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()[2]  # "Submitted job <id>"
+
+    def status(self, *args: str) -> tuple[int, list[dict]]:
+        done = self("status", "--json", *args)
+        assert done.returncode in (0, 1), done.stderr
+        return done.returncode, json.loads(done.stdout)
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 60) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def row_of(cli: Cli, job: str, *args: str) -> dict:
+    code, rows = cli.status(job, *args)
+    (row,) = rows
+    assert code == (0 if row["healthy"] else 1)
+    return row
+
+
+def verdict_is(cli: Cli, job: str, verdict: str, *args: str) -> Callable[[], dict | None]:
+    def check() -> dict | None:
+        row = row_of(cli, job, *args)
+        return row if row["verdict"] == verdict else None
+
+    return check
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    return Cli(tmp_path_factory.mktemp("slurm"))
+
+
+@pytest.fixture(scope="module")
+def timeout_job(cli: Cli) -> str:
+    """A job that runs into its 1-minute limit while the other tests run."""
+    done = cli("run", "--time", "1", "--job-name", f"t{RUN}-limit", "--", "sleep", "300")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()[2]
+
+
+def test_run_follow_streams_the_log_and_returns_the_exit_status(cli: Cli, timeout_job: str) -> None:
+    done = cli("run", "--follow", "--job-name", f"t{RUN}-run", "--", "bash", "-c",
+               "echo hello from $SLURM_JOB_NODELIST; exit 3")  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "hello from localhost" in done.stdout
+    job = done.stdout.split()[2]
+    row = row_of(cli, job)
+    assert (row["state"], row["verdict"], row["exit_code"]) == ("FAILED", "FAILED", 3)
+    ok = cli("run", "--follow", "--", "python", "-c", "print(6 * 7)")
+    assert ok.returncode == 0 and "42" in ok.stdout
+
+
+def test_completed_training_shows_progress_loss_and_rendezvous(cli: Cli) -> None:
+    job = cli.submit(f"t{RUN}-ok", train_iters=5, seconds_per_iter=0.05)
+    follow = cli("logs", job, "--follow")
+    assert follow.returncode == 0, follow.stderr
+    assert "fake trainer: rank 0/1 master localhost:" in follow.stdout
+    assert f"master localhost:{20000 + int(job) % 20000}" in follow.stdout
+    row = wait_for("accounting to record the end", verdict_is(cli, job, "COMPLETED"))
+    assert (row["iteration"], row["total"], row["percent"]) == (5, 5, 100.0)
+    assert row["loss"] == pytest.approx(2.0)
+    assert row["log"] == str(cli.root / "logs" / f"neox-training-{job}.out")
+    assert (cli.root / "logs" / f"neox-training-{job}.sbatch").read_text().startswith("#!")
+    plot = cli.root / "ok.png"
+    progress = cli("progress", job, "--plot", str(plot))
+    assert progress.returncode == 0, progress.stderr
+    assert "iteration 5/5 (100.0%)" in progress.stdout
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_failed_training_reports_its_exit_code(cli: Cli) -> None:
+    job = cli.submit(f"t{RUN}-fail", train_iters=2, seconds_per_iter=0.05, mode="fail")
+    row = wait_for("FAILED", verdict_is(cli, job, "FAILED"))
+    assert row["exit_code"] == 3 and row["healthy"] is False
+    assert row["diagnosis"] == "exit code: the job exited with status 3"
+
+
+def test_running_job_with_a_traceback_is_crashed_then_cancelled(cli: Cli) -> None:
+    job = cli.submit(f"t{RUN}-crash", train_iters=50, seconds_per_iter=0.1,
+                     mode="exception_then_hang")  # fmt: skip
+    row = wait_for("CRASHED", verdict_is(cli, job, "CRASHED"), timeout=60)
+    assert row["state"] == "RUNNING"
+    assert row["diagnosis"] == (
+        "Python exception: RuntimeError: fake trainer: shapes do not match (3 vs 4)"
+    )
+    assert row["iteration"] == 3
+    from neox_slurm.jobs import query_squeue  # the fallback when accounting is absent
+
+    (queued,) = [r for r in query_squeue(job_ids=[job])]
+    assert queued.state == "RUNNING" and queued.stdout.endswith("neox-training-%j.out")
+    done = cli("cancel", job)
+    assert done.returncode == 0 and f"cancelled {job}" in done.stdout
+    row = wait_for("CANCELLED", verdict_is(cli, job, "CANCELLED"))
+    # Cancelled, and the log still tells why it had to be.
+    assert row["diagnosis"].startswith("Python exception: RuntimeError: fake trainer")
+
+
+def test_silent_running_job_is_stale_and_cancel_by_name(cli: Cli) -> None:
+    name = f"t{RUN}-hang"
+    job = cli.submit(name, train_iters=50, seconds_per_iter=0.05, mode="hang")
+    row = wait_for("STALE", verdict_is(cli, job, "STALE", "--stale-after", "2"), timeout=60)
+    assert row["state"] == "RUNNING" and row["iteration"] == 2
+    assert row["diagnosis"].startswith("stale: log unchanged for")
+    assert row_of(cli, job, "--stale-after", "600")["verdict"] == "RUNNING"
+    done = cli("cancel", "--name", f"t{RUN}-ha*")
+    assert done.returncode == 0 and done.stdout.strip() == f"cancelled {job}"
+    row = wait_for("CANCELLED", verdict_is(cli, job, "CANCELLED"))
+    banner = rf"cancelled: slurmstepd\S*: error: \*\*\* (JOB|STEP) {job}(\.\d+)? .*CANCELLED AT"
+    assert re.match(banner, row["diagnosis"]), row["diagnosis"]
+    code, rows = cli.status("--name", f"t{RUN}-hang")
+    assert code == 1 and [r["job_id"] for r in rows] == [job]
+
+
+def test_checkpoint_signal_then_requeue_resumes_from_the_checkpoint(cli: Cli) -> None:
+    save = cli.root / "ckpt"
+    job = cli.submit(f"t{RUN}-requeue", train_iters=400, seconds_per_iter=0.05, save=save)
+    log = cli.root / "logs" / f"neox-training-{job}.out"
+    wait_for("training", lambda: log.exists() and "iteration" in log.read_text())
+    # What SLURM does `--signal` seconds before the time limit, done now:
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+    wait_for("the requeue", lambda: "requeueing" in log.read_text())
+    saved = int((save / "latest").read_text())
+    assert saved > 0 and f"saving checkpoint at iteration {saved:8d}" in log.read_text()
+    show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True)
+    assert "Restarts=1" in show.stdout
+    # SLURM holds a requeued job for a while; release it now rather than wait.
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    wait_for("the restart", lambda: f"resuming at {saved}" in log.read_text())
+    assert "restart 1," in log.read_text()
+    assert cli("cancel", job).returncode == 0
+
+
+def test_singleton_dependency_holds_the_second_job(cli: Cli) -> None:
+    name = f"t{RUN}-single"
+    config = cli.config(name, train_iters=100, seconds_per_iter=0.1)
+    ids = []
+    for _ in range(2):
+        done = cli("submit", config, "--dependency", "singleton", "--job-name", name,
+                   "--train-command", str(TRAINER))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        ids.append(done.stdout.split()[2])
+
+    def reason() -> str:
+        out = subprocess.run(["squeue", "-h", "-j", ids[1], "-o", "%T %r"], capture_output=True,
+                             text=True).stdout.strip()  # fmt: skip
+        return out if out == "PENDING Dependency" else ""
+
+    wait_for("the second job to wait on the first", reason, timeout=15)
+    assert cli("cancel", "--name", name).stdout.split()[1:] == sorted(ids, key=int)
+
+
+def test_time_limit_is_timeout(cli: Cli, timeout_job: str) -> None:
+    row = wait_for("TIMEOUT", verdict_is(cli, timeout_job, "TIMEOUT"), timeout=150)
+    assert row["diagnosis"] == "SLURM time limit: the job reached its time limit"
+    assert row["healthy"] is False
