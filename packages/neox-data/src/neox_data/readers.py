@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,11 +149,22 @@ def iter_hf_dataset(
         extra = [c for c in names if c not in keys]
         if extra:
             ds = ds.remove_columns(extra)
-    yield from _record_chunks(name_or_path, iter(ds), "row")
+    row = 0
+    for batch in ds.iter(batch_size=CHUNK_DOCS):
+        cols = list(batch)
+        n = len(batch[cols[0]]) if cols else 0
+        records = [{c: batch[c][i] for c in cols} for i in range(n)]
+        locs = [f"{name_or_path}: row {row + i + 1}" for i in range(n)]
+        row += n
+        yield Chunk(name_or_path, "records", records, locs)
 
 
 def load_hf_dataset(
-    name_or_path: str, subset: str | None, split: str | None, streaming: bool = False
+    name_or_path: str,
+    subset: str | None,
+    split: str | None,
+    streaming: bool = False,
+    num_proc: int | None = None,
 ) -> Any:
     try:
         import datasets
@@ -172,8 +182,9 @@ def load_hf_dataset(
             ds = ds[chosen]
         return ds
     try:
+        kwargs = {} if streaming or not num_proc or num_proc <= 1 else {"num_proc": num_proc}
         return datasets.load_dataset(
-            name_or_path, subset, split=split or "train", streaming=streaming
+            name_or_path, subset, split=split or "train", streaming=streaming, **kwargs
         )
     except Exception as e:
         raise InputError(f"{name_or_path}: cannot load the HF dataset: {e}") from e
@@ -214,13 +225,15 @@ def iter_input(
         )
 
 
+KNOWN_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".txt", ".text", ".md", ".gz", ".zst")
+
+
 def _looks_like_hub_name(spec: str) -> bool:
+    """`name` or `org/name`, not a path to a (missing) file of a known type."""
     parts = spec.split("/")
-    return (
-        1 <= len(parts) <= 2
-        and all(p and not p.startswith(".") for p in parts)
-        and (os.sep not in spec or os.sep == "/")
-    )
+    if not 1 <= len(parts) <= 2 or any(not p or p.startswith(".") for p in parts):
+        return False
+    return not spec.lower().endswith(KNOWN_SUFFIXES)
 
 
 def _starts_with_bracket(path: Path) -> bool:

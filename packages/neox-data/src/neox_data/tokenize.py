@@ -13,6 +13,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -79,20 +80,21 @@ def _ordered_results(
         for chunk in chunks:
             yield encoder.encode_chunk(chunk)
         return
-    ctx = mp.get_context("spawn")
-    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(config,))
+    # fork: workers start in milliseconds and need no `__main__` guard in callers' scripts.
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(
+        workers, mp_context=mp.get_context(method), initializer=_init_worker, initargs=(config,)
+    )
     try:
-        window: deque[Any] = deque()
+        window: deque[Future[ChunkResult]] = deque()
         for chunk in chunks:
-            window.append(pool.apply_async(_work, (chunk,)))
+            window.append(pool.submit(_work, chunk))
             if len(window) >= 3 * workers:
-                yield window.popleft().get()
+                yield window.popleft().result()
         while window:
-            yield window.popleft().get()
-        pool.close()
-        pool.join()
+            yield window.popleft().result()
     finally:
-        pool.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _all_chunks(
