@@ -219,6 +219,10 @@ def test_overrides_take_gpt_neox_keys_or_dotted_fields(tiny) -> None:
         load_config([tiny], {"trian_iters": 3})
     with pytest.raises(ConfigError, match="training has no field 'sed'"):
         load_config([tiny], {"training.sed": 3})
+    with pytest.raises(ConfigError, match=r"override: training\.seed: expected an integer"):
+        load_config([tiny], {"training.seed": "x"})
+    cfg = load_config([tiny], {"optimizer.betas": [0.8, 0.9], "model.num_kv_heads": None})
+    assert cfg.optimizer.betas == (0.8, 0.9) and cfg.model.num_kv_heads == 4
 
 
 def test_dict_round_trip_is_json_able(tiny, write) -> None:

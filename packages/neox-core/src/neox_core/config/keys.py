@@ -225,6 +225,9 @@ IGNORED: dict[str, str] = {
     "gmlp_attn_dim": "only meaningful for gmlp attention, which is not supported",
     "rpe_num_buckets": "only meaningful with pos_emb rpe, which is not supported",
     "rpe_max_distance": "only meaningful with pos_emb rpe, which is not supported",
+    "memory_profiling_path": "only meaningful with memory_profiling, which must be off",
+    "profile_step_start": "only meaningful with profile, which must be off",
+    "profile_step_stop": "only meaningful with profile, which must be off",
 }
 
 _NYS = "not yet supported by neox"
@@ -313,6 +316,11 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "s3_chunk_size": ((104_857_600,), "uploading checkpoints to S3"),
     "memory_profiling": ((False,), "memory profiling"),
     "profile": ((False,), "the built-in profiler"),
+    "te_columnparallel": ((False,), "Transformer Engine layers"),
+    "te_rowparallel": ((False,), "Transformer Engine layers"),
+    "te_layernorm_mlp": ((False,), "Transformer Engine layers"),
+    "te_mha": ((False,), "Transformer Engine layers"),
+    "te_fp8_mha": ((False,), "Transformer Engine FP8 attention"),
 }
 
 # Keys neox adds on top of GPT-NeoX's set.

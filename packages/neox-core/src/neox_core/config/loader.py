@@ -12,7 +12,7 @@ from neox_core.config.derive import derive, pad_vocab_size
 from neox_core.config.errors import ConfigError
 from neox_core.config.keys import normalise_key
 from neox_core.config.schema import GROUPS, NeoxConfig
-from neox_core.config.translate import Entry, Translation, translate
+from neox_core.config.translate import Entry, Translation, coerce, translate
 from neox_core.config.validate import validate
 from neox_core.config.yaml_loader import load_yaml_file
 
@@ -78,13 +78,35 @@ def load_config(
         raw[norm] = copy.deepcopy(value)
     tr = translate(merged)
     for dotted, value in field_overrides.items():
-        tr.set(dotted, value, OVERRIDE, dotted)
+        tr.set(dotted, _coerce_field(dotted, value), OVERRIDE, dotted)
     cfg = _build(tr)
     cfg.raw = raw
     derive(cfg, tr)
     cfg.ignored = dict(tr.ignored)
     validate(cfg, tr.keys)
     return cfg
+
+
+def _coerce_field(dotted: str, value: Any) -> Any:
+    """Type-check an override of a dotted field against the field's annotation."""
+    group, name = dotted.split(".")
+    annotation = next(
+        f.type for f in dataclasses.fields(getattr(NeoxConfig(), group)) if f.name == name
+    )
+    kind = str(annotation).replace(" ", "")
+    optional = kind.endswith("|None")
+    kind = kind.removesuffix("|None")
+    if kind == "tuple[float,float]":
+        value = coerce(value, "list[float]", dotted, OVERRIDE)
+        if len(value) != 2:
+            raise ConfigError(f"{OVERRIDE}: {dotted}: expected two numbers, got {value!r}")
+        return tuple(value)
+    if kind == "dict[str,Any]" or kind not in _KINDS:
+        return value
+    return coerce(value, kind + ("?" if optional else ""), dotted, OVERRIDE)
+
+
+_KINDS = {"int", "float", "bool", "str", "list[str]", "list[float]", "list[int]"}
 
 
 def _build(tr: Translation) -> NeoxConfig:

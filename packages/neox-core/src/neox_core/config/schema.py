@@ -1,5 +1,8 @@
 """The typed neox configuration: one dataclass per topic, filled by `load_config`.
 
+Defaults are GPT-NeoX's (configs/neox_arguments.md of its current version) so that a GPT-NeoX
+file means the same thing here.
+
 Field names are neox's own; `translate.py` maps GPT-NeoX YAML keys onto them. Every field has
 a default so a config can be built from a partial mapping; derived fields (marked below) are
 filled by `derive.py` after the YAML files are merged.
@@ -35,8 +38,8 @@ class ModelConfig:
     init_method: str = "normal"
     output_layer_init_method: str = "scaled_normal"
     init_std: float = 0.02  # GPT-NeoX `init_method_std`
-    hidden_dropout: float = 0.1  # GPT-NeoX's default
-    attention_dropout: float = 0.1  # GPT-NeoX's default
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
     checkpoint_activations: bool = False
 
 
@@ -57,7 +60,7 @@ class OptimizerConfig:
     lr: float = 1e-3  # GPT-NeoX's default
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
     clip_grad: float = 1.0  # GPT-NeoX `gradient_clipping`; 0 disables
 
 
@@ -96,7 +99,7 @@ class DataConfig:
     pack_impl: str = "packed"  # "packed" | "pack_until_overflow" | "unpacked"
     allow_chopped: bool = True
     weight_by_num_documents: bool = False
-    weighted_sampler_alpha: float = 0.3
+    weighted_sampler_alpha: float = 1.0
     num_workers: int = 2
     tokenizer_type: str = "GPT2BPETokenizer"
     vocab_file: str | None = None
@@ -136,7 +139,7 @@ class ParallelConfig:
 class LauncherConfig:
     """What a GPT-NeoX setup file holds about the launch; kept for the record and neox-slurm."""
 
-    launcher: str = "pdsh"
+    launcher: str = "pdsh"  # "pdsh" | "openmpi" | "mvapich" | "slurm"
     hostfile: str | None = None
     include: str | None = None
     exclude: str | None = None

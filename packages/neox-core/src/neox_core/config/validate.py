@@ -36,6 +36,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "data.tokenizer_type": TOKENIZER_TYPES,
     "logging.wandb_mode": ("online", "offline", "disabled"),
     "precision.dtype": ("fp32", "bf16", "fp16"),
+    "launcher.launcher": ("pdsh", "openmpi", "mvapich", "slurm"),
 }
 
 _POSITIVE = (
