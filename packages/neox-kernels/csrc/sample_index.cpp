@@ -1,6 +1,7 @@
 // The packed sample index walk, with GPT-NeoX's semantics (megatron/data/helpers.cpp).
 #include "sample_index.h"
 
+#include <algorithm>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -9,16 +10,8 @@ namespace neox {
 
 namespace {
 
-// How many doc_idx entries ahead the walk prefetches sizes (tuned on a 10M-document corpus).
-constexpr int64_t kPrefetchDistance = 32;
-
-inline void prefetch(const int32_t* address) {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(address);
-#else
-  (void)address;
-#endif
-}
+// Documents whose sizes are gathered ahead of the walk (a 16 KiB stack buffer).
+constexpr int64_t kGatherBlock = 2048;
 
 }  // namespace
 
@@ -59,6 +52,20 @@ int64_t first_negative(const int32_t* sizes, int64_t num_sizes) {
   return -1;
 }
 
+template <typename DocId>
+[[noreturn]] void throw_bad_document(const DocId* doc_idx, int64_t from, int64_t to,
+                                     int64_t num_sizes) {
+  for (int64_t position = from; position < to; ++position) {
+    const int64_t doc = static_cast<int64_t>(doc_idx[position]);
+    if (doc < 0 || doc >= num_sizes) {
+      throw std::invalid_argument("doc_idx[" + std::to_string(position) + "] = " +
+                                  std::to_string(doc) + " is not a document id in [0, " +
+                                  std::to_string(num_sizes) + ")");
+    }
+  }
+  throw std::logic_error("throw_bad_document found no bad document");
+}
+
 template <typename DocId, typename Pos>
 void fill_sample_index(const int32_t* sizes, int64_t num_sizes, const DocId* doc_idx,
                        int64_t doc_idx_len, int64_t seq_length, int64_t num_samples, Pos* out) {
@@ -70,40 +77,44 @@ void fill_sample_index(const int32_t* sizes, int64_t num_sizes, const DocId* doc
   if (num_samples == 0) return;
   int64_t row = 1;
   int64_t boundary = seq_length;  // global token position at which sample `row` starts
-  int64_t start = 0;              // global token position of the document at `position`
-  for (int64_t position = 0; position < doc_idx_len; ++position) {
-    // doc_idx is shuffled, so sizes is read at random: fetch a few documents ahead to
-    // overlap those cache misses instead of waiting on each in turn.
-    if (position + kPrefetchDistance < doc_idx_len) {
-      const int64_t ahead = static_cast<int64_t>(doc_idx[position + kPrefetchDistance]);
-      if (ahead >= 0 && ahead < num_sizes) prefetch(sizes + ahead);
+  int64_t start = 0;              // global token position of the current document
+  // doc_idx is shuffled, so sizes is read at random. Gathering a block of lengths first,
+  // in a loop of independent loads, lets the CPU overlap those cache misses; the walk then
+  // reads the block sequentially.
+  int64_t lengths[kGatherBlock];
+  for (int64_t first = 0; first < doc_idx_len; first += kGatherBlock) {
+    const int64_t count = std::min(kGatherBlock, doc_idx_len - first);
+    bool bad = false;
+    for (int64_t i = 0; i < count; ++i) {
+      const auto doc = static_cast<uint64_t>(static_cast<int64_t>(doc_idx[first + i]));
+      const bool inside = doc < static_cast<uint64_t>(num_sizes);
+      lengths[i] = sizes[inside ? doc : 0];
+      bad |= !inside;
     }
-    const int64_t doc = static_cast<int64_t>(doc_idx[position]);
-    if (doc < 0 || doc >= num_sizes) {
-      throw std::invalid_argument("doc_idx[" + std::to_string(position) + "] = " +
-                                  std::to_string(doc) + " is not a document id in [0, " +
-                                  std::to_string(num_sizes) + ")");
-    }
-    const int64_t end = start + sizes[doc];
-    // Most documents hold at most one boundary: write the row unconditionally and keep it
-    // only on a hit, so the loop does not stall on an unpredictable branch. The offset
-    // written on a miss lies in [0, seq_length) and is overwritten later.
-    out[2 * row] = static_cast<Pos>(position);
-    out[2 * row + 1] = static_cast<Pos>(boundary - start);
-    // A mask, not a branch: whether a document holds a boundary is a coin flip for the
-    // branch predictor, and GCC otherwise turns the select into a jump.
-    const int64_t mask = -static_cast<int64_t>(boundary < end);
-    row -= mask;
-    boundary += seq_length & mask;
-    if (row > num_samples) return;
-    while (boundary < end) {  // a document longer than seq_length holds more boundaries
+    if (bad) throw_bad_document(doc_idx, first, first + count, num_sizes);
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t position = first + i;
+      const int64_t end = start + lengths[i];
+      // Most documents hold at most one boundary: write the row unconditionally and keep
+      // it only on a hit, so the loop does not stall on an unpredictable branch. The
+      // offset written on a miss lies in [0, seq_length] and is overwritten later.
       out[2 * row] = static_cast<Pos>(position);
       out[2 * row + 1] = static_cast<Pos>(boundary - start);
-      ++row;
-      boundary += seq_length;
+      // A mask, not a branch: whether a document holds a boundary is a coin flip for the
+      // branch predictor, and GCC otherwise turns the select into a jump.
+      const int64_t mask = -static_cast<int64_t>(boundary < end);
+      row -= mask;
+      boundary += seq_length & mask;
       if (row > num_samples) return;
+      while (boundary < end) {  // a document longer than seq_length holds more boundaries
+        out[2 * row] = static_cast<Pos>(position);
+        out[2 * row + 1] = static_cast<Pos>(boundary - start);
+        ++row;
+        boundary += seq_length;
+        if (row > num_samples) return;
+      }
+      start = end;
     }
-    start = end;
   }
   throw std::invalid_argument(
       "doc_idx ran out of tokens at sample " + std::to_string(row) + " of " +
