@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,7 @@ def save_checkpoint(
     config_files: Mapping[str, str] | None = None,
     ranks: Ranks = SINGLE_DEVICE,
     split_dims: Mapping[str, int | None] | None = None,
+    tp_blocks: Mapping[str, Sequence[int]] | None = None,
     save_rng: bool = True,
 ) -> Path:
     """Write `<save_dir>/global_step<iteration>/` and point `latest` at it; return its path.
@@ -106,6 +107,7 @@ def save_checkpoint(
             config_files,
             ranks,
             split_dims,
+            tp_blocks,
             save_rng,
         )
         fsync_dir(tmp)
@@ -134,6 +136,7 @@ def _write_contents(
     config_files: Mapping[str, str] | None,
     ranks: Ranks,
     split_dims: Mapping[str, int | None] | None,
+    tp_blocks: Mapping[str, Sequence[int]] | None,
     save_rng: bool,
 ) -> None:
     files: list[str] = []
@@ -148,6 +151,7 @@ def _write_contents(
         pp_stage=ranks.pp_stage,
         pp_world_size=ranks.pp_world_size,
         split_dims=dims,
+        tp_blocks=tp_blocks,
     )
     shard_json = json.dumps({n: i.to_json() for n, i in infos.items()}, sort_keys=True)
     base_meta = {

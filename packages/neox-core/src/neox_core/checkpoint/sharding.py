@@ -9,7 +9,7 @@ stage holds it, and `full_shape` the shape before the split.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 # (pattern on the parameter name, split dim of `.weight`, split dim of `.bias`).
@@ -18,22 +18,13 @@ from dataclasses import asdict, dataclass
 _RULES: tuple[tuple[re.Pattern[str], int | None, int | None], ...] = tuple(
     (re.compile(p), w, b)
     for p, w, b in (
-        (
-            r"(^|\.)(norm|ln|layernorm|input_layernorm|post_attention_layernorm|final_norm|"
-            r"final_layer_norm|ln_f|norm_f|attention_norm|ffn_norm|mlp_norm|attn_norm)[^.]*\.",
-            None,
-            None,
-        ),
-        (
-            r"(^|\.)(embed|embed_in|embed_tokens|wte|word_embeddings|tok_embeddings|embedding)\.",
-            0,
-            None,
-        ),
+        (r"(^|\.)[^.]*(norm|ln_f|ln_\d)[^.]*\.", None, None),
+        (r"(^|\.)(embed|embed_in|embed_tokens|wte|word_embeddings|tok_embeddings)\.", 0, None),
         (r"(^|\.)(lm_head|embed_out|output|output_layer|unembed)\.", 0, 0),
-        (r"(^|\.)(query_key_value|qkv|wqkv|q_proj|k_proj|v_proj|wq|wk|wv|kv_proj)\.", 0, 0),
-        (r"(^|\.)(dense|o_proj|out_proj|wo|attn_out|proj)\.", 1, None),
-        (r"(^|\.)(dense_h_to_4h|up_proj|gate_proj|gate_up_proj|fc1|w1|w3|up|fc_in|c_fc)\.", 0, 0),
-        (r"(^|\.)(dense_4h_to_h|down_proj|fc2|w2|down|fc_out|c_proj)\.", 1, None),
+        (r"(^|\.)(qkv|query_key_value|wqkv|q_proj|k_proj|v_proj|wq|wk|wv)\.", 0, 0),
+        (r"(^|\.)(out|dense|o_proj|out_proj|wo)\.", 1, None),
+        (r"(^|\.)(fc_in|dense_h_to_4h|up_proj|gate_proj|w1|w3)\.", 0, 0),
+        (r"(^|\.)(fc_out|dense_4h_to_h|down_proj|w2)\.", 1, None),
     )
 )
 
@@ -48,10 +39,14 @@ class ShardInfo:
     pp_stage: int
     pp_world_size: int
     full_shape: tuple[int, ...]
+    # sizes (along tp_dim, in the full tensor) of fused blocks that are each split across
+    # ranks separately, e.g. SwiGLU [up; gate] or grouped-query [q; k; v]; None = one block
+    tp_blocks: tuple[int, ...] | None = None
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
         d["full_shape"] = list(self.full_shape)
+        d["tp_blocks"] = None if self.tp_blocks is None else list(self.tp_blocks)
         return d
 
     @classmethod
@@ -64,6 +59,9 @@ class ShardInfo:
                 pp_stage=int(d["pp_stage"]),  # type: ignore[arg-type]
                 pp_world_size=int(d["pp_world_size"]),  # type: ignore[arg-type]
                 full_shape=tuple(int(x) for x in d["full_shape"]),  # type: ignore[union-attr]
+                tp_blocks=None
+                if d.get("tp_blocks") is None
+                else tuple(int(x) for x in d["tp_blocks"]),  # type: ignore[union-attr]
             )
         except KeyError as e:
             raise ValueError(f"shard metadata lacks key {e}: {dict(d)}") from None
@@ -96,6 +94,7 @@ def shard_infos(
     pp_stage: int = 0,
     pp_world_size: int = 1,
     split_dims: Mapping[str, int | None] | None = None,
+    tp_blocks: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, ShardInfo]:
     """Shard metadata for tensors given by (name, local shape), split dims from the rules."""
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
@@ -109,5 +108,33 @@ def shard_infos(
         full = list(shape)
         if dim is not None:
             full[dim] *= tp_world_size
-        out[name] = ShardInfo(dim, tp_rank, tp_world_size, pp_stage, pp_world_size, tuple(full))
+        blocks = tuple(tp_blocks[name]) if tp_blocks and name in tp_blocks else None
+        out[name] = ShardInfo(
+            dim, tp_rank, tp_world_size, pp_stage, pp_world_size, tuple(full), blocks
+        )
+    return out
+
+
+def fused_tp_blocks(
+    names: Iterable[str],
+    *,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    intermediate_size: int,
+    gated_mlp: bool,
+) -> dict[str, tuple[int, ...]]:
+    """Fused-block sizes of neox's models: grouped-query QKV and SwiGLU `fc_in`.
+
+    Multi-head QKV is laid out per head ([q_h; k_h; v_h]), so a plain contiguous cut keeps
+    heads whole and needs no blocks.
+    """
+    out: dict[str, tuple[int, ...]] = {}
+    for name in names:
+        if name.endswith(("attention.qkv.weight", "attention.qkv.bias")):
+            if num_kv_heads != num_heads:
+                kv = num_kv_heads * head_dim
+                out[name] = (num_heads * head_dim, kv, kv)
+        elif gated_mlp and name.endswith(("mlp.fc_in.weight", "mlp.fc_in.bias")):
+            out[name] = (intermediate_size, intermediate_size)
     return out

@@ -66,5 +66,8 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        # its own generator: iterating must not draw from the global torch RNG, which a
+        # resumed run restores from the checkpoint (dropout would drift otherwise)
+        generator=torch.Generator().manual_seed(0),
     )
     return iter(loader)

@@ -1,0 +1,70 @@
+"""Where this process runs: rank and world from torchrun/srun variables, and its device."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str | None
+    master_port: int | None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _int(env: Mapping[str, str], *keys: str, default: int) -> int:
+    for key in keys:
+        if env.get(key, "") != "":
+            try:
+                return int(env[key])
+            except ValueError:
+                raise ValueError(
+                    f"environment variable {key}={env[key]!r} is not an integer"
+                ) from None
+    return default
+
+
+def read_launch_env(env: Mapping[str, str] | None = None) -> LaunchEnv:
+    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; srun sets SLURM_PROCID/NTASKS/LOCALID."""
+    env = os.environ if env is None else env
+    port = env.get("MASTER_PORT")
+    return LaunchEnv(
+        rank=_int(env, "RANK", "SLURM_PROCID", default=0),
+        world_size=_int(env, "WORLD_SIZE", "SLURM_NTASKS", default=1),
+        local_rank=_int(env, "LOCAL_RANK", "SLURM_LOCALID", default=0),
+        master_addr=env.get("MASTER_ADDR"),
+        master_port=int(port) if port else None,
+    )
+
+
+def pick_device(launch: LaunchEnv) -> torch.device:
+    """CUDA device `local_rank` if CUDA is present, else the CPU."""
+    if torch.cuda.is_available():
+        device = torch.device("cuda", launch.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        return device
+    return torch.device("cpu")
+
+
+def init_process_group(launch: LaunchEnv, device: torch.device) -> None:
+    """Join the process group when launched with more than one process (NCCL or gloo)."""
+    if not launch.distributed or torch.distributed.is_initialized():
+        return
+    if launch.master_addr is None:
+        raise ValueError("WORLD_SIZE > 1 but MASTER_ADDR is not set (launch with torchrun or srun)")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    torch.distributed.init_process_group(
+        backend="nccl" if device.type == "cuda" else "gloo",
+        rank=launch.rank,
+        world_size=launch.world_size,
+    )

@@ -1,0 +1,56 @@
+"""The per-iteration log line, field for field as GPT-NeoX prints it.
+
+Users' scripts grep it: `grep "iteration.*lm_loss"`, PCRE `iteration\\s+\\K[0-9]+` (the step),
+`iteration\\s+[0-9]+/\\s*\\K[0-9]+` (train_iters), `lm_loss:\\s*\\K[0-9.E+-]+` (the loss). neox adds
+tokens/sec, TFLOPS and MFU per GPU after GPT-NeoX's flops field; nothing else moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from neox_core.training.throughput import human_flops
+
+
+def format_train_line(
+    *,
+    iteration: int,
+    train_iters: int,
+    seconds_per_iteration: float,
+    samples_per_iteration: int,
+    tokens_per_iteration: int,
+    learning_rate: float,
+    flops_per_iteration: float,
+    world_size: int,
+    peak_flops: float,
+    losses: Mapping[str, float],
+    loss_scale: float | None,
+    skipped_iterations: int,
+    nan_iterations: int,
+) -> str:
+    flops_per_gpu = flops_per_iteration / max(seconds_per_iteration, 1e-12) / world_size
+    parts = [
+        f" samples/sec: {samples_per_iteration / seconds_per_iteration:.3f}",
+        f" iteration {iteration:8d}/{train_iters:8d}",
+        f" elapsed time per iteration (ms): {seconds_per_iteration * 1000.0:.1f}",
+        f" learning rate: {learning_rate:.3E}",
+        f" approx flops per GPU: {human_flops(flops_per_gpu)}",
+        f" tokens/sec per GPU: {tokens_per_iteration / seconds_per_iteration / world_size:.1f}",
+        f" TFLOPS per GPU: {flops_per_gpu / 1e12:.2f}",
+        f" MFU: {100.0 * flops_per_gpu / peak_flops:.2f}%",
+    ]
+    parts += [f" {key}: {value:.6E}" for key, value in losses.items()]
+    if loss_scale is not None:
+        parts.append(f" loss scale: {loss_scale:.1f}")
+    parts.append(f" number of skipped iterations: {skipped_iterations:3d}")
+    parts.append(f" number of nan iterations: {nan_iterations:3d}")
+    return " |".join(parts) + " |"
+
+
+def format_eval_line(chart: str, prefix: str, results: Mapping[str, float]) -> str:
+    """GPT-NeoX's evaluation summary (` validation results at iteration N | ...`), framed."""
+    body = f" {chart} results at {prefix} | " + "".join(
+        f"{k} value: {v:.6E} | " for k, v in results.items()
+    )
+    rule = "-" * (len(body) + 1)
+    return f"{rule}\n{body}\n{rule}"

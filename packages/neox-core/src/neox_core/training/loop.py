@@ -1,0 +1,149 @@
+"""The training loop: step, log, save, evaluate, stop on a signal. Setup lives in run.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from neox_core.checkpoint import is_save_iteration
+from neox_core.training.log_line import format_eval_line, format_train_line
+from neox_core.training.precision import DynamicLossScaler, StaticLossScaler
+from neox_core.training.schedules import AnnealingSchedule
+from neox_core.training.signals import StopRequest
+from neox_core.training.state import IntervalStats, Progress
+from neox_core.training.step import StepSettings, evaluate, train_step
+from neox_core.training.trackers import Trackers
+
+
+@dataclass
+class Loop:
+    """Everything the loop touches, assembled by `run.setup`."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: AnnealingSchedule
+    scaler: DynamicLossScaler | StaticLossScaler | None
+    settings: StepSettings
+    train_data: Iterator[dict[str, torch.Tensor]]
+    valid_data: Iterator[dict[str, torch.Tensor]] | None
+    progress: Progress
+    train_iters: int
+    train_batch_size: int
+    seq_length: int
+    log_interval: int
+    eval_interval: int
+    eval_iters: int
+    checkpoint_factor: int | None
+    extra_save_iters: list[int] | None
+    flops_per_iteration: float
+    peak_flops: float
+    world_size: int
+    trackers: Trackers
+    stop: StopRequest
+    save: Callable[[Progress], None] | None
+    reduce_mean: Callable[[float], float]
+    log: Callable[[str], None]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_eval(loop: Loop, prefix: str) -> dict[str, float] | None:
+    if loop.valid_data is None or loop.eval_iters <= 0:
+        return None
+    results = evaluate(loop.model, loop.valid_data, loop.eval_iters, loop.settings)
+    results = {k: loop.reduce_mean(v) for k, v in results.items()}
+    loop.progress.valid_samples_consumed += loop.eval_iters * loop.train_batch_size
+    loop.log(format_eval_line("validation", prefix, results))
+    loop.trackers.log({f"validation/{k}": v for k, v in results.items()}, loop.progress.iteration)
+    return results
+
+
+def train(loop: Loop) -> Progress:
+    """Train until `train_iters` or a stop signal; the caller saves at the end."""
+    p, stats = loop.progress, IntervalStats()
+    loop.model.train()
+    _sync(loop.settings.device)
+    interval_start = time.perf_counter()
+    while p.iteration < loop.train_iters:
+        result = train_step(
+            loop.model,
+            loop.optimizer,
+            loop.schedule,
+            loop.scaler,
+            loop.train_data,
+            loop.settings,
+            p.iteration + 1,
+        )
+        p.iteration += 1
+        p.train_samples_consumed += loop.train_batch_size
+        loss = loop.reduce_mean(result.loss)
+        stats.skipped += int(result.skipped)
+        stats.nan += int(result.nan)
+        p.skipped_iterations += int(result.skipped)
+        p.nan_iterations += int(result.nan)
+        if not result.skipped:
+            stats.loss_sum += loss
+            stats.applied += 1
+        lr = loop.optimizer.param_groups[0]["lr"]
+        scale = loop.scaler.scale if loop.settings.precision == "fp16" and loop.scaler else None
+        per_step = {
+            "train/lm_loss": loss,
+            "train/learning_rate": lr,
+            "train/grad_norm": result.grad_norm,
+        }
+        if scale is not None:
+            per_step["train/loss_scale"] = scale
+        loop.trackers.log(per_step, p.iteration)
+
+        if p.iteration % loop.log_interval == 0:
+            _sync(loop.settings.device)
+            now = time.perf_counter()
+            seconds = (now - interval_start) / loop.log_interval
+            interval_start = now
+            avg = stats.loss_sum / max(1, loop.log_interval - stats.skipped)
+            loop.log(
+                format_train_line(
+                    iteration=p.iteration,
+                    train_iters=loop.train_iters,
+                    seconds_per_iteration=seconds,
+                    samples_per_iteration=loop.train_batch_size,
+                    tokens_per_iteration=loop.train_batch_size * loop.seq_length,
+                    learning_rate=lr,
+                    flops_per_iteration=loop.flops_per_iteration,
+                    world_size=loop.world_size,
+                    peak_flops=loop.peak_flops,
+                    losses={"lm_loss": avg},
+                    loss_scale=scale,
+                    skipped_iterations=stats.skipped,
+                    nan_iterations=stats.nan,
+                )
+            )
+            flops = loop.flops_per_iteration / seconds / loop.world_size
+            loop.trackers.log(
+                {
+                    "runtime/samples_per_sec": loop.train_batch_size / seconds,
+                    "runtime/tokens_per_sec": loop.train_batch_size * loop.seq_length / seconds,
+                    "runtime/flops_per_sec_per_gpu": flops,
+                    "runtime/mfu": flops / loop.peak_flops,
+                    "runtime/iteration_time": seconds,
+                },
+                p.iteration,
+            )
+            stats.reset()
+
+        if loop.save is not None and is_save_iteration(
+            p.iteration, loop.checkpoint_factor, loop.extra_save_iters
+        ):
+            loop.save(p)
+        if loop.eval_interval and p.iteration % loop.eval_interval == 0:
+            run_eval(loop, f"iteration {p.iteration}")
+        if loop.stop.requested:
+            loop.log(f"received {loop.stop.signal_name}: stopping after iteration {p.iteration}")
+            break
+    return p

@@ -1,0 +1,120 @@
+"""One optimizer step (gradient accumulation, precision, clipping, NaN handling) and eval."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from neox_core.training.batch import make_batch, masked_lm_loss
+from neox_core.training.precision import DynamicLossScaler, StaticLossScaler, autocast
+from neox_core.training.schedules import AnnealingSchedule
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradients were NaN/inf and `on_nan: stop` is configured."""
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean over the micro-batches
+    grad_norm: float  # before clipping
+    skipped: bool  # the optimizer did not step (overflow or NaN)
+    nan: bool  # the loss or the gradients were not finite
+
+
+@dataclass
+class StepSettings:
+    precision: str  # "fp32" | "bf16" | "fp16"
+    gradient_accumulation_steps: int
+    clip_grad: float
+    on_nan: str  # "skip" | "stop"
+    device: torch.device
+
+
+def _micro_batches(data: Iterator[dict[str, torch.Tensor]], n: int, device: torch.device):
+    for _ in range(n):
+        yield make_batch(next(data)).to(device, non_blocking=True)
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: AnnealingSchedule,
+    scaler: DynamicLossScaler | StaticLossScaler | None,
+    data: Iterator[dict[str, torch.Tensor]],
+    s: StepSettings,
+    iteration: int,
+) -> StepResult:
+    """Forward/backward over `gradient_accumulation_steps` micro-batches, then one update.
+
+    fp16 scales the loss and skips steps whose gradients overflow (the scaler adapts);
+    otherwise a non-finite loss or gradient skips the step or raises, per `on_nan`. A
+    skipped step does not advance the learning-rate schedule (as with DeepSpeed).
+    """
+    gas = s.gradient_accumulation_steps
+    scale = scaler.scale if scaler is not None else 1.0
+    optimizer.zero_grad(set_to_none=True)
+    losses = []
+    for i, batch in enumerate(_micro_batches(data, gas, s.device)):
+        sync = getattr(model, "no_sync", None)
+        ctx = sync() if sync is not None and i < gas - 1 else contextlib.nullcontext()
+        with ctx:
+            with autocast(s.precision, s.device):
+                logits = model(batch.tokens)
+            loss = masked_lm_loss(logits, batch)
+            (loss * (scale / gas)).backward()
+        losses.append(loss.detach())
+    loss_value = torch.stack(losses).mean().item()
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if scale != 1.0:
+        for p in params:
+            p.grad.div_(scale)  # type: ignore[union-attr]
+    if s.clip_grad > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, s.clip_grad)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # type: ignore[misc]
+    grad_norm = float(norm)
+    loss_ok, grads_ok = math.isfinite(loss_value), math.isfinite(grad_norm)
+    if s.precision == "fp16" and scaler is not None:
+        scaler.update(overflow=not grads_ok)
+        if not loss_ok and s.on_nan == "stop":
+            raise NonFiniteLossError(f"iteration {iteration}: loss is {loss_value}")
+        skipped, nan = not grads_ok, not loss_ok
+    else:
+        nan = not (loss_ok and grads_ok)
+        if nan and s.on_nan == "stop":
+            raise NonFiniteLossError(
+                f"iteration {iteration}: loss {loss_value}, gradient norm {grad_norm} "
+                "(on_nan: stop)"
+            )
+        skipped = nan
+    if not skipped:
+        optimizer.step()
+        schedule.step(optimizer)
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss_value, grad_norm, skipped, nan)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    data: Iterator[dict[str, torch.Tensor]],
+    eval_iters: int,
+    s: StepSettings,
+) -> dict[str, float]:
+    """Mean loss over `eval_iters` x `gradient_accumulation_steps` micro-batches, and its ppl."""
+    model.eval()
+    try:
+        losses = []
+        for batch in _micro_batches(data, eval_iters * s.gradient_accumulation_steps, s.device):
+            with autocast(s.precision, s.device):
+                logits = model(batch.tokens)
+            losses.append(masked_lm_loss(logits, batch))
+        loss = torch.stack(losses).mean().item()
+    finally:
+        model.train()
+    return {"lm_loss": loss, "lm_loss_ppl": math.exp(min(loss, 700.0))}

@@ -1,0 +1,69 @@
+"""Stopped after step k and resumed, a run's losses equal the uninterrupted run's bit for bit
+(CPU); `finetune` loads weights only; the same seed gives the same run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from neox_core.config import load_config
+from neox_core.training.run import main_train
+
+
+def _train(cfg: Path, capsys: pytest.CaptureFixture[str], **overrides) -> str:
+    assert main_train(load_config([cfg], overrides)) == 0
+    return capsys.readouterr().out
+
+
+def test_resume_is_bit_exact_and_same_seed_same_run(
+    tiny_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], losses_in
+) -> None:
+    full = losses_in(_train(tiny_config, capsys))
+    assert sorted(full) == list(range(1, 9))
+    ckpt = tmp_path / "ckpt"
+    assert (ckpt / "latest").read_text().strip() == "global_step8"
+    state = json.loads((ckpt / "global_step4" / "trainer_state.json").read_text())
+    assert state["data"]["train_samples_consumed"] == 4 * 4
+    assert state["scheduler"]["num_iters"] == 4
+
+    resumed_out = _train(
+        tiny_config, capsys, load=str(ckpt), iteration=4, save=str(tmp_path / "again")
+    )
+    assert "resumed from" in resumed_out
+    resumed = losses_in(resumed_out)
+    assert sorted(resumed) == [5, 6, 7, 8]
+    assert {i: full[i] for i in resumed} == resumed
+
+    again = losses_in(_train(tiny_config, capsys, save=str(tmp_path / "third")))
+    assert again == full
+
+
+def test_finetune_loads_weights_only(
+    tiny_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], losses_in
+) -> None:
+    _train(tiny_config, capsys, train_iters=4)
+    out = _train(
+        tiny_config,
+        capsys,
+        load=str(tmp_path / "ckpt"),
+        finetune=True,
+        train_iters=2,
+        save=str(tmp_path / "ft"),
+    )
+    assert "finetune: starting at iteration 0" in out
+    assert sorted(losses_in(out)) == [1, 2]  # counted from 0 again
+    fresh = losses_in(_train(tiny_config, capsys, train_iters=2, save=str(tmp_path / "x")))
+    assert float(losses_in(out)[1]) < float(fresh[1])  # started from the trained weights
+
+
+def test_missing_checkpoint_starts_fresh_but_a_named_iteration_must_exist(
+    tiny_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], losses_in
+) -> None:
+    out = _train(tiny_config, capsys, train_iters=1, load=str(tmp_path / "empty"))
+    assert "no checkpoint in" in out
+    from neox_core.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="available"):
+        main_train(load_config([tiny_config], {"load": str(tmp_path / "ckpt"), "iteration": 3}))
