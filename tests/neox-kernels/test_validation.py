@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from neox_kernels import _index, index
 
@@ -135,6 +139,9 @@ def test_pack_until_overflow_binding_checks_the_order() -> None:
     bad = np.array([0, 1, 9, 2, 3], dtype=np.int64)
     with pytest.raises(ValueError, match="order holds position 9"):
         _index.build_pack_until_overflow(SIZES, docs, bad, 4, 5, True, None, print)
+    repeated = np.zeros(5, dtype=np.int64)  # position 0 only: documents[0] has 5 tokens
+    with pytest.raises(ValueError, match="must be a permutation"):
+        _index.build_pack_until_overflow(SIZES, docs, repeated, 2, 5, False, None, print)
     frozen = np.arange(5, dtype=np.int64)
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="order must be writeable"):
@@ -149,3 +156,56 @@ def test_an_error_in_the_reshuffle_callback_propagates() -> None:
 
     with pytest.raises(RuntimeError, match="reshuffle failed"):
         _index.build_pack_until_overflow(SIZES, docs, np.arange(5), 4, 50, True, None, fail)
+
+
+def test_numbers_beyond_int64_are_a_value_error() -> None:
+    with pytest.raises(ValueError, match="tokens_per_epoch must fit int64"):
+        index.build_sample_idx(SIZES, DOC_IDX, 4, 1, 2**63)
+    with pytest.raises(ValueError, match="size must fit int64"):
+        index.build_blending_indices([1.0], 2**64)
+
+
+arrays = st.sampled_from(
+    [
+        np.array([], np.int32),
+        np.array([3, 0, 7], np.int32),
+        np.array([3, -1, 7], np.int32),
+        np.array([0, 1, 2], np.int64),
+        np.array([2, 5, -3], np.int64),
+        np.array([1.5, 2.0]),
+        np.array([True, False, True]),
+        np.zeros((2, 2), np.int32),
+        np.arange(6, dtype=np.int32)[::2],
+        np.array([0.5, 0.5]),
+        np.array([1e308, 1e308]),
+    ]
+)
+numbers = st.one_of(st.integers(-(2**63), 2**63 - 1), st.sampled_from([0, 1, 2, 2**31, 2**40]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    which=st.integers(0, 4),
+    a=arrays,
+    b=arrays,
+    c=arrays,
+    x=numbers,
+    y=numbers,
+    z=numbers,
+    flag=st.booleans(),
+)
+def test_the_binding_raises_instead_of_crashing(which, a, b, c, x, y, z, flag) -> None:
+    # Keep the requested outputs small: a huge allocation is a MemoryError, not a crash,
+    # but it would make this test slow.
+    x, y, z = (v % 1000 if abs(v) > 1000 else v for v in (x, y, z))
+    calls = [
+        lambda: _index.build_sample_idx(a, b, x, y, z, flag),
+        lambda: _index.build_blending_indices(a, x),
+        lambda: _index.build_unpacked(a, b, x, y, flag, c if flag else None),
+        lambda: _index.build_pack_until_overflow(
+            a, b, c.astype(np.int64) if c.ndim == 1 else c, x, y, flag, None, lambda: None
+        ),
+        lambda: _index.sum_document_sizes(a, b),
+    ]
+    with contextlib.suppress(ValueError, TypeError, MemoryError):
+        calls[which]()

@@ -44,12 +44,21 @@ void fill_pack_until_overflow(const DocumentView<DocId>& view, int64_t* order,
   int64_t opened = 0;   // samples opened so far
   int64_t running = 0;  // tokens in the open sample
   int64_t cursor = 0;   // position in order
+  bool placed = false;  // whether this pass over order placed a document
   while (opened < num_samples) {
     if (cursor == view.num_documents) {
+      // A permutation of the positions holds a usable document (checked above); an order
+      // that is not one could otherwise spin here forever.
+      if (!placed) {
+        throw std::invalid_argument(
+            "a whole pass over order placed no document: order must be a permutation of the "
+            "positions of documents");
+      }
       // GPT-NeoX reshuffles right after the last position of a pass; doing it lazily here
       // draws the same permutations (nothing else uses the generator meanwhile).
       reshuffle();
       cursor = 0;
+      placed = false;
     }
     const int64_t position = order[cursor++];
     if (position < 0 || position >= view.num_documents) {
@@ -68,6 +77,7 @@ void fill_pack_until_overflow(const DocumentView<DocId>& view, int64_t* order,
       running += length;
     }
     doc_idx.push_back(doc);
+    placed = true;
   }
   sample_idx_out[2 * opened] = static_cast<int64_t>(doc_idx.size());
   sample_idx_out[2 * opened + 1] = 0;

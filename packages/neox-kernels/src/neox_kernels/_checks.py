@@ -5,6 +5,9 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import numpy.typing as npt
+
+INT64_MAX = 2**63 - 1
 
 
 def as_int(value: object, name: str, minimum: int | None = None) -> int:
@@ -14,10 +17,12 @@ def as_int(value: object, name: str, minimum: int | None = None) -> int:
     result = int(value)
     if minimum is not None and result < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {result}")
+    if result > INT64_MAX:
+        raise ValueError(f"{name} must fit int64, got {result}")
     return result
 
 
-def as_id_array(values: object, name: str) -> np.ndarray:
+def as_id_array(values: npt.ArrayLike, name: str) -> np.ndarray:
     """Document ids as a 1-D int32/int64 array; sequences are converted, arrays are not copied."""
     if isinstance(values, np.ndarray):
         array = values

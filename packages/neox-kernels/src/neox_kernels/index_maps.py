@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from neox_kernels import _index
 from neox_kernels._checks import as_id_array, as_int
@@ -62,7 +63,7 @@ def _skip_mask(skip: np.ndarray | None) -> np.ndarray | None:
 
 
 def build_packed_index(
-    documents: object,
+    documents: npt.ArrayLike,
     sizes: np.ndarray,
     num_samples: int,
     seq_length: int,
@@ -90,7 +91,7 @@ def build_packed_index(
 
 
 def build_pack_until_overflow_index(
-    documents: object,
+    documents: npt.ArrayLike,
     sizes: np.ndarray,
     num_samples: int,
     seq_length: int,
@@ -127,7 +128,7 @@ def build_pack_until_overflow_index(
 
 
 def build_unpacked_index(
-    documents: object,
+    documents: npt.ArrayLike,
     sizes: np.ndarray,
     num_samples: int,
     seq_length: int,
@@ -155,7 +156,7 @@ def build_unpacked_index(
 
 def build_index_maps(
     pack_impl: PackImpl,
-    documents: object,
+    documents: npt.ArrayLike,
     sizes: np.ndarray,
     num_samples: int,
     seq_length: int,

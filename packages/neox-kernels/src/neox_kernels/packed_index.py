@@ -7,6 +7,7 @@ sequence length give the same three arrays, value for value and dtype for dtype.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from neox_kernels import _index
 from neox_kernels._checks import as_id_array, as_int, require_random_state
@@ -15,7 +16,7 @@ INT32_MAX = int(np.iinfo(np.int32).max)
 UINT32_MAX = int(np.iinfo(np.uint32).max)
 
 
-def num_tokens(documents: object, sizes: np.ndarray) -> int:
+def num_tokens(documents: npt.ArrayLike, sizes: np.ndarray) -> int:
     """Tokens in one epoch of the split: sum of sizes[documents] (ids checked, no temporaries)."""
     return int(_index.sum_document_sizes(sizes, as_id_array(documents, "documents")))
 
@@ -51,7 +52,9 @@ def sample_idx_dtype(
     return np.dtype(np.int64)
 
 
-def build_doc_idx(documents: object, num_epochs: int, rng: np.random.RandomState) -> np.ndarray:
+def build_doc_idx(
+    documents: npt.ArrayLike, num_epochs: int, rng: np.random.RandomState
+) -> np.ndarray:
     """The split's documents repeated num_epochs times, shuffled together with `rng`.
 
     int32 as GPT-NeoX (int64 only when an id would not fit). Advances `rng` exactly as
