@@ -18,6 +18,7 @@ from neox_core.models.hf_names import (
     hf_config_kwargs,
     hf_state_dict,
     load_hf_state_dict,
+    model_config_from_hf,
     split_qkv,
 )
 
@@ -90,3 +91,32 @@ def test_no_hf_equivalent_is_reported(make_neox) -> None:
 
     with pytest.raises(NameMappingError, match="no grouped-query attention"):
         hf_architecture(make_neox(num_kv_heads=2))
+
+
+def test_model_config_from_hf_config_round_trips(variant) -> None:
+    name, cfg = variant
+    arch = hf_architecture(cfg)
+    config_class = getattr(transformers, arch.replace("ForCausalLM", "Config"))
+    back = model_config_from_hf(config_class(**hf_config_kwargs(cfg)).to_dict())
+    for field in (
+        "architecture",
+        "num_layers",
+        "hidden_size",
+        "num_attention_heads",
+        "num_kv_heads",
+        "intermediate_size",
+        "padded_vocab_size",
+        "norm",
+        "norm_eps",
+        "norm_bias",
+        "activation",
+        "rotary_pct",
+        "rotary_emb_base",
+        "gpt_j_residual",
+        "use_bias",
+        "tie_embeddings",
+    ):
+        expected = getattr(cfg, field)
+        if field == "num_kv_heads" and expected is None:  # None means one per query head
+            expected = cfg.num_attention_heads
+        assert getattr(back, field) == expected, (name, field)

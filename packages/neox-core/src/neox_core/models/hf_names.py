@@ -90,6 +90,76 @@ def hf_config_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
+def model_config_from_hf(hf: Mapping[str, Any]) -> ModelConfig:
+    """A neox ModelConfig from an HF config.json dict (transformers 4.x or 5.x spellings).
+
+    The vocabulary is taken as already padded (HF stores the embedding's row count).
+    """
+    model_type = hf.get("model_type")
+    rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise NameMappingError(f"HF rope scaling {rope_type!r} is not yet supported by neox")
+    heads = hf["num_attention_heads"]
+    hidden = hf["hidden_size"]
+    if hf.get("head_dim") not in (None, hidden // heads):
+        raise NameMappingError(
+            f"HF head_dim {hf['head_dim']} differs from hidden_size / heads; not supported"
+        )
+    common = dict(
+        num_layers=hf["num_hidden_layers"],
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=hf["intermediate_size"],
+        max_position_embeddings=hf.get("max_position_embeddings"),
+        vocab_size=hf["vocab_size"],
+        padded_vocab_size=hf["vocab_size"],
+        make_vocab_size_divisible_by=1,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        init_std=hf.get("initializer_range", 0.02),
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+    )
+    if model_type == "gpt_neox":
+        if hf.get("hidden_act", "gelu") != "gelu":
+            raise NameMappingError(f"HF GPT-NeoX hidden_act {hf['hidden_act']!r} is not GELU")
+        if not hf.get("attention_bias", True):
+            raise NameMappingError("HF GPT-NeoX without attention biases is not supported")
+        return ModelConfig(
+            architecture="gpt_neox",
+            num_kv_heads=heads,
+            norm="layernorm",
+            norm_eps=hf.get("layer_norm_eps", 1e-5),
+            norm_bias=True,
+            activation="gelu",
+            rotary_pct=rope.get("partial_rotary_factor", hf.get("rotary_pct", 0.25)),
+            rotary_emb_base=int(rope.get("rope_theta", hf.get("rotary_emb_base", 10000))),
+            gpt_j_residual=bool(hf.get("use_parallel_residual", True)),
+            use_bias=True,
+            **common,
+        )
+    if model_type == "llama":
+        if hf.get("hidden_act", "silu") != "silu":
+            raise NameMappingError(f"HF LLaMA hidden_act {hf['hidden_act']!r} is not SiLU")
+        attention_bias = bool(hf.get("attention_bias", False))
+        if bool(hf.get("mlp_bias", False)) != attention_bias:
+            raise NameMappingError("HF LLaMA with attention_bias != mlp_bias is not supported")
+        return ModelConfig(
+            architecture="llama",
+            num_kv_heads=hf.get("num_key_value_heads") or heads,
+            norm="rmsnorm",
+            norm_eps=hf.get("rms_norm_eps", 1e-6),
+            norm_bias=False,
+            activation="swiglu",
+            rotary_pct=1.0,
+            rotary_emb_base=int(rope.get("rope_theta", hf.get("rope_theta", 10000))),
+            gpt_j_residual=False,
+            use_bias=attention_bias,
+            **common,
+        )
+    raise NameMappingError(f"HF model_type {model_type!r}: neox maps gpt_neox and llama")
+
+
 # -- fused QKV ---------------------------------------------------------------------------------
 
 
