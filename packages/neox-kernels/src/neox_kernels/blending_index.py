@@ -40,6 +40,7 @@ def build_blending_indices(weights: Sequence[float] | np.ndarray, size: int) -> 
     Sample i goes to the dataset whose weight·max(i, 1) − samples_taken is largest, the first
     on ties. GPT-NeoX quirk kept for identical output: a dataset of weight 0 can still win a
     tie at 0 (weights [0, 1] give dataset 0 for sample 1); samples_per_dataset says so.
+    GPT-NeoX blends size = the sum of its datasets' lengths (`len(IndexMaps)` of each).
     """
     normalised = _weight_array(weights)
     normalised /= np.sum(normalised)

@@ -31,7 +31,7 @@ PackImpl = Literal["packed", "pack_until_overflow", "unpacked"]
 PACK_IMPLS: tuple[str, ...] = ("packed", "pack_until_overflow", "unpacked")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value to compare by
 class IndexMaps:
     """doc_idx, sample_idx and shuffle_idx of one dataset, and how they were made."""
 
