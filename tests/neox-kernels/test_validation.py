@@ -203,7 +203,7 @@ def test_the_binding_raises_instead_of_crashing(which, a, b, c, x, y, z, flag) -
         lambda: _index.build_blending_indices(a, x),
         lambda: _index.build_unpacked(a, b, x, y, flag, c if flag else None),
         lambda: _index.build_pack_until_overflow(
-            a, b, c.astype(np.int64) if c.ndim == 1 else c, x, y, flag, None, lambda: None
+            a, b, c.astype(np.int64) if c.dtype.kind in "iub" else c, x, y, flag, None, lambda: None
         ),
         lambda: _index.sum_document_sizes(a, b),
     ]
