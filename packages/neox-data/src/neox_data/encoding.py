@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Literal
 
 import numpy as np
@@ -209,7 +210,7 @@ def _flatten(seqs: list[list[int]], dtype: np.dtype) -> tuple[np.ndarray, np.nda
     total = int(lengths.sum())
     if total == 0:
         return np.zeros(0, dtype=dtype), lengths
-    flat = np.fromiter((t for s in seqs for t in s), dtype=np.int64, count=total)
+    flat = np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=total)
     return flat.astype(dtype, copy=False), lengths
 
 
