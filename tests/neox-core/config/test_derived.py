@@ -120,6 +120,11 @@ def test_vocab_size_from_hf_tokenizer_file(tiny, write, tmp_path) -> None:
     cfg = load_config([model, setup])
     assert cfg.model.vocab_size == 301 and cfg.model.padded_vocab_size == 384
     assert cfg.sources["model.vocab_size"].startswith("derived from")
+    agree = write("agree.yml", '{"vocab_size": 301}')
+    assert load_config([model, setup, agree]).model.vocab_size == 301
+    disagree = write("disagree.yml", '{"vocab_size": 50277}')
+    with pytest.raises(ConfigError, match=r"vocab_size = 50277 but the tokenizer .* has 301"):
+        load_config([model, setup, disagree])
 
 
 def test_vocab_size_from_gpt2_vocab_json(write, tmp_path) -> None:

@@ -66,6 +66,16 @@ def test_half_precision_forward_is_close_to_fp32(dtype: str, make_llama) -> None
     assert (got - ref).abs().max().item() < 0.05 * ref.abs().max().item()
 
 
+def test_rotary_angles_stay_fp32_in_a_bf16_model(make_llama) -> None:
+    cfg = make_llama(rotary_emb_base=500000)
+    full = build_model(cfg, seed=0)
+    half = build_model(cfg, seed=0, dtype="bf16")
+    cos32, sin32 = full.layers[0].attention.rotary(4096, torch.device("cpu"))
+    cos16, sin16 = half.layers[0].attention.rotary(4096, torch.device("cpu"))
+    assert cos16.dtype == torch.float32
+    assert torch.equal(cos16, cos32) and torch.equal(sin16, sin32)
+
+
 def test_activation_checkpointing_gives_the_same_loss_and_gradients(make_neox) -> None:
     ids = torch.randint(0, 100, (2, 16))
     results = []

@@ -192,10 +192,14 @@ def _derive_attention_config(cfg: NeoxConfig, tr: Translation) -> None:
 
 def _derive_vocab(cfg: NeoxConfig) -> None:
     m = cfg.model
-    if m.vocab_size is None:
-        from_file = vocab_size_from_file(cfg.data.tokenizer_type, cfg.data.vocab_file)
-        if from_file is not None:
-            _set(cfg, "model.vocab_size", from_file, f"derived from {cfg.data.vocab_file}")
+    from_file = vocab_size_from_file(cfg.data.tokenizer_type, cfg.data.vocab_file)
+    if m.vocab_size is None and from_file is not None:
+        _set(cfg, "model.vocab_size", from_file, f"derived from {cfg.data.vocab_file}")
+    elif m.vocab_size is not None and from_file is not None and from_file != m.vocab_size:
+        raise ConfigError(
+            f"{cfg.sources.get('model.vocab_size')}: vocab_size = {m.vocab_size} but the "
+            f"tokenizer {cfg.data.vocab_file} has {from_file} tokens"
+        )
     tp = cfg.parallel.tensor_parallel_size
     if m.vocab_size is not None:
         padded = pad_vocab_size(m.vocab_size, m.make_vocab_size_divisible_by, tp)

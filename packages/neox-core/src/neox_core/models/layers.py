@@ -41,19 +41,24 @@ def make_norm(kind: str, dim: int, eps: float, bias: bool) -> nn.Module:
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin tables of rotary position embedding over the first `dim` channels of a head."""
+    """cos/sin tables of rotary position embedding over the first `dim` channels of a head.
+
+    The frequencies are computed in fp32 on every call rather than kept in a buffer: a buffer
+    would be cast by `model.to(torch.bfloat16)`, and bf16 frequencies put the angles of late
+    positions off by whole radians. Nothing rotary is stored in checkpoints.
+    """
 
     def __init__(self, dim: int, base: float) -> None:
         super().__init__()
         self.dim = dim
-        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-        # recomputed from the config, never stored in checkpoints
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.base = base
 
     def forward(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.arange(seq_len, device=device, dtype=torch.float32)
         with torch.autocast(device_type=device.type, enabled=False):
-            freqs = torch.outer(positions, self.inv_freq.to(device=device, dtype=torch.float32))
+            exponents = torch.arange(0, self.dim, 2, dtype=torch.int64, device=device).float()
+            inv_freq = 1.0 / (self.base ** (exponents / self.dim))
+            positions = torch.arange(seq_len, device=device, dtype=torch.float32)
+            freqs = torch.outer(positions, inv_freq)
             angles = torch.cat((freqs, freqs), dim=-1)
             return angles.cos(), angles.sin()
 
