@@ -53,14 +53,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_eval(loop: Loop, prefix: str) -> dict[str, float] | None:
-    if loop.valid_data is None or loop.eval_iters <= 0:
+def run_eval(
+    loop: Loop,
+    prefix: str,
+    data: Iterator[dict[str, torch.Tensor]] | None = None,
+    chart: str = "validation",
+) -> dict[str, float] | None:
+    """Evaluate on `data` (default: the validation set) and print GPT-NeoX's summary."""
+    is_valid = data is None
+    data = loop.valid_data if is_valid else data
+    if data is None or loop.eval_iters <= 0:
         return None
-    results = evaluate(loop.model, loop.valid_data, loop.eval_iters, loop.settings)
+    results = evaluate(loop.model, data, loop.eval_iters, loop.settings)
     results = {k: loop.reduce_mean(v) for k, v in results.items()}
-    loop.progress.valid_samples_consumed += loop.eval_iters * loop.train_batch_size
-    loop.log(format_eval_line("validation", prefix, results))
-    loop.trackers.log({f"validation/{k}": v for k, v in results.items()}, loop.progress.iteration)
+    if is_valid:
+        loop.progress.valid_samples_consumed += loop.eval_iters * loop.train_batch_size
+    loop.log(format_eval_line(chart, prefix, results))
+    loop.trackers.log({f"{chart}/{k}": v for k, v in results.items()}, loop.progress.iteration)
     return results
 
 

@@ -268,6 +268,9 @@ def _run(cfg: NeoxConfig, launch: LaunchEnv, device: torch.device, stop: StopReq
             save(progress)
         if not stop.requested and progress.iteration >= t.train_iters:
             run_eval(loop, "the end of training for val data")
+            if datasets.test is not None and t.eval_iters > 0:
+                test_data = make_loader(datasets.test, **loader_kw)  # type: ignore[arg-type]
+                run_eval(loop, "the end of training for test data", test_data, "test")
     finally:
         trackers.close()
     return 0
