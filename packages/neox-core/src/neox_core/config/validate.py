@@ -39,6 +39,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "launcher.launcher": ("pdsh", "openmpi", "mvapich", "slurm"),
 }
 
+# GPT-NeoX choices that neox does not implement yet
+_NOT_YET: dict[str, tuple[str, ...]] = {
+    "schedule.lr_decay_style": ("exponential", "infinite_cosine", "infinite_inv_sqrt"),
+}
+
 _POSITIVE = (
     "model.num_layers",
     "model.hidden_size",
@@ -97,6 +102,8 @@ def validate(cfg: NeoxConfig, keys: dict[str, str]) -> None:
         if value is not None and not ok(value):
             fail(dotted, why)
 
+    for dotted, values in _NOT_YET.items():
+        check(dotted, lambda v, bad=values: v not in bad, "not yet supported by neox")
     for dotted, choices in _CHOICES.items():
         check(dotted, lambda v, c=choices: v in c, f"expected one of {', '.join(choices)}")
     for dotted in _POSITIVE:
