@@ -1,7 +1,6 @@
 // Python bindings of the dataset index builder (module neox_kernels._index). Each function
 // checks its arguments with the GIL held, then runs the C++ loop with the GIL released.
 // The typed, documented API is neox_kernels.index; this module is its engine.
-#include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
