@@ -239,3 +239,24 @@ def test_cli_process_exit_code_and_message(tok_dir: Path, tmp_path: Path) -> Non
     )
     assert proc.returncode == 2
     assert f"{src}:2: missing key 'text'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("doc.txt", b"line one\nline two \xff\n", "doc.txt:1: invalid UTF-8 at byte 18 (line 2)"),
+        ("arr.json", b'[{"text": "a"},\n {"text": }]', "arr.json:2: malformed JSON"),
+        ("data.csv", b"text\nhello\n", "unknown input type '.csv'"),
+        ("missing.jsonl", None, "missing.jsonl: input not found"),
+    ],
+)
+def test_unreadable_inputs_are_named(
+    tok_dir: Path, tmp_path: Path, capsys, name: str, content: bytes | None, message: str
+) -> None:
+    src = tmp_path / name
+    if content is not None:
+        src.write_bytes(content)
+    rc = tokenize(tok_dir, "--input", str(src), "--output-prefix", str(tmp_path / "o"))
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("o_*"))

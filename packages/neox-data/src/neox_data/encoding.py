@@ -73,7 +73,11 @@ class Encoder:
         self._chat: ChatEncoder | None = None
         if config.mode != "text":
             self._chat = ChatEncoder(self.tokenizer, config.chat)
-        if config.append_eod and config.mode == "text" and self.tokenizer.eod is None:
+        if config.append_eod and config.mode != "text":
+            raise ValueError(
+                "--append-eod applies to text mode; chat modes end each chat with EOS already"
+            )
+        if config.append_eod and self.tokenizer.eod is None:
             raise ValueError(
                 f"--append-eod: tokenizer {self.tokenizer.name} has no <|endoftext|> token; "
                 "name one with --eod-token"

@@ -128,7 +128,7 @@ def prepare(opts: PrepareOptions) -> dict[str, Any]:
         tokenizer=opts.tokenizer,
         keys=(key,),
         mode=mode,
-        append_eod=opts.append_eod,
+        append_eod=opts.append_eod and mode == "text",  # chats end with EOS already
         chat=ChatOptions(chat_template_file=opts.chat_template),
     )
 

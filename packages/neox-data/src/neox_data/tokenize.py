@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from neox_data.encoding import ChunkResult, EncodeConfig, Encoder
 from neox_data.indexed_dataset import IndexedDatasetWriter
 from neox_data.progress import Progress
@@ -151,7 +153,7 @@ def tokenize(
                     writers[n].add_documents(res.arrays[n], res.lengths[n])
                 tokens[n] += int(res.arrays[n].size)
             if lengths_out is not None:
-                lengths_out.append(res.lengths[names[0]])
+                lengths_out.append(res.lengths[names[0]].astype(np.int32))
             docs += res.docs
             nbytes += res.nbytes
             if progress is not None:
