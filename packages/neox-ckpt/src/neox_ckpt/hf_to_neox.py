@@ -1,0 +1,218 @@
+"""`neox-ckpt hf-to-neox`: an HF GPT-NeoX / LLaMA model -> neox checkpoint v1 + neox YAML."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from neox_ckpt import units
+from neox_ckpt.dtypes import TORCH_DTYPES, precision_name
+from neox_ckpt.errors import ConversionError
+from neox_ckpt.hf_config import neox_model_keys
+from neox_ckpt.hf_source import TOKENIZER_FILES, HFSource, resolve_model_dir
+from neox_ckpt.neox_writer import PlannedTensor, write_checkpoint
+from neox_ckpt.neox_yaml import YAML_NAME, load_written_yaml, render_yaml
+from neox_ckpt.output_dir import staged_output
+
+# tensors HF files may hold that neox recomputes instead of storing
+_BUFFERS = ("rotary_emb.inv_freq", "attention.bias", "attention.masked_bias")
+_VOCAB_PARALLEL = ("embed.weight", "lm_head.weight")
+
+
+@dataclass
+class HFToNeoxResult:
+    output_dir: Path
+    step_dir: Path
+    yaml_path: Path
+    architecture: str
+    num_parameters: int
+    padded_from: int | None  # original vocab rows when padding for TP was needed
+
+
+def plan_tensors(model_cfg, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]):
+    """Split dims and fused blocks of each neox tensor, by neox-core's format rules."""
+    from neox_core.checkpoint import tp_split_dim
+    from neox_core.checkpoint.sharding import fused_tp_blocks
+
+    head_dim = model_cfg.hidden_size // model_cfg.num_attention_heads
+    blocks = fused_tp_blocks(
+        shapes,
+        num_heads=model_cfg.num_attention_heads,
+        num_kv_heads=model_cfg.num_kv_heads or model_cfg.num_attention_heads,
+        head_dim=head_dim,
+        intermediate_size=model_cfg.intermediate_size,
+        gated_mlp=model_cfg.activation == "swiglu",
+    )
+    return [
+        PlannedTensor(name, dtype, shape, tp_split_dim(name, len(shape)), blocks.get(name))
+        for name, (shape, dtype) in shapes.items()
+    ]
+
+
+def check_against_model(model_cfg, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+    """The tensors must be exactly those of neox-core's model for this config."""
+    from neox_core.models import build_model
+
+    expected = {
+        n: tuple(t.shape)
+        for n, t in build_model(model_cfg, seed=None, device="meta").state_dict().items()
+    }
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = [
+        f"{n} {shapes[n]} vs {expected[n]}"
+        for n in expected
+        if n in shapes and shapes[n] != expected[n]
+    ]
+    if missing or unexpected or wrong:
+        raise ConversionError(
+            f"{where}: weights do not fit neox's model: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, shape (weights vs model) {wrong[:5]}"
+        )
+
+
+def hf_to_neox(
+    hf_model: str,
+    output_dir: str | Path,
+    *,
+    revision: str | None = None,
+    tp: int = 1,
+    pp: int = 1,
+    iteration: int = 0,
+    dtype: str = "auto",
+    force: bool = False,
+) -> HFToNeoxResult:
+    from neox_core.config import config_to_dict
+    from neox_core.models.hf_names import NameMappingError, from_hf, hf_architecture
+
+    if tp < 1 or pp < 1 or iteration < 0:
+        raise ConversionError("--tp and --pp must be >= 1 and --iteration >= 0")
+    if dtype != "auto" and dtype not in TORCH_DTYPES:
+        raise ConversionError(f"--dtype {dtype}: expected auto, fp32, bf16 or fp16")
+    folder = resolve_model_dir(hf_model, revision)
+    model_keys, model_type = neox_model_keys(folder)
+    source = HFSource(folder)
+
+    rows = int(model_keys["vocab_size"])
+    padded_from = None
+    if rows % tp:
+        padded_from = rows
+        model_keys["vocab_size"] = rows + (-rows % tp)
+
+    final = Path(output_dir).absolute()
+    with staged_output(final, force=force) as tmp:
+        vocab_file = None
+        tok_files = [f for f in TOKENIZER_FILES if (folder / f).is_file()]
+        if tok_files:
+            (tmp / "tokenizer").mkdir()
+            for f in tok_files:
+                shutil.copyfile(folder / f, tmp / "tokenizer" / f)
+            if "tokenizer.json" in tok_files:
+                vocab_file = final / "tokenizer" / "tokenizer.json"
+        names = source.names()
+        first = next(
+            (
+                n
+                for n in names
+                if n.endswith("embed_tokens.weight") or n.endswith("embed_in.weight")
+            ),
+            None,
+        )
+        src_dtype = source.meta(first).dtype if first else torch.float32
+        precision = precision_name(src_dtype, str(folder)) if dtype == "auto" else dtype
+        yaml_text = render_yaml(
+            model_keys,
+            source=f"{hf_model}" + (f" at revision {revision}" if revision else ""),
+            load_dir=final,
+            iteration=iteration,
+            tp=tp,
+            pp=pp,
+            dtype=precision,
+            vocab_file=vocab_file,
+        )
+        yaml_path = tmp / YAML_NAME
+        yaml_path.write_text(yaml_text, encoding="utf-8")
+        cfg = load_written_yaml(yaml_path)
+        cfg.parallel.tensor_parallel_size, cfg.parallel.pipe_parallel_size = tp, pp
+        cfg.sources["parallel.tensor_parallel_size"] = f"{final / YAML_NAME}"
+        cfg.sources["parallel.pipe_parallel_size"] = f"{final / YAML_NAME}"
+        model_cfg = cfg.model
+        try:
+            arch = hf_architecture(model_cfg)
+        except NameMappingError as e:
+            raise ConversionError(f"{folder}: {e}") from None
+
+        try:
+            planned_meta = units.plan(from_hf, model_cfg, names, source.meta)
+        except NameMappingError as e:
+            raise ConversionError(f"{folder}: {e}") from None
+        out_dtype = None if dtype == "auto" else TORCH_DTYPES[dtype]
+        shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        for n, t in planned_meta.items():
+            shape = list(t.shape)
+            if padded_from is not None and n in _VOCAB_PARALLEL:
+                shape[0] = model_keys["vocab_size"]
+            shapes[n] = (tuple(shape), out_dtype or t.dtype)
+        check_against_model(model_cfg, {n: s for n, (s, _) in shapes.items()}, str(folder))
+        plan = plan_tensors(model_cfg, shapes)
+
+        used: set[str] = set()
+
+        def tensors():
+            for name, t in units.stream(from_hf, model_cfg, names, source.read, source.meta, used):
+                if padded_from is not None and name in _VOCAB_PARALLEL:
+                    pad = torch.zeros(
+                        model_keys["vocab_size"] - t.shape[0], *t.shape[1:], dtype=t.dtype
+                    )
+                    t = torch.cat((t, pad), dim=0)
+                yield name, t
+
+        extra = {"hf/config.json": (folder / "config.json").read_bytes()}
+        if (folder / "generation_config.json").is_file():
+            extra["hf/generation_config.json"] = (folder / "generation_config.json").read_bytes()
+        step = write_checkpoint(
+            tmp,
+            iteration,
+            plan,
+            tensors(),
+            tp=tp,
+            pp=pp,
+            config=config_to_dict(cfg),
+            config_files={YAML_NAME: yaml_text},
+            extra_files=extra,
+            desc=f"hf-to-neox {model_type} tp{tp} pp{pp}",
+        )
+        unused = [n for n in names if n not in used and not n.endswith(_BUFFERS)]
+        if unused:
+            raise ConversionError(
+                f"{folder}: tensors neox's model has no place for: {unused[:8]}"
+                + (" ..." if len(unused) > 8 else "")
+            )
+        n_params = sum(_numel(s) for s, _ in shapes.values())
+    return HFToNeoxResult(final, final / step.name, final / YAML_NAME, arch, n_params, padded_from)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def describe(result: HFToNeoxResult) -> str:
+    lines = [
+        f"wrote {result.step_dir} ({result.architecture}, {result.num_parameters:,} parameters)",
+        f"neox config: {result.yaml_path}",
+    ]
+    if result.padded_from is not None:
+        lines.append(
+            f"note: vocabulary padded from {result.padded_from} rows with zero rows to divide "
+            "by --tp; exporting back keeps the padded size"
+        )
+    return "\n".join(lines)
+
+
+__all__ = ["HFToNeoxResult", "describe", "hf_to_neox"]

@@ -1,0 +1,182 @@
+"""Read and write safetensors files one tensor at a time.
+
+`safetensors.torch.save_file` needs every tensor in memory at once and `safe_open` maps the
+whole file, which counts towards resident memory as pages are touched. Conversion streams
+instead: the header is planned up front (names, dtypes, shapes are known from metadata), each
+tensor is then written at its offset in any order, and reads copy one tensor with `readinto`.
+The byte layout is the documented safetensors one: an 8-byte little-endian header length, a
+JSON header padded with spaces to a multiple of 8, then the raw little-endian tensor bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from neox_ckpt.errors import ConversionError
+
+_DTYPE_NAMES: dict[torch.dtype, str] = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+_NAME_DTYPES = {v: k for k, v in _DTYPE_NAMES.items()}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    try:
+        return _DTYPE_NAMES[dtype]
+    except KeyError:
+        raise ConversionError(f"dtype {dtype} cannot be stored in safetensors here") from None
+
+
+def dtype_from_name(name: str, where: str) -> torch.dtype:
+    try:
+        return _NAME_DTYPES[name]
+    except KeyError:
+        raise ConversionError(f"{where}: unsupported safetensors dtype {name!r}") from None
+
+
+def nbytes(dtype: torch.dtype, shape: Iterable[int]) -> int:
+    n = torch.tensor([], dtype=dtype).element_size()
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int  # offset in the data section
+    end: int
+
+
+class SafetensorsReader:
+    """The header of a safetensors file, and its tensors read one at a time on request."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as f:
+                raw_len = f.read(8)
+                if len(raw_len) != 8:
+                    raise ConversionError(f"{self.path}: too short to be a safetensors file")
+                (header_len,) = struct.unpack("<Q", raw_len)
+                if header_len > os.path.getsize(self.path) - 8:
+                    raise ConversionError(f"{self.path}: header length {header_len} exceeds file")
+                header = json.loads(f.read(header_len))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConversionError(f"{self.path}: not a readable safetensors file ({e})") from None
+        self.data_start = 8 + header_len
+        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+        self.entries: dict[str, TensorEntry] = {}
+        for name, info in header.items():
+            begin, end = info["data_offsets"]
+            dtype = dtype_from_name(info["dtype"], f"{self.path}: tensor {name!r}")
+            shape = tuple(int(s) for s in info["shape"])
+            if end - begin != nbytes(dtype, shape):
+                raise ConversionError(f"{self.path}: tensor {name!r} has inconsistent offsets")
+            self.entries[name] = TensorEntry(name, dtype, shape, int(begin), int(end))
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    def read(self, name: str) -> torch.Tensor:
+        """A fresh CPU tensor holding `name` (no memory map stays behind)."""
+        e = self.entries.get(name)
+        if e is None:
+            raise ConversionError(f"{self.path}: no tensor {name!r}")
+        buf = torch.empty(e.end - e.begin, dtype=torch.uint8)
+        with open(self.path, "rb") as f:
+            f.seek(self.data_start + e.begin)
+            got = f.readinto(memoryview(buf.numpy()))
+        if got != e.end - e.begin:
+            raise ConversionError(f"{self.path}: truncated while reading tensor {name!r}")
+        if e.dtype == torch.uint8:
+            return buf.reshape(e.shape)
+        return buf.view(e.dtype).reshape(e.shape)
+
+
+class SafetensorsWriter:
+    """A safetensors file whose header is fixed first; tensors are then written in any order.
+
+    Written to `<path>` directly: callers stage whole output directories and rename them.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        entries: Iterable[tuple[str, torch.dtype, tuple[int, ...]]],
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        header: dict[str, object] = {}
+        if metadata:
+            header["__metadata__"] = dict(metadata)
+        self.entries: dict[str, TensorEntry] = {}
+        offset = 0
+        for name, dtype, shape in entries:
+            if name in self.entries:
+                raise ConversionError(f"{self.path}: tensor {name!r} planned twice")
+            size = nbytes(dtype, shape)
+            self.entries[name] = TensorEntry(name, dtype, tuple(shape), offset, offset + size)
+            header[name] = {
+                "dtype": dtype_name(dtype),
+                "shape": list(shape),
+                "data_offsets": [offset, offset + size],
+            }
+            offset += size
+        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        raw += b" " * (-len(raw) % 8)
+        self.data_start = 8 + len(raw)
+        self.total = self.data_start + offset
+        self._written: set[str] = set()
+        self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._f.write(struct.pack("<Q", len(raw)))
+        self._f.write(raw)
+        self._f.truncate(self.total)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        e = self.entries.get(name)
+        if e is None:
+            raise ConversionError(f"{self.path}: tensor {name!r} was not planned for this file")
+        if tuple(tensor.shape) != e.shape or tensor.dtype != e.dtype:
+            raise ConversionError(
+                f"{self.path}: tensor {name!r} is {tuple(tensor.shape)} {tensor.dtype}, "
+                f"planned {e.shape} {e.dtype}"
+            )
+        t = tensor.detach().to("cpu").contiguous()
+        data = t.reshape(-1).view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
+        self._f.seek(self.data_start + e.begin)
+        self._f.write(memoryview(data.numpy()))
+        self._written.add(name)
+
+    def close(self) -> None:
+        missing = [n for n in self.entries if n not in self._written]
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        if missing:
+            raise ConversionError(f"{self.path}: tensors never written: {missing[:5]}")
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
