@@ -75,6 +75,7 @@ def test_reader_handles_several_items_per_document(tmp_path: Path) -> None:
     assert ds.get(2, offset=1, length=1).tolist() == [14]
     assert [a.tolist() for a in ds[0:2]] == [[10, 11], [12]]
     assert ds[-1].tolist() == [13, 14, 15]
+    assert ds.bin_tokens().tolist() == [10, 11, 12, 13, 14, 15]
     assert verify(tmp_path / "multi") == []
 
 

@@ -6,7 +6,7 @@ and a merge that keeps document boundaries (GPT-NeoX's own merge drops them).
 
 Reader API (what `neox-core` relies on): `MMapIndexedDataset(prefix)` with `len()`,
 `sizes`, `pointers`, `doc_idx`, `dtype`, `num_tokens`, `num_docs`, `get(idx, offset, length)`,
-`[idx]`, `document(d)`. Arrays returned are read-only views into the memory map.
+`[idx]`, `document(d)`, `bin_tokens()`. Arrays returned are read-only views into the map.
 """
 
 from __future__ import annotations
@@ -217,6 +217,12 @@ class MMapIndexedDataset:
             return [self.get(i) for i in range(start, stop)]
         return self.get(int(idx))
 
+    def bin_tokens(self) -> np.ndarray:
+        """The whole `.bin` as one array of the dataset dtype (for scans and statistics)."""
+        return np.frombuffer(
+            self._bin_map, dtype=self._dtype, count=self._bin_size // self._dtype.itemsize
+        )
+
     def document(self, doc: int) -> np.ndarray:
         """All tokens of document `doc` (its items joined)."""
         if not 0 <= doc < self.num_docs:
@@ -267,7 +273,7 @@ def verify(prefix: str | os.PathLike[str], vocab_size: int | None = None) -> lis
         if int(d[-1]) != len(ds):
             problems.append(f"doc_idx ends at {int(d[-1])}, not at the item count {len(ds)}")
     if vocab_size is not None and ds.num_tokens and ds.dtype.kind in "iu":
-        data = np.frombuffer(ds._bin_map, dtype=ds.dtype, count=ds.num_tokens)
+        data = ds.bin_tokens()
         lo, hi = int(data.min()), int(data.max())
         if hi >= vocab_size or (lo < 0 and lo != -100):
             problems.append(f"token ids span [{lo}, {hi}], outside the vocabulary of {vocab_size}")

@@ -65,7 +65,7 @@ def dataset_stats(prefix: str) -> dict[str, Any]:
             }
         )
         if ds.dtype.kind == "i" and ds.num_tokens:
-            data = np.frombuffer(ds._bin_map, dtype=ds.dtype, count=ds.num_tokens)
+            data = ds.bin_tokens()
             masked = int((data == -100).sum())
             if masked:
                 stats["masked_tokens"] = masked
