@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernels_reference import (
@@ -74,3 +75,14 @@ def test_weights_by_num_docs() -> None:
     )
     # alpha < 1 lifts the small dataset above its share of documents
     assert index.weights_by_num_docs(counts, 0.3)[1] > 50 / sum(counts)
+
+
+@pytest.mark.parametrize("num_datasets", [9, 13, 40])
+def test_blends_of_many_datasets_match_gpt_neox(num_datasets) -> None:
+    # Past eight datasets the C++ takes its general path; check it as closely.
+    rng = np.random.default_rng(num_datasets)
+    weights = rng.random(num_datasets) * (rng.random(num_datasets) > 0.2)
+    blend = index.build_blending_indices(weights, 3000)
+    dataset_index, dataset_sample_index = blending_loop(weights, 3000)
+    np.testing.assert_array_equal(blend.dataset_index, dataset_index)
+    np.testing.assert_array_equal(blend.dataset_sample_index, dataset_sample_index)
