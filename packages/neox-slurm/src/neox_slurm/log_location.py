@@ -65,10 +65,14 @@ def log_candidates(
             if not path.is_absolute() and work_dir is not None:
                 path = work_dir / path
             candidates.append(path)
-    if settings.log_dir is not None:
-        candidates.append(settings.log_dir / _expand(job, settings.pattern))
+    patterns = [settings.pattern]
+    if "_" in job.job_id and "%j" in settings.pattern:
+        # array tasks are usually logged per task: neox-training-%A_%a.out
+        patterns.append(settings.pattern.replace("%j", "%A_%a"))
+    for folder in (settings.log_dir, work_dir):
+        if folder is not None:
+            candidates += [folder / _expand(job, pattern) for pattern in patterns]
     if work_dir is not None:
-        candidates.append(work_dir / _expand(job, settings.pattern))
         default = SLURM_DEFAULT_ARRAY_PATTERN if "_" in job.job_id else SLURM_DEFAULT_PATTERN
         candidates.append(work_dir / _expand(job, default))
     unique: list[Path] = []
