@@ -1,8 +1,7 @@
 """The real SLURM for the `slurm` tests: use the one that answers, or skip cleanly.
 
-With NEOX_SLURM_UP=1 (and root) the fixture first runs `.ci/slurm-up`, which starts the daemons
-when their packages are installed; it never installs packages unless that script is asked to by
-a missing package, so leave NEOX_SLURM_UP unset on machines where apt must not run.
+By default the fixture only looks. With NEOX_SLURM_UP=1 (and root) it first runs `.ci/slurm-up`,
+which starts the daemons and installs their packages with apt where they are missing.
 """
 
 from __future__ import annotations
