@@ -248,7 +248,9 @@ def import_gpt_neox(
             overrides={
                 "model_parallel_size": 1,
                 "pipe_parallel_size": 1,
+                # the stored rows are the padded vocabulary; keep exactly that size
                 "vocab_size": rows,
+                "make_vocab_size_divisible_by": 1,
                 "padded_vocab_size": rows,
             },
         )
