@@ -174,6 +174,22 @@ def test_silent_running_job_is_stale_and_cancel_by_name(cli: Cli) -> None:
     assert row["state"] == "RUNNING" and row["iteration"] == 2
     assert row["diagnosis"].startswith("stale: log unchanged for")
     assert row_of(cli, job, "--stale-after", "600")["verdict"] == "RUNNING"
+    # A cluster without accounting: sacct refuses, status falls back to squeue.
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text()
+    no_accounting = cli.root / "no-accounting.conf"
+    no_accounting.write_text(
+        re.sub(r"(?m)^AccountingStorageType=.*$", "AccountingStorageType=accounting_storage/none",
+               conf)
+    )  # fmt: skip
+    plain = cli.env
+    cli.env = {**plain, "SLURM_CONF": str(no_accounting)}
+    try:
+        assert subprocess.run(["sacct"], env=cli.env, capture_output=True).returncode != 0
+        row = row_of(cli, job, "--stale-after", "2")
+    finally:
+        cli.env = plain
+    assert (row["state"], row["verdict"], row["iteration"]) == ("RUNNING", "STALE", 2)
+    assert row["log"] == str(cli.root / "logs" / f"neox-training-{job}.out")
     done = cli("cancel", "--name", f"t{RUN}-ha*")
     assert done.returncode == 0 and done.stdout.strip() == f"cancelled {job}"
     row = wait_for("CANCELLED", verdict_is(cli, job, "CANCELLED"))

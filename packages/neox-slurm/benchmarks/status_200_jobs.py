@@ -46,61 +46,56 @@ def timed(args: list[str], repeat: int) -> list[float]:
     return times
 
 
-def main() -> int:
-    run = uuid.uuid4().hex[:6]
-    logs = Path(tempfile.mkdtemp(prefix="neox-slurm-bench-"))
+def submit_jobs(run: str, logs: Path) -> tuple[int, list[str]]:
+    """200 jobs: 100 single ones (some failing, RUNNING of them kept running) and an array."""
     write = WRITE_LOG.format(n=LOG_LINES)
-    submitted = 0
     sleepers: list[str] = []
     for i in range(100):
-        tail = TRACEBACK if i % 10 == 0 else ""
-        if i < RUNNING:
-            tail = "; sleep 600"
+        tail = "; sleep 600" if i < RUNNING else (TRACEBACK if i % 10 == 0 else "")
         job = sh("sbatch", "--parsable", "-J", f"bench-{run}-{i}", "-c", "1", "-t", "15",
                  "-o", str(logs / "neox-training-%j.out"), "--wrap", write + tail)  # fmt: skip
         if i < RUNNING:
             sleepers.append(job.strip())
-        submitted += 1
     sh("sbatch", "--parsable", "-J", f"bench-{run}-array", "-c", "1", "-t", "15",
        "--array=0-99", "-o", str(logs / "neox-training-%A_%a.out"), "--wrap", write)  # fmt: skip
-    submitted += 100
+    return 200, sleepers
+
+
+def main() -> int:
+    run = uuid.uuid4().hex[:6]
+    logs = Path(tempfile.mkdtemp(prefix="neox-slurm-bench-"))
+    submitted, sleepers = 0, []
+    try:
+        submitted, sleepers = submit_jobs(run, logs)
+        return measure(run, logs, submitted)
+    finally:
+        if sleepers:
+            subprocess.run(["scancel", *sleepers], check=False)
+
+
+def measure(run: str, logs: Path, submitted: int) -> int:
     print(f"submitted {submitted} jobs; waiting for all but {RUNNING} to finish ...", flush=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        left = sh("squeue", "-h", "-r", "-n", ",".join([f"bench-{run}-array"]
-                  + [f"bench-{run}-{i}" for i in range(100)]), "-o", "%i").split()  # fmt: skip
-        if len(left) <= RUNNING:
-            break
-        time.sleep(2)
     cli = [sys.executable, "-m", "neox_slurm.cli", "status", "--name", f"bench-{run}-*"]
     cli += ["--log-dir", str(logs)]
-    while time.monotonic() < deadline:  # accounting records the last ends a little later
+    deadline = time.monotonic() + 600
+    rows: list[dict] = []
+    while time.monotonic() < deadline:  # until accounting holds every end
         found = subprocess.run([*cli, "--json"], capture_output=True, text=True).stdout
-        if len(json.loads(found)) == submitted:
+        rows = json.loads(found) if found.strip() else []
+        finished = sum(1 for r in rows if r["state"] in ("COMPLETED", "FAILED"))
+        if len(rows) == submitted and finished == submitted - RUNNING:
             break
-        time.sleep(1)
-    rows = json.loads(subprocess.run([*cli, "--json"], capture_output=True, text=True).stdout)
+        time.sleep(2)
     verdicts: dict[str, int] = {}
     for row in rows:
         verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
     with_progress = sum(1 for r in rows if r["iteration"] == LOG_LINES)
     without_log = sum(1 for r in rows if r["log"] is None)
+    sacct = ["sacct", "-X", "-P", "-n", "--format", "JobID,JobIDRaw,JobName,State"]
     results = {
         "neox-slurm status (table)": timed(cli, 5),
         "neox-slurm status --json": timed([*cli, "--json"], 5),
-        "  of which: sacct -X (all jobs)": timed(
-            [
-                "sacct",
-                "-X",
-                "-P",
-                "-n",
-                "--format",
-                "JobID,JobIDRaw,JobName,State",
-                "-S",
-                "now-1days",
-            ],
-            5,
-        ),
+        "  of which: sacct -X (all jobs)": timed([*sacct, "-S", "now-1days"], 5),
         "  of which: squeue": timed(["squeue", "-h", "-r"], 5),
         "  of which: scontrol show job": timed(["scontrol", "show", "job", "--oneliner"], 5),
         "  python start + import neox_slurm.cli": timed(
@@ -114,9 +109,6 @@ def main() -> int:
     print(f"{'what':<42} {'min s':>7} {'median s':>9} {'max s':>7}")
     for what, times in results.items():
         print(f"{what:<42} {min(times):7.3f} {statistics.median(times):9.3f} {max(times):7.3f}")
-    subprocess.run(
-        ["scancel", "-n", ",".join(f"bench-{run}-{i}" for i in range(RUNNING))], check=False
-    )
     return 0 if len(rows) == submitted and without_log == 0 else 1
 
 
