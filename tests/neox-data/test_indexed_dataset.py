@@ -143,7 +143,7 @@ def test_truncated_files_are_reported(tmp_path: Path) -> None:
     (tmp_path / "d.bin").write_bytes((tmp_path / "d.bin").read_bytes()[:-2])
     with pytest.raises(IndexedDatasetError, match="truncated"):
         MMapIndexedDataset(tmp_path / "d")
-    (tmp_path / "d.idx").write_bytes(b"TNTIDX\x00\x00" + idx[8:])
+    (tmp_path / "d.idx").write_bytes(b"NOTANIDX\x00" + idx[9:])
     with pytest.raises(IndexedDatasetError, match="magic"):
         MMapIndexedDataset(tmp_path / "d")
     with pytest.raises(IndexedDatasetError, match="not found"):
@@ -201,3 +201,26 @@ def test_round_trip(tmp_path_factory: pytest.TempPathFactory, docs: list[list[in
     assert [ds.document(i).tolist() for i in range(ds.num_docs)] == docs
     assert ds.num_tokens == sum(map(len, docs))
     assert verify(prefix) == []
+
+
+def test_legacy_tntidx_is_read_and_converted(tmp_path: Path) -> None:
+    """The older TNTIDX index (fairseq IndexedDataset), built from its documented layout."""
+    items = [[5, 6, 7], [8], [9, 10]]
+    n, dims = len(items), [len(i) for i in items]
+    data_offsets = [0, 3, 4, 6]
+    idx = b"TNTIDX\x00\x00" + struct.pack("<QQQQQQ", 1, 4, 4, n, n, 3)
+    idx += struct.pack(f"<{n + 1}q", *range(n + 1))  # dim_offsets
+    idx += struct.pack(f"<{n + 1}q", *data_offsets)  # in elements
+    idx += struct.pack(f"<{n}q", *dims)
+    idx += struct.pack("<3q", 0, 2, 3)  # doc 0 = items 0-1, doc 1 = item 2
+    (tmp_path / "old.idx").write_bytes(idx)
+    (tmp_path / "old.bin").write_bytes(struct.pack("<6i", 5, 6, 7, 8, 9, 10))
+    ds = MMapIndexedDataset(tmp_path / "old")
+    assert ds.is_legacy and ds.dtype == np.int32
+    assert [ds.document(d).tolist() for d in range(ds.num_docs)] == [[5, 6, 7, 8], [9, 10]]
+    assert ds.get(2, offset=1).tolist() == [10]
+    merge_datasets([tmp_path / "old"], tmp_path / "new")
+    new = MMapIndexedDataset(tmp_path / "new")
+    assert not new.is_legacy and new.doc_idx.tolist() == [0, 2, 3]
+    assert new.bin_tokens().tolist() == [5, 6, 7, 8, 9, 10]
+    assert verify(tmp_path / "new") == []

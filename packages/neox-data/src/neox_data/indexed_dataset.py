@@ -25,6 +25,8 @@ FORMAT_VERSION = 1
 MAGIC = b"MMIDIDX\x00\x00"
 _HEADER = struct.Struct("<9sQBQQ")  # magic, version, dtype code, N items, D doc_idx length
 HEADER_SIZE = _HEADER.size  # 34 bytes
+LEGACY_MAGIC = b"TNTIDX\x00\x00"
+_LEGACY_HEADER = struct.Struct("<8sQQQQQQ")  # magic, version, code, elsize, N, S, D
 
 DTYPE_CODES: dict[int, np.dtype] = {
     1: np.dtype(np.uint8),
@@ -92,12 +94,33 @@ class MMapIndexedDataset:
                 raise IndexedDatasetError(f"{f}: file not found (prefix {self._prefix!r})")
         idx_size = idx_file.stat().st_size
         with open(idx_file, "rb") as fh:
-            head = fh.read(HEADER_SIZE)
+            head = fh.read(max(HEADER_SIZE, _LEGACY_HEADER.size))
+        self._legacy = head[:8] == LEGACY_MAGIC
+        if self._legacy:
+            self._read_legacy_index(idx_file, idx_size, head)
+        else:
+            self._read_index(idx_file, idx_size, head)
+        bin_size = bin_file.stat().st_size
+        if len(self._sizes):
+            end = int(self._pointers[-1]) + int(self._sizes[-1]) * self._dtype.itemsize
+            if end > bin_size:
+                raise IndexedDatasetError(
+                    f"{bin_file}: {bin_size} bytes, but the index points to byte {end}: "
+                    "the .bin is truncated or belongs to another index"
+                )
+        # np.memmap refuses empty files; an empty dataset reads from an empty buffer.
+        if bin_size:
+            self._bin_map: np.ndarray = np.memmap(bin_file, mode="r", dtype=np.uint8)
+        else:
+            self._bin_map = np.zeros(0, dtype=np.uint8)
+        self._bin_size = bin_size
+
+    def _read_index(self, idx_file: Path, idx_size: int, head: bytes) -> None:
         if len(head) < HEADER_SIZE or head[:9] != MAGIC:
             raise IndexedDatasetError(
                 f"{idx_file}: not an MMIDIDX index (magic {head[:9]!r}, expected {MAGIC!r})"
             )
-        _, version, code, n_items, n_doc_idx = _HEADER.unpack(head)
+        _, version, code, n_items, n_doc_idx = _HEADER.unpack(head[:HEADER_SIZE])
         if version != FORMAT_VERSION:
             raise IndexedDatasetError(f"{idx_file}: index version {version}, expected 1")
         if code not in DTYPE_CODES:
@@ -118,20 +141,40 @@ class MMapIndexedDataset:
         off += 8 * n_items
         self._doc_idx = np.frombuffer(buf, dtype="<i8", count=n_doc_idx, offset=off)
 
-        bin_size = bin_file.stat().st_size
-        if n_items:
-            end = int(self._pointers[-1]) + int(self._sizes[-1]) * self._dtype.itemsize
-            if end > bin_size:
-                raise IndexedDatasetError(
-                    f"{bin_file}: {bin_size} bytes, but the index points to byte {end}: "
-                    "the .bin is truncated or belongs to another index"
-                )
-        # np.memmap refuses empty files; an empty dataset reads from an empty buffer.
-        if bin_size:
-            self._bin_map: np.ndarray = np.memmap(bin_file, mode="r", dtype=np.uint8)
-        else:
-            self._bin_map = np.zeros(0, dtype=np.uint8)
-        self._bin_size = bin_size
+    def _read_legacy_index(self, idx_file: Path, idx_size: int, head: bytes) -> None:
+        """The older fairseq/Megatron `TNTIDX` index (read only; 1-D items only)."""
+        if len(head) < _LEGACY_HEADER.size:
+            raise IndexedDatasetError(f"{idx_file}: TNTIDX index truncated in its header")
+        _, version, code, elsize, n_items, n_sizes, n_doc = _LEGACY_HEADER.unpack(
+            head[: _LEGACY_HEADER.size]
+        )
+        if version != 1 or code not in DTYPE_CODES or DTYPE_CODES[code].kind not in "iu":
+            raise IndexedDatasetError(f"{idx_file}: unsupported TNTIDX (v{version}, dtype {code})")
+        expected = _LEGACY_HEADER.size + 8 * (2 * (n_items + 1) + n_sizes + n_doc)
+        if idx_size != expected:
+            raise IndexedDatasetError(f"{idx_file}: {idx_size} bytes, expected {expected}")
+        self._dtype = DTYPE_CODES[code]
+        if elsize != self._dtype.itemsize:
+            raise IndexedDatasetError(f"{idx_file}: element size {elsize} for dtype {self._dtype}")
+        raw = np.fromfile(idx_file, dtype="<i8", offset=_LEGACY_HEADER.size)
+        dim_offsets = raw[: n_items + 1]
+        data_offsets = raw[n_items + 1 : 2 * (n_items + 1)]
+        sizes = raw[2 * (n_items + 1) : 2 * (n_items + 1) + n_sizes]
+        if n_sizes != n_items or not np.array_equal(dim_offsets, np.arange(n_items + 1)):
+            raise IndexedDatasetError(
+                f"{idx_file}: multi-dimensional TNTIDX items are not supported"
+            )
+        self._idx_map = np.zeros(0, dtype=np.uint8)
+        self._sizes = sizes.astype("<i4")
+        self._pointers = data_offsets[:-1] * elsize
+        self._doc_idx = raw[2 * (n_items + 1) + n_sizes :]
+        for a in (self._sizes, self._pointers, self._doc_idx):
+            a.flags.writeable = False
+
+    @property
+    def is_legacy(self) -> bool:
+        """True for an old `TNTIDX` index (convert it with `merge_datasets([prefix], out)`)."""
+        return self._legacy
 
     # -- pickling (DataLoader workers re-open the maps instead of copying them) ----------
     def __getstate__(self) -> str:

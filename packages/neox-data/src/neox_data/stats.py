@@ -59,6 +59,7 @@ def dataset_stats(prefix: str) -> dict[str, Any]:
         stats.update(
             {
                 "prefix": prefix,
+                "format": "TNTIDX (legacy, read only)" if ds.is_legacy else "MMIDIDX v1",
                 "dtype": str(ds.dtype),
                 "items": len(ds),
                 "bin_bytes": ds.bin_size,
