@@ -37,7 +37,9 @@ class StepSettings:
 
 def _micro_batches(data: Iterator[dict[str, torch.Tensor]], n: int, device: torch.device):
     for _ in range(n):
-        yield make_batch(next(data)).to(device, non_blocking=True)
+        # copy the loader's (pinned) tensors as they are, then slice on the device
+        sample = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
+        yield make_batch(sample)
 
 
 def train_step(
