@@ -167,7 +167,14 @@ def test_dpo_pairs(tok_dir: Path, auto_tok, tmp_path: Path) -> None:
             "chosen": [{"role": "assistant", "content": "four."}],
             "rejected": [{"role": "assistant", "content": "five."}],
         }
-    ] * 3
+    ] * 2
+    # GPT-NeoX's own layout: chosen/rejected are whole conversations, no prompt key
+    rows.append(
+        {
+            "chosen": [*prompt, {"role": "assistant", "content": "four."}],
+            "rejected": [*prompt, {"role": "assistant", "content": "five."}],
+        }
+    )
     src = tmp_path / "dpo.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert (
@@ -214,3 +221,25 @@ def test_kto_reward_file(tok_dir: Path, tmp_path: Path) -> None:
     rewards = docs(f"{tmp_path}/k_messages_reward_document")
     assert rewards == [[1] * len(tokens[0]), [-1] * len(tokens[1])]
     assert len(docs(f"{tmp_path}/k_messages_label_document")) == 2
+
+
+def test_parquet_conversations(tok_dir: Path, auto_tok, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"messages": CHATS}), tmp_path / "chats.parquet")
+    main(
+        [
+            "tokenize",
+            "--input",
+            str(tmp_path / "chats.parquet"),
+            "--output-prefix",
+            str(tmp_path / "o"),
+            "--tokenizer-path",
+            str(tok_dir),
+            "--jsonl-keys",
+            "messages",
+        ]
+    )
+    expected = [gpt_neox_build_chat(auto_tok, c, "assistant") for c in CHATS]
+    assert docs(f"{tmp_path}/o_messages_label_document") == [lab for _, lab in expected]
