@@ -107,7 +107,9 @@ class ChatEncoder:
             if rendered[: len(tokens)] != tokens:
                 raise ChatFormatError(
                     f"the chat template is not prefix-stable at message {i}: rendering "
-                    f"{i + 1} messages does not extend the tokens of the first {i}"
+                    f"{i + 1} messages does not extend the tokens of the first {i} (templates "
+                    "that rewrite earlier turns cannot be masked per turn: use --no-mask or "
+                    "a prefix-stable --chat-template)"
                 )
             new = rendered[len(tokens) :]
             tokens.extend(new)
