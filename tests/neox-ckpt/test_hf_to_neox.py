@@ -132,3 +132,18 @@ def test_vocab_not_divisible_by_tp_is_padded(tmp_path, ids) -> None:
     ck = NeoxCheckpoint(out)
     embed = ck.read_full("embed.weight")
     assert embed.shape == (92, 32) and embed[90:].eq(0).all()
+
+
+def test_pytorch_bin_checkpoints_load_weights_only(
+    hf_dirs, hf_logits, neox_logits, tmp_path
+) -> None:
+    """Older HF repositories ship pytorch_model.bin; it is read with weights_only=True."""
+    from safetensors.torch import load_file
+
+    src = tmp_path / "hf"
+    src.mkdir()
+    (src / "config.json").write_bytes((hf_dirs["pythia"] / "config.json").read_bytes())
+    torch.save(load_file(hf_dirs["pythia"] / "model.safetensors"), src / "pytorch_model.bin")
+    out = _convert(src, tmp_path / "neox", "--tp", "2")
+    diff = (neox_logits(out) - hf_logits(hf_dirs["pythia"])).abs().max().item()
+    assert diff < TOLERANCE
