@@ -190,3 +190,25 @@ def test_loader_with_workers_yields_the_same_batches(tmp_path: Path) -> None:
         assert a["text"].dtype == torch.int64 and a["text"].shape == (2, SEQ + 1)
         assert torch.equal(a["text"], b["text"])
     assert os.getpid()  # workers were real processes; nothing leaked into this one
+
+
+def test_weight_by_num_documents_reweights_before_sizing(tmp_path: Path) -> None:
+    big = _write(tmp_path, "big", _docs(90, seed=8))
+    small = _write(tmp_path, "small", _docs(10, seed=9))
+    cfg = DataConfig(
+        train_data_paths=[big, small],
+        train_data_weights=[1.0, 1.0],
+        weight_by_num_documents=True,
+        weighted_sampler_alpha=0.3,
+        seq_length=SEQ,
+    )
+    ds = build_datasets(
+        cfg, train_iters=25, eval_interval=100, eval_iters=1, train_batch_size=4, seed=0, log=str
+    ).train
+    assert ds is not None
+    # GPT-NeoX's weights_by_num_docs([90, 10], alpha 0.3): p = share**0.3 normalised, times
+    # (1 - share), normalised -> [0.1768, 0.8232]; x 100 samples x 1.005, rounded up
+    names = {p.name.split("_indexmap_")[1].split("_")[0] for p in tmp_path.glob("*doc_idx.npy")}
+    assert names == {"18ns", "83ns"}
+    picks = np.asarray(ds.dataset_index[:100])
+    assert 81 <= int((picks == 1).sum()) <= 83

@@ -67,3 +67,33 @@ def test_missing_checkpoint_starts_fresh_but_a_named_iteration_must_exist(
 
     with pytest.raises(CheckpointError, match="available"):
         main_train(load_config([tiny_config], {"load": str(tmp_path / "ckpt"), "iteration": 3}))
+
+
+@pytest.mark.parametrize(
+    ("block", "scale_shown"),
+    [
+        ('{"precision": "bfloat16"}', False),
+        (
+            '{"fp16": {"enabled": true, "loss_scale": 0, "initial_scale_power": 12, '
+            '"loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}}',
+            True,
+        ),
+    ],
+)
+def test_mixed_precision_runs_train(
+    tiny_config: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    losses_in,
+    block: str,
+    scale_shown: bool,
+) -> None:
+    extra = tmp_path / "precision.yml"
+    extra.write_text(block)
+    assert main_train(load_config([tiny_config, extra], {"train_iters": 4})) == 0
+    out = capsys.readouterr().out
+    losses = losses_in(out)
+    assert sorted(losses) == [1, 2, 3, 4]
+    assert ("loss scale: 4096.0" in out) == scale_shown
+    state = json.loads((tmp_path / "ckpt" / "global_step4" / "trainer_state.json").read_text())
+    assert (state["loss_scaler"] is not None) == scale_shown
