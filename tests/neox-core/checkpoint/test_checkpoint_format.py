@@ -231,3 +231,19 @@ def test_save_policy_and_retention(tmp_path: Path) -> None:
     (tmp_path / "latest").write_text("global_step3\n")
     delete_old_checkpoints(tmp_path, 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["global_step3", "global_step9", "latest"]
+
+
+def test_resaving_a_step_replaces_it_whole(tmp_path: Path) -> None:
+    model, opt = _trained()
+    save_checkpoint(tmp_path, 2, model=model, trainer_state={"v": 1})
+    save_checkpoint(tmp_path, 4, model=model, trainer_state={"v": 1})
+    (tmp_path / "latest").write_text("global_step4\n")
+    with torch.no_grad():
+        model.embed.weight.add_(1.0)
+    save_checkpoint(tmp_path, 4, model=model, optimizer=opt, trainer_state={"v": 2})
+    assert (tmp_path / "latest").read_text() == "global_step4\n"
+    fresh = Tiny()
+    loaded = load_checkpoint(tmp_path, model=fresh, optimizer=torch.optim.AdamW(fresh.parameters()))
+    assert loaded.trainer_state == {"v": 2}
+    assert torch.equal(fresh.embed.weight, model.embed.weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["global_step2", "global_step4", "latest"]

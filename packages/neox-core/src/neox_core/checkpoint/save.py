@@ -111,7 +111,8 @@ def save_checkpoint(
             save_rng,
         )
         fsync_dir(tmp)
-        if final.exists():  # re-saving a step (e.g. after a resume): swap atomically-ish
+        if final.exists():  # re-saving a step, e.g. a rerun from scratch into the same dir
+            _unpoint_latest(root, final.name)
             stale = root / f".old-{final.name}-{os.getpid()}"
             os.replace(final, stale)
             os.replace(tmp, final)
@@ -124,6 +125,24 @@ def save_checkpoint(
         raise
     write_text(root / layout.LATEST_FILE, final.name + "\n")
     return final
+
+
+def _unpoint_latest(root: Path, name: str) -> None:
+    """Before replacing the directory `latest` names, point `latest` at another complete one
+    (or remove it), so no crash in between leaves it naming a missing directory."""
+    latest = root / layout.LATEST_FILE
+    if not latest.is_file() or latest.read_text(encoding="utf-8").strip() != name:
+        return
+    others = [
+        p
+        for _, p in layout.list_step_dirs(root)
+        if p.name != name and (p / layout.MANIFEST_FILE).is_file()
+    ]
+    if others:
+        write_text(latest, others[-1].name + "\n")
+    else:
+        latest.unlink()
+        fsync_dir(root)
 
 
 def _write_contents(
