@@ -25,6 +25,8 @@ def _configs() -> dict[str, object]:
         num_attention_heads=4,
         max_position_embeddings=64,
     )
+    # grouped-query: 8 query heads sharing 4 kv heads, so TP 4 keeps whole kv heads per rank
+    gqa = {**common, "num_attention_heads": 8, "num_key_value_heads": 4}
     return {
         # Pythia shape: parallel residual, partial rotary, untied head
         "pythia": transformers.GPTNeoXConfig(
@@ -42,21 +44,19 @@ def _configs() -> dict[str, object]:
             **common, intermediate_size=80, num_key_value_heads=4, rms_norm_eps=1e-6
         ),
         "llama_gqa": transformers.LlamaConfig(
-            **common,
+            **gqa,
             intermediate_size=80,
-            num_key_value_heads=2,
             rope_theta=500000.0,
             tie_word_embeddings=True,
         ),
         "llama_gqa_bias": transformers.LlamaConfig(
-            **common,
+            **gqa,
             intermediate_size=80,
-            num_key_value_heads=2,
             attention_bias=True,
             mlp_bias=True,
         ),
         "mistral": transformers.MistralConfig(
-            **common, intermediate_size=80, num_key_value_heads=2, sliding_window=None, head_dim=16
+            **gqa, intermediate_size=80, sliding_window=None, head_dim=8
         ),
     }
 

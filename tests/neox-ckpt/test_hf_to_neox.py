@@ -76,7 +76,7 @@ def test_shard_metadata_follows_the_format(hf_dirs, tmp_path) -> None:
     assert manifest["format_version"] == 1 and manifest["contents"]["weights"]
     infos = read_shard_infos(step / "model_tp01_pp00.safetensors")
     qkv = infos["layers.0.attention.qkv.weight"]
-    # 4 query heads + 2 kv heads of 16 rows each, cut per block across the 2 ranks
+    # 8 query heads + 4 kv heads of 8 rows each, cut per block across the 2 ranks
     assert (qkv.tp_dim, qkv.tp_rank, qkv.tp_world_size) == (0, 1, 2)
     assert qkv.full_shape == (128, 64) and qkv.tp_blocks == (64, 32, 32)
     assert infos["layers.0.mlp.fc_in.weight"].tp_blocks == (80, 80)
@@ -147,3 +147,20 @@ def test_pytorch_bin_checkpoints_load_weights_only(
     out = _convert(src, tmp_path / "neox", "--tp", "2")
     diff = (neox_logits(out) - hf_logits(hf_dirs["pythia"])).abs().max().item()
     assert diff < TOLERANCE
+
+
+def test_tp_that_would_cut_kv_heads_is_refused(hf_dirs, tmp_path, capsys) -> None:
+    rc = main(
+        [
+            "hf-to-neox",
+            "--hf-model",
+            str(hf_dirs["llama_gqa"]),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--tp",
+            "8",
+        ]
+    )
+    assert rc == 2
+    assert "num_kv_heads 4" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -40,7 +40,7 @@ def test_inspect_neox_json(hf_dirs, tmp_path, capsys) -> None:
     assert info["kind"] == "neox" and info["format_version"] == 1 and info["iteration"] == 5
     assert info["parallel"]["tensor_parallel_size"] == 2
     assert info["num_parameters"] == _hf_params(hf)  # tied head counted once
-    assert info["config"]["num_kv_heads"] == 2
+    assert info["config"]["num_kv_heads"] == 4
     names = {f["path"] for f in info["files"]}
     assert {"model_tp00_pp00.safetensors", "model_tp01_pp00.safetensors", "manifest.json"} <= names
     embed = next(t for t in info["tensors"] if t["name"] == "embed.weight")

@@ -16,6 +16,7 @@ from neox_ckpt.hf_source import TOKENIZER_FILES, HFSource, resolve_model_dir
 from neox_ckpt.neox_writer import PlannedTensor, write_checkpoint
 from neox_ckpt.neox_yaml import YAML_NAME, load_written_yaml, render_yaml
 from neox_ckpt.output_dir import staged_output
+from neox_ckpt.tp_rules import check_tp_degree
 
 # tensors HF files may hold that neox recomputes instead of storing
 _BUFFERS = ("rotary_emb.inv_freq", "attention.bias", "attention.masked_bias")
@@ -140,6 +141,7 @@ def hf_to_neox(
         cfg.sources["parallel.tensor_parallel_size"] = f"{final / YAML_NAME}"
         cfg.sources["parallel.pipe_parallel_size"] = f"{final / YAML_NAME}"
         model_cfg = cfg.model
+        check_tp_degree(model_cfg, tp, str(folder))
         try:
             arch = hf_architecture(model_cfg)
         except NameMappingError as e:

@@ -27,6 +27,7 @@ from neox_ckpt.errors import ConversionError
 from neox_ckpt.neox_writer import write_checkpoint
 from neox_ckpt.output_dir import staged_output
 from neox_ckpt.torch_files import load_weights_only
+from neox_ckpt.tp_rules import check_tp_degree
 
 _LAYER_FILE = re.compile(r"^layer_(\d+)-model_(\d+)-model_states\.pt$")
 _MP_FILE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
@@ -261,6 +262,7 @@ def import_gpt_neox(
         raise ConversionError(
             f"{step_dir}: {len(blocks)} transformer layers in the files, config says {mc.num_layers}"
         )
+    check_tp_degree(mc, tp, str(step_dir))
     cfg.parallel.tensor_parallel_size, cfg.parallel.pipe_parallel_size = tp, pp
     model_state = build_model(mc, seed=None, device="meta").state_dict()
     dtype = pieces.get(embed_layer, "word_embeddings.weight")[0].dtype

@@ -14,6 +14,7 @@ from neox_ckpt.errors import ConversionError
 from neox_ckpt.neox_reader import NeoxCheckpoint
 from neox_ckpt.neox_writer import PlannedTensor, write_checkpoint
 from neox_ckpt.output_dir import staged_output
+from neox_ckpt.tp_rules import check_tp_degree
 
 
 @dataclass
@@ -51,6 +52,8 @@ def reshard(
         sources["parallel.tensor_parallel_size"] = "neox-ckpt reshard"
         sources["parallel.pipe_parallel_size"] = "neox-ckpt reshard"
         model = config.get("model", {})
+        if "num_attention_heads" in model:
+            check_tp_degree(model, tp, str(ck.dir))
         padded = model.get("padded_vocab_size")
         if padded is not None and padded % tp:
             raise ConversionError(
