@@ -115,8 +115,7 @@ def build(case: Case, mcfg, device):
 
         from neox_core.models.hf_names import hf_config_kwargs
 
-        hf_cfg = GPTNeoXConfig(**hf_config_kwargs(mcfg))
-        hf_cfg._attn_implementation = "sdpa"
+        hf_cfg = GPTNeoXConfig(**hf_config_kwargs(mcfg), attn_implementation="sdpa")
         torch.manual_seed(1234)
         model = GPTNeoXForCausalLM(hf_cfg).to(device)
         if mcfg.checkpoint_activations:

@@ -78,7 +78,8 @@ def train_step(
     if s.clip_grad > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, s.clip_grad)
     else:
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # type: ignore[misc]
+        norms = [torch.linalg.vector_norm(p.grad) for p in params]  # type: ignore[arg-type]
+        norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
     grad_norm = float(norm)
     loss_ok, grads_ok = math.isfinite(loss_value), math.isfinite(grad_norm)
     if s.precision == "fp16" and scaler is not None:
