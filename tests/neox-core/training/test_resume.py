@@ -97,3 +97,37 @@ def test_mixed_precision_runs_train(
     assert ("loss scale: 4096.0" in out) == scale_shown
     state = json.loads((tmp_path / "ckpt" / "global_step4" / "trainer_state.json").read_text())
     assert (state["loss_scaler"] is not None) == scale_shown
+
+
+def test_log_interval_averages_and_tensorboard(
+    tiny_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], losses_in
+) -> None:
+    every = losses_in(_train(tiny_config, capsys, save=str(tmp_path / "a"), extra_save_iters=[6]))
+    tb = tmp_path / "tb"
+    out = _train(
+        tiny_config, capsys, log_interval=4, tensorboard_dir=str(tb), save=str(tmp_path / "b")
+    )
+    grouped = losses_in(out)
+    assert sorted(grouped) == [4, 8]
+    for end in (4, 8):
+        mean = sum(float(every[i]) for i in range(end - 3, end + 1)) / 4
+        assert float(grouped[end]) == pytest.approx(mean, rel=1e-6)
+    # resumed at 6 with log_interval 4: the line at 8 averages iterations 7 and 8 only
+    out = _train(
+        tiny_config,
+        capsys,
+        log_interval=4,
+        load=str(tmp_path / "a"),
+        iteration=6,
+        save=str(tmp_path / "c"),
+    )
+    resumed = losses_in(out)
+    assert sorted(resumed) == [8]
+    assert float(resumed[8]) == pytest.approx((float(every[7]) + float(every[8])) / 2, rel=1e-6)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/lm_loss", "train/learning_rate", "runtime/mfu", "validation/lm_loss"} <= tags
+    assert [e.step for e in acc.Scalars("train/lm_loss")] == list(range(1, 9))

@@ -92,6 +92,7 @@ def train(loop: Loop) -> Progress:
         p.iteration += 1
         p.train_samples_consumed += loop.train_batch_size
         loss = loop.reduce_mean(result.loss)
+        stats.iterations += 1
         stats.skipped += int(result.skipped)
         stats.nan += int(result.nan)
         p.skipped_iterations += int(result.skipped)
@@ -113,9 +114,9 @@ def train(loop: Loop) -> Progress:
         if p.iteration % loop.log_interval == 0:
             _sync(loop.settings.device)
             now = time.perf_counter()
-            seconds = (now - interval_start) / loop.log_interval
+            seconds = (now - interval_start) / stats.iterations
             interval_start = now
-            avg = stats.loss_sum / max(1, loop.log_interval - stats.skipped)
+            avg = stats.loss_sum / max(1, stats.applied)  # GPT-NeoX: skipped steps left out
             loop.log(
                 format_train_line(
                     iteration=p.iteration,

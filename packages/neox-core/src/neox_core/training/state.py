@@ -49,10 +49,11 @@ class IntervalStats:
     """Loss sums and counts between two log lines (GPT-NeoX's `total_loss_dict`)."""
 
     loss_sum: float = 0.0
+    iterations: int = 0  # since the last log line (fewer than log_interval after a resume)
     applied: int = 0
     skipped: int = 0
     nan: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
     def reset(self) -> None:
-        self.loss_sum, self.applied, self.skipped, self.nan = 0.0, 0, 0, 0
+        self.loss_sum, self.iterations, self.applied, self.skipped, self.nan = 0.0, 0, 0, 0, 0
