@@ -102,6 +102,7 @@ def test_mixed_precision_runs_train(
 def test_log_interval_averages_and_tensorboard(
     tiny_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], losses_in
 ) -> None:
+    pytest.importorskip("tensorboard", reason="the neox-core[tensorboard] extra is not installed")
     every = losses_in(_train(tiny_config, capsys, save=str(tmp_path / "a"), extra_save_iters=[6]))
     tb = tmp_path / "tb"
     out = _train(

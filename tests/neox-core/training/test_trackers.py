@@ -10,6 +10,8 @@ from neox_core.training.trackers import Trackers
 
 
 def test_tensorboard_and_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tensorboard", reason="the neox-core[tensorboard] extra is not installed")
+    pytest.importorskip("wandb", reason="the neox-core[wandb] extra is not installed")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     (tmp_path / "wandb").mkdir()
