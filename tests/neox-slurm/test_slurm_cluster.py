@@ -110,7 +110,20 @@ def timeout_job(cli: Cli) -> str:
     return done.stdout.split()[2]
 
 
-def test_run_follow_streams_the_log_and_returns_the_exit_status(cli: Cli, timeout_job: str) -> None:
+@pytest.fixture(scope="module")
+def signalled_job(cli: Cli) -> str:
+    """Training with a 1-minute limit: SLURM itself sends USR1 before it (--signal)."""
+    config = cli.config(
+        f"t{RUN}-signal", train_iters=2000, seconds_per_iter=0.1, save=cli.root / "ckpt-signal"
+    )
+    done = cli("submit", config, "--time", "1", "--train-command", str(TRAINER))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()[2]
+
+
+def test_run_follow_streams_the_log_and_returns_the_exit_status(
+    cli: Cli, timeout_job: str, signalled_job: str
+) -> None:
     done = cli("run", "--follow", "--job-name", f"t{RUN}-run", "--", "bash", "-c",
                "echo hello from $SLURM_JOB_NODELIST; exit 3")  # fmt: skip
     assert done.returncode == 3, done.stderr
@@ -160,8 +173,20 @@ def test_running_job_with_a_traceback_is_crashed_then_cancelled(cli: Cli) -> Non
 
     (queued,) = [r for r in query_squeue(job_ids=[job])]
     assert queued.state == "RUNNING" and queued.stdout.endswith("neox-training-%j.out")
-    done = cli("cancel", job)
-    assert done.returncode == 0 and f"cancelled {job}" in done.stdout
+    # A job of the user's own, logging stderr apart from stdout: the traceback is there.
+    split = subprocess.run(
+        ["sbatch", "--parsable", "-J", f"t{RUN}-split", "-c", "1", "-o", "split-%j.out",
+         "-e", "split-%j.err", "--wrap",
+         "echo ' iteration 7/9 | lm_loss: 1.5E+00 |';"
+         " python3 -c 'raise KeyError(\"no_such_key\")'; sleep 60"],
+        cwd=cli.root, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    row = wait_for("CRASHED", verdict_is(cli, split, "CRASHED"), timeout=60)
+    assert row["diagnosis"] == "Python exception: KeyError: 'no_such_key'"
+    assert row["error_log"] == str(cli.root / f"split-{split}.err")
+    assert row["iteration"] == 7
+    done = cli("cancel", job, split)
+    assert done.returncode == 0 and f"cancelled {job} {split}" in done.stdout
     row = wait_for("CANCELLED", verdict_is(cli, job, "CANCELLED"))
     # Cancelled, and the log still tells why it had to be.
     assert row["diagnosis"].startswith("Python exception: RuntimeError: fake trainer")
@@ -241,3 +266,54 @@ def test_time_limit_is_timeout(cli: Cli, timeout_job: str) -> None:
     row = wait_for("TIMEOUT", verdict_is(cli, timeout_job, "TIMEOUT"), timeout=150)
     assert row["diagnosis"] == "SLURM time limit: the job reached its time limit"
     assert row["healthy"] is False
+
+
+def test_slurm_signals_before_the_time_limit_and_the_job_requeues(
+    cli: Cli, signalled_job: str
+) -> None:
+    script = (cli.root / "logs" / f"neox-training-{signalled_job}.sbatch").read_text()
+    assert "#SBATCH --signal=B:USR1@6" in script  # a tenth of the 1-minute limit
+    log = cli.root / "logs" / f"neox-training-{signalled_job}.out"
+    wait_for("SLURM's signal and the requeue", lambda: "requeueing" in log.read_text(), 100)
+    text = log.read_text()
+    assert "SIGUSR1 before the time limit" in text
+    saved = int((cli.root / "ckpt-signal" / "latest").read_text())
+    assert f"saving checkpoint at iteration {saved:8d}" in text
+    assert "DUE TO TIME LIMIT" not in text  # it left before SLURM had to kill it
+    show = subprocess.run(["scontrol", "show", "job", signalled_job], capture_output=True,
+                          text=True).stdout  # fmt: skip
+    assert "Restarts=1" in show
+    assert cli("cancel", signalled_job).returncode == 0
+
+
+def test_node_failure_is_node_fail(cli: Cli) -> None:
+    """Runs last: marking the only node down ends every job on it."""
+    node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True,
+                          check=True).stdout.split()[0]  # fmt: skip
+    wait_for("this module's jobs to end", lambda: not subprocess.run(
+        ["squeue", "-h", "-t", "RUNNING", "-n", ",".join(f"t{RUN}-{n}" for n in ("limit", "signal"))],
+        capture_output=True, text=True).stdout.strip(), timeout=120)  # fmt: skip
+    # --no-requeue: by default SLURM requeues a batch job whose node failed.
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--no-requeue", "-J", f"t{RUN}-node", "-c", "1",
+         "-o", str(cli.root / "logs" / "neox-training-%j.out"), "--wrap", "echo up; sleep 120"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    wait_for("RUNNING", verdict_is(cli, job, "RUNNING"))
+    reason = "reason=neox-slurm test"
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", reason], check=True)
+    try:
+        row = wait_for("NODE_FAIL", verdict_is(cli, job, "NODE_FAIL"))
+        assert row["diagnosis"] == "node failure: SLURM reports a node failure"
+    finally:
+
+        def idle() -> bool:
+            states = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True,
+                                    text=True).stdout  # fmt: skip
+            if "idle" in states:
+                return True
+            subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"],
+                           capture_output=True)  # fmt: skip
+            return False
+
+        wait_for("the node to return", idle, timeout=30)

@@ -176,3 +176,22 @@ def test_table_and_json_hold_one_row_per_job(tmp_path: Path) -> None:
     rows = json.loads(render_json(statuses))
     assert [r["verdict"] for r in rows] == ["RUNNING", "CRASHED", "PENDING"]
     assert rows[0]["iteration"] == 1500 and rows[0]["healthy"] is True
+
+
+def test_traceback_in_a_separate_stderr_file_is_seen(tmp_path: Path) -> None:
+    from neox_slurm.log_location import find_error_log
+
+    out = _log(tmp_path, "gptneox_running.log", age=5)
+    err = tmp_path / "err-4242.txt"
+    err.write_text(
+        'Traceback (most recent call last):\n  File "train.py", line 3\n'
+        "KeyError: 'attention.dense.weight'\n"
+    )
+    job = _job("RUNNING", work_dir=str(tmp_path), stdout=str(out), stderr="err-%j.txt")
+    assert find_error_log(job, out) == err
+    assert find_error_log(job, err) is None
+    status = classify(job, out, err, stale_after=600)
+    assert status.verdict == "CRASHED"
+    assert status.diagnosis == "Python exception: KeyError: 'attention.dense.weight'"
+    assert (status.iteration, status.error_log) == (1500, str(err))
+    assert status.log_age_s is not None and status.log_age_s < 5  # stderr is the fresher file

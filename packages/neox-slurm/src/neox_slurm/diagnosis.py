@@ -114,9 +114,9 @@ def _first_match(pattern: re.Pattern[str], tail: _Tail) -> str | None:
     return found[0] if found else None
 
 
-def diagnose(lines: list[str]) -> Diagnosis | None:
-    """The most specific cause of failure visible in LINES (a log tail), or None."""
-    window = lines[-CRASH_WINDOW:]
+def diagnose(lines: list[str], window_size: int = CRASH_WINDOW) -> Diagnosis | None:
+    """The most specific cause of failure in the last WINDOW_SIZE of LINES (a log tail)."""
+    window = lines[-window_size:]
     tail = _Tail(window)
     # The first NCCL or OOM line is the cause; later ones are other ranks reacting to it.
     if (line := _first_match(_CUDA_OOM, tail)) is not None:
@@ -155,7 +155,7 @@ def diagnose(lines: list[str]) -> Diagnosis | None:
     return None
 
 
-def shows_crash(lines: list[str]) -> bool:
+def shows_crash(lines: list[str], window_size: int = CRASH_WINDOW) -> bool:
     """Whether a log tail carries the signs of a crash (the GPT-NeoX users' grep)."""
-    tail = _Tail(lines[-CRASH_WINDOW:])
+    tail = _Tail(lines[-window_size:])
     return any(tail.matching(p) for p in (_CRASH_SIGN, _CUDA_OOM, _NCCL))

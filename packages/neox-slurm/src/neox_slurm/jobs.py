@@ -36,6 +36,7 @@ _SQUEUE_FIELDS = [
     "TimeLimit",
     "Reason",
     "STDOUT",
+    "STDERR",
 ]
 _SEP = "\x1f"  # a unit separator: cannot appear in job names from the shell by accident
 
@@ -59,6 +60,7 @@ class JobRecord:
     time_limit: str = ""
     reason: str = ""
     stdout: str = ""
+    stderr: str = ""
     source: str = "sacct"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -118,6 +120,7 @@ def parse_sacct(text: str, fields: list[str]) -> list[JobRecord]:
                 time_limit=row.get("Timelimit", ""),
                 reason=row.get("Reason", ""),
                 stdout=row.get("StdOut", ""),
+                stderr=row.get("StdErr", ""),
                 source="sacct",
             )
         )
@@ -150,6 +153,7 @@ def parse_squeue(text: str) -> list[JobRecord]:
                 time_limit=row["TimeLimit"],
                 reason=row["Reason"],
                 stdout=row["STDOUT"],
+                stderr=row["STDERR"],
                 source="squeue",
             )
         )
@@ -166,7 +170,8 @@ def query_sacct(
     since: str = "now-1days",
     job_ids: list[str] | None = None,
 ) -> list[JobRecord]:
-    """Allocation records (`sacct -X`) for the selection; StdOut too where SLURM has it (23.02+)."""
+    """Allocation records (`sacct -X`) for the selection; log paths too where SLURM has them
+    (StdOut/StdErr, 23.02+)."""
     global _stdout_field_supported
     selection = ["--starttime", since]
     if job_ids:
@@ -177,7 +182,7 @@ def query_sacct(
         selection += ["--allusers"]
     tries = [True, False] if _stdout_field_supported is not False else [False]
     for with_stdout in tries:
-        fields = [*_SACCT_FIELDS, "StdOut"] if with_stdout else _SACCT_FIELDS
+        fields = [*_SACCT_FIELDS, "StdOut", "StdErr"] if with_stdout else _SACCT_FIELDS
         args = ["sacct", "-X", "-P", "-n", "--format", ",".join(fields), *selection]
         try:
             text = run_slurm(args)
@@ -265,6 +270,7 @@ def record_from_scontrol(row: dict[str, str]) -> JobRecord:
         time_limit=row.get("TimeLimit", ""),
         reason=row.get("Reason", ""),
         stdout=row.get("StdOut", ""),
+        stderr=row.get("StdErr", ""),
         source="scontrol",
     )
 

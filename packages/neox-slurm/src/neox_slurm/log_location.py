@@ -50,6 +50,15 @@ def _expand(job: JobRecord, pattern: str) -> str:
     )
 
 
+def _reported(job: JobRecord, raw: str) -> Path | None:
+    if not raw or raw in ("(null)", "None"):
+        return None
+    path = Path(_expand(job, raw))
+    if not path.is_absolute() and job.work_dir:
+        path = Path(job.work_dir) / path
+    return path
+
+
 def log_candidates(
     job: JobRecord, settings: LogSettings, scontrol_row: dict[str, str] | None = None
 ) -> list[Path]:
@@ -58,13 +67,7 @@ def log_candidates(
     reported = [job.stdout]
     if scontrol_row:
         reported.append(scontrol_row.get("StdOut", ""))
-    candidates: list[Path] = []
-    for raw in reported:
-        if raw and raw not in ("(null)", "None"):
-            path = Path(_expand(job, raw))
-            if not path.is_absolute() and work_dir is not None:
-                path = work_dir / path
-            candidates.append(path)
+    candidates = [p for raw in reported if (p := _reported(job, raw)) is not None]
     patterns = [settings.pattern]
     if "_" in job.job_id and "%j" in settings.pattern:
         # array tasks are usually logged per task: neox-training-%A_%a.out
@@ -80,6 +83,17 @@ def log_candidates(
         if path not in unique:
             unique.append(path)
     return unique
+
+
+def find_error_log(
+    job: JobRecord, stdout_log: Path | None, scontrol_row: dict[str, str] | None = None
+) -> Path | None:
+    """JOB's stderr file when SLURM reports one apart from its stdout (tracebacks go there)."""
+    for raw in (job.stderr, (scontrol_row or {}).get("StdErr", "")):
+        path = _reported(job, raw)
+        if path is not None and path != stdout_log and path.is_file():
+            return path
+    return None
 
 
 def find_log(

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 
 from neox_slurm.jobs import JobRecord, list_jobs, scontrol_show_jobs
-from neox_slurm.log_location import LogSettings, find_log
+from neox_slurm.log_location import LogSettings, find_error_log, find_log
 from neox_slurm.slurm_commands import SlurmError
 from neox_slurm.verdict import DEFAULT_STALE_AFTER, JobStatus, classify
 
@@ -21,15 +21,13 @@ def statuses_of(
 ) -> list[JobStatus]:
     """Classify RECORDS, finding each log from SLURM's paths or SETTINGS."""
     rows = scontrol_rows or {}
-    return [
-        classify(
-            job,
-            find_log(job, settings, rows.get(job.raw_id)),
-            stale_after=stale_after,
-            now=now,
-        )
-        for job in records
-    ]
+    statuses = []
+    for job in records:
+        row = rows.get(job.raw_id)
+        log = find_log(job, settings, row)
+        error_log = find_error_log(job, log, row)
+        statuses.append(classify(job, log, error_log, stale_after=stale_after, now=now))
+    return statuses
 
 
 def collect_status(

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from neox_slurm.diagnosis import Diagnosis, diagnose, shows_crash
+from neox_slurm.diagnosis import CRASH_WINDOW, Diagnosis, diagnose, shows_crash
 from neox_slurm.jobs import JobRecord
 from neox_slurm.log_files import read_tail
 from neox_slurm.training_log import last_iteration
@@ -64,43 +64,58 @@ class JobStatus:
     diagnosis: str | None
     exit_code: int | None
     log: str | None
+    error_log: str | None
     log_age_s: float | None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _read(path: Path | None, now: float) -> tuple[list[str], float | None]:
+    if path is None:
+        return [], None
+    try:
+        age = max(0.0, now - path.stat().st_mtime)
+        return read_tail(path), age
+    except OSError:
+        return [], None
+
+
 def classify(
     job: JobRecord,
     log_path: Path | None,
+    error_log: Path | None = None,
     *,
     stale_after: float = DEFAULT_STALE_AFTER,
     now: float | None = None,
 ) -> JobStatus:
-    """The status of JOB given its log (None when no log was found)."""
+    """The status of JOB given its log (None when none was found) and a separate stderr file."""
     now = time.time() if now is None else now
-    lines: list[str] = []
-    log_age: float | None = None
-    if log_path is not None:
-        try:
-            log_age = max(0.0, now - log_path.stat().st_mtime)
-            lines = read_tail(log_path)
-        except OSError:
-            log_path = None
-    record = last_iteration(lines)
+    lines, log_age = _read(log_path, now)
+    if log_age is None:
+        log_path = None
+    error_lines, error_age = _read(error_log, now)
+    if error_age is None:
+        error_log = None
+    elif log_age is None or error_age < log_age:
+        log_age = error_age  # either file changing shows the job is alive
+    record = last_iteration(lines) or last_iteration(error_lines)
+    # Both tails take part in the diagnosis: tracebacks usually go to stderr.
+    lines = lines[-CRASH_WINDOW:] + error_lines[-CRASH_WINDOW:]
+    window = len(lines)
     state = job.state
     verdict = state
     diagnosis: Diagnosis | None = None
     if state == "RUNNING":
-        found = diagnose(lines) if lines else None
-        if lines and (shows_crash(lines) or (found and found.kind == "NaN/inf loss")):
+        found = diagnose(lines, window) if lines else None
+        if lines and (shows_crash(lines, window) or (found and found.kind == "NaN/inf loss")):
             verdict = "CRASHED"
             diagnosis = found
         elif log_age is not None and log_age > stale_after:
             verdict = "STALE"
             diagnosis = Diagnosis("stale", f"log unchanged for {_duration(log_age)}")
     elif state == "CANCELLED":
-        diagnosis = diagnose(lines) if lines else None
+        diagnosis = diagnose(lines, window) if lines else None
         if diagnosis is None or diagnosis.kind in ("error", "task exit"):
             diagnosis = Diagnosis("cancelled", "cancelled by a user or an administrator")
     elif state in (
@@ -113,7 +128,7 @@ def classify(
         "DEADLINE",
         "COMPLETED",
     ):
-        diagnosis = diagnose(lines) if lines else None
+        diagnosis = diagnose(lines, window) if lines else None
         generic = diagnosis is None or diagnosis.kind in ("error", "task exit")
         if state in _STATE_DIAGNOSIS and generic:
             diagnosis = _STATE_DIAGNOSIS[state]
@@ -139,6 +154,7 @@ def classify(
         diagnosis=str(diagnosis) if diagnosis else None,
         exit_code=job.exit_code,
         log=str(log_path) if log_path else None,
+        error_log=str(error_log) if error_log else None,
         log_age_s=round(log_age, 1) if log_age is not None else None,
     )
 
