@@ -179,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConversionError as e:
         print(f"neox-ckpt {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `neox-ckpt inspect ... | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -137,7 +137,8 @@ def neox_to_hf(
     def keep(name: str) -> bool:
         return not (model_cfg.tie_embeddings and name in _TIED_HEADS)
 
-    planned = {n: t for n, t in units.plan(to_hf, model_cfg, names, ck.meta).items() if keep(n)}
+    produced = units.plan(to_hf, model_cfg, names, ck.meta)
+    planned = {n: t for n, t in produced.items() if keep(n)}
     shards: list[list[str]] = [[]]
     size = 0
     for n, t in planned.items():
@@ -165,7 +166,7 @@ def neox_to_hf(
         }
         try:
             stream = units.stream(to_hf, model_cfg, names, ck.read_full, ck.meta)
-            for n, t in progress(stream, total=len(planned) + 1, desc="neox-to-hf", unit="tensor"):
+            for n, t in progress(stream, total=len(produced), desc="neox-to-hf", unit="tensor"):
                 if keep(n):
                     writers[file_of[n]].write(n, t.to(dtype))
             for w in writers.values():
