@@ -108,7 +108,7 @@ def build(case: Case, mcfg, device):
     if case.impl == "neox":
         from neox_core.models import build_model
 
-        model = build_model(mcfg, seed=1234).to(device)
+        model = build_model(mcfg, seed=1234, device=device)
         forward = model
     else:
         from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
@@ -117,7 +117,8 @@ def build(case: Case, mcfg, device):
 
         hf_cfg = GPTNeoXConfig(**hf_config_kwargs(mcfg), attn_implementation="sdpa")
         torch.manual_seed(1234)
-        model = GPTNeoXForCausalLM(hf_cfg).to(device)
+        with torch.device(device):  # initialise on the GPU: minutes less for 1B on a CPU
+            model = GPTNeoXForCausalLM(hf_cfg)
         if mcfg.checkpoint_activations:
             model.gradient_checkpointing_enable()
 
