@@ -212,3 +212,23 @@ def test_weight_by_num_documents_reweights_before_sizing(tmp_path: Path) -> None
     assert names == {"18ns", "83ns"}
     picks = np.asarray(ds.dataset_index[:100])
     assert 81 <= int((picks == 1).sum()) <= 83
+
+
+def test_pickled_dataset_remaps_the_cache_instead_of_copying_it(tmp_path: Path) -> None:
+    import pickle
+
+    prefix = _write(tmp_path, "p", _docs(40, seed=10))
+    cfg = DataConfig(data_path=prefix, split="1", seq_length=SEQ)
+    ds = build_datasets(
+        cfg, train_iters=50, eval_interval=100, eval_iters=1, train_batch_size=4, seed=0, log=str
+    ).train
+    blob = pickle.dumps(ds)
+    assert len(blob) < 2000  # file names, not the arrays
+    again = pickle.loads(blob)
+    assert isinstance(again.maps.sample_idx, np.memmap)
+    for j in (0, 7, len(ds) - 1):
+        np.testing.assert_array_equal(again[j]["text"], ds[j]["text"])
+    spawned = make_loader(ds, micro_batch_size=2, num_workers=1, multiprocessing_context="spawn")
+    assert torch.equal(
+        next(spawned)["text"], torch.as_tensor(np.stack([ds[0]["text"], ds[1]["text"]]))
+    )

@@ -39,6 +39,29 @@ class GPTDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.maps)
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle (for spawned loader workers) the cache file names, not the mapped arrays."""
+        state = dict(self.__dict__)
+        paths = {
+            k: getattr(a, "filename", None)
+            for k, a in (
+                ("doc", self.maps.doc_idx),
+                ("sample", self.maps.sample_idx),
+                ("shuffle", self.maps.shuffle_idx),
+            )
+        }
+        if all(paths.values()):
+            state["maps"] = (self.maps.pack_impl, paths)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        maps = state["maps"]
+        if isinstance(maps, tuple):
+            from neox_core.data.index_cache import load_index
+
+            state["maps"] = load_index(*maps)
+        self.__dict__.update(state)
+
     def _read(self, source: MMapIndexedDataset, k: int) -> np.ndarray:
         doc_idx, sample_idx = self.maps.doc_idx, self.maps.sample_idx
         p, o = int(sample_idx[k][0]), int(sample_idx[k][1])

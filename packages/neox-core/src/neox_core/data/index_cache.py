@@ -82,8 +82,13 @@ def load_or_build_index(
         _save_npy(paths["shuffle"], maps.shuffle_idx)
     if barrier is not None:
         barrier()
-    missing = [str(p) for p in paths.values() if not p.is_file()]
+    return load_index(pack_impl, {k: str(p) for k, p in paths.items()})
+
+
+def load_index(pack_impl: str, paths: dict[str, str]) -> IndexMaps:
+    """Memory-map the cached doc/sample/shuffle arrays named in `paths`."""
+    missing = [p for p in paths.values() if not Path(p).is_file()]
     if missing:
-        raise FileNotFoundError(f"index cache files missing after build: {missing}")
+        raise FileNotFoundError(f"index cache files missing: {missing}")
     arrays = {k: np.load(p, mmap_mode="r", allow_pickle=False) for k, p in paths.items()}
     return IndexMaps(pack_impl, arrays["doc"], arrays["sample"], arrays["shuffle"], None)

@@ -50,6 +50,7 @@ def make_loader(
     dp_size: int = 1,
     num_workers: int = 0,
     pin_memory: bool = False,
+    multiprocessing_context: str | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """An endless iterator of collated micro-batches, the first at global sample `start_sample`."""
     sampler = ResumableBatchSampler(
@@ -65,6 +66,7 @@ def make_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
         prefetch_factor=4 if num_workers > 0 else None,
         # its own generator: iterating must not draw from the global torch RNG, which a
         # resumed run restores from the checkpoint (dropout would drift otherwise)
