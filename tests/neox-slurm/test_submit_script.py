@@ -99,7 +99,7 @@ def test_isambard_profile_sets_the_slingshot_environment(
         "#SBATCH --exclusive",
     ]:
         assert line in script.splitlines(), line
-    assert "activate" not in script
+    assert "bin/activate" not in script
 
 
 def test_venv_activation(

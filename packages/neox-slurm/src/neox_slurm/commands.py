@@ -61,6 +61,18 @@ def _emit(spec: JobSpec, dry_run: bool) -> tuple[int, str | None, Path | None]:
     return 0, done.job_id, done.log
 
 
+def _follow(job_id: str, log: Path, from_start: bool = True) -> tuple[str, int]:
+    try:
+        return follow_log(job_id, log, from_start=from_start)
+    except KeyboardInterrupt:
+        print(
+            f"\nneox-slurm: stopped following; job {job_id} goes on"
+            f" (neox-slurm cancel {job_id} to end it)",
+            file=sys.stderr,
+        )
+        raise
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     profile, settings = _settings(args)
     configs = []
@@ -121,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     status, job_id, log = _emit(spec, args.dry_run)
     if args.follow and job_id is not None and log is not None:
-        state, code = follow_log(job_id, log)
+        state, code = _follow(job_id, log)
         print(f"neox-slurm: job {job_id} ended {state} (exit status {code})", file=sys.stderr)
         return code
     return status
@@ -187,7 +199,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.follow:
         if lines is not None:
             sys.stdout.write("".join(line + "\n" for line in lines))
-        _, code = follow_log(args.job, log, from_start=lines is None)
+        _, code = _follow(args.job, log, from_start=lines is None)
         return code  # like `run --follow`: the job's exit status
     if lines is None:
         lines = read_all_lines(log)

@@ -215,10 +215,11 @@ def render_script(spec: JobSpec, created: datetime | None = None) -> str:
         "# Resubmit unchanged with: sbatch <this file>",
         *directives(spec),
         "",
-        "set -uo pipefail",
+        "set -o pipefail",
         f"cd {shlex.quote(str(spec.work_dir))}",
         "",
         *_environment(spec),
+        "set -u  # after the environment: module and activate scripts may read unset variables",
         "",
     ]
     if spec.launcher == "shell":
