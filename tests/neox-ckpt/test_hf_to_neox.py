@@ -164,3 +164,25 @@ def test_tp_that_would_cut_kv_heads_is_refused(hf_dirs, tmp_path, capsys) -> Non
     assert rc == 2
     assert "num_kv_heads 4" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_tied_model_with_a_stored_head(same, hf_dirs, hf_logits, neox_logits, tmp_path, capsys):
+    """Some tied checkpoints store lm_head.weight too: accepted when it equals the embedding."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "hf"
+    shutil.copytree(hf_dirs["llama_gqa"], src)
+    state = load_file(src / "model.safetensors")
+    head = state["model.embed_tokens.weight"].clone()
+    state["lm_head.weight"] = head if same else head + 1
+    save_file(state, src / "model.safetensors", metadata={"format": "pt"})
+    rc = main(["hf-to-neox", "--hf-model", str(src), "--output-dir", str(tmp_path / "o")])
+    if same:
+        assert rc == 0
+        diff = (neox_logits(tmp_path / "o") - hf_logits(hf_dirs["llama_gqa"])).abs().max()
+        assert diff < TOLERANCE
+    else:
+        assert rc == 2 and "lm_head.weight differs" in capsys.readouterr().err

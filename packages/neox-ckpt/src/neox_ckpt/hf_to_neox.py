@@ -21,6 +21,8 @@ from neox_ckpt.tp_rules import check_tp_degree
 # tensors HF files may hold that neox recomputes instead of storing
 _BUFFERS = ("rotary_emb.inv_freq", "attention.bias", "attention.masked_bias")
 _VOCAB_PARALLEL = ("embed.weight", "lm_head.weight")
+_HF_HEADS = ("lm_head.weight", "embed_out.weight")
+_HF_EMBEDS = ("model.embed_tokens.weight", "gpt_neox.embed_in.weight")
 
 
 @dataclass
@@ -188,6 +190,8 @@ def hf_to_neox(
             desc=f"hf-to-neox {model_type} tp{tp} pp{pp}",
         )
         unused = [n for n in names if n not in used and not n.endswith(_BUFFERS)]
+        if model_cfg.tie_embeddings:
+            unused = [n for n in unused if not _redundant_tied_head(source, n)]
         if unused:
             raise ConversionError(
                 f"{folder}: tensors neox's model has no place for: {unused[:8]}"
@@ -195,6 +199,19 @@ def hf_to_neox(
             )
         n_params = sum(_numel(s) for s, _ in shapes.values())
     return HFToNeoxResult(final, final / step.name, final / YAML_NAME, arch, n_params, padded_from)
+
+
+def _redundant_tied_head(source: HFSource, name: str) -> bool:
+    """A tied model's file may also store the head; it must then equal the embedding."""
+    if name not in _HF_HEADS:
+        return False
+    embed = next((n for n in _HF_EMBEDS if n in source), None)
+    if embed is None or not torch.equal(source.read(name), source.read(embed)):
+        raise ConversionError(
+            f"{source.folder}: tie_word_embeddings is true but {name} differs from the "
+            "input embedding"
+        )
+    return True
 
 
 def _numel(shape: tuple[int, ...]) -> int:
