@@ -178,7 +178,7 @@ def test_running_job_with_a_traceback_is_crashed_then_cancelled(cli: Cli) -> Non
         ["sbatch", "--parsable", "-J", f"t{RUN}-split", "-c", "1", "-o", "split-%j.out",
          "-e", "split-%j.err", "--wrap",
          "echo ' iteration 7/9 | lm_loss: 1.5E+00 |';"
-         " python3 -c 'raise KeyError(\"no_such_key\")'; sleep 60"],
+         f" {sys.executable} -c 'raise KeyError(\"no_such_key\")'; sleep 60"],
         cwd=cli.root, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     row = wait_for("CRASHED", verdict_is(cli, split, "CRASHED"), timeout=60)
