@@ -137,3 +137,21 @@ def test_weight_decay_groups_exclude_biases_and_norms(tmp_path) -> None:
     }
     assert "embed.weight" in {names[id(p)] for p in decay["params"]}
     assert len(param_groups(model, 0.0)) == 1
+
+
+def test_batches_follow_gpt_neox_get_batch() -> None:
+    from neox_core.training.batch import make_batch, masked_lm_loss
+
+    text = torch.tensor([[5, 6, 7, -100, -100]])
+    b = make_batch({"text": text})
+    assert b.tokens.tolist() == [[5, 6, 7, 0]]  # padding never reaches the embedding
+    assert b.labels.tolist() == [[6, 7, 0, 0]]
+    assert b.loss_mask.tolist() == [[1.0, 1.0, 0.0, 0.0]]
+    labelled = make_batch(
+        {"text": torch.tensor([[1, 2, 3, 4]]), "label": torch.tensor([[-100, -100, 3, 4]])}
+    )
+    assert labelled.labels.tolist() == [[0, 3, 4]] and labelled.loss_mask.tolist() == [[0, 1, 1]]
+    logits = torch.zeros(1, 3, 8)
+    assert masked_lm_loss(logits, labelled).item() == pytest.approx(torch.log(torch.tensor(8.0)))
+    none = make_batch({"text": torch.tensor([[1, 2]]), "label": torch.tensor([[-100, -100]])})
+    assert masked_lm_loss(torch.zeros(1, 1, 8), none).item() == 0.0

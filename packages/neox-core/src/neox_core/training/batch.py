@@ -19,13 +19,6 @@ class Batch:
     labels: torch.Tensor  # [B, S] int64 targets (masked positions hold 0)
     loss_mask: torch.Tensor  # [B, S] float32, 1 where the target is trained on
 
-    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
-        return Batch(
-            self.tokens.to(device, non_blocking=non_blocking),
-            self.labels.to(device, non_blocking=non_blocking),
-            self.loss_mask.to(device, non_blocking=non_blocking),
-        )
-
 
 def make_batch(sample: dict[str, torch.Tensor]) -> Batch:
     text = sample["text"].long()
