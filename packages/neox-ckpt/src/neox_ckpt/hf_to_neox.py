@@ -13,7 +13,8 @@ from neox_ckpt.dtypes import TORCH_DTYPES, precision_name
 from neox_ckpt.errors import ConversionError
 from neox_ckpt.hf_config import neox_model_keys
 from neox_ckpt.hf_source import TOKENIZER_FILES, HFSource, resolve_model_dir
-from neox_ckpt.neox_writer import PlannedTensor, write_checkpoint
+from neox_ckpt.model_layout import check_against_model, plan_tensors
+from neox_ckpt.neox_writer import write_checkpoint
 from neox_ckpt.neox_yaml import YAML_NAME, load_written_yaml, render_yaml
 from neox_ckpt.output_dir import staged_output
 from neox_ckpt.tp_rules import check_tp_degree
@@ -33,48 +34,6 @@ class HFToNeoxResult:
     architecture: str
     num_parameters: int
     padded_from: int | None  # original vocab rows when padding for TP was needed
-
-
-def plan_tensors(model_cfg, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]):
-    """Split dims and fused blocks of each neox tensor, by neox-core's format rules."""
-    from neox_core.checkpoint import tp_split_dim
-    from neox_core.checkpoint.sharding import fused_tp_blocks
-
-    head_dim = model_cfg.hidden_size // model_cfg.num_attention_heads
-    blocks = fused_tp_blocks(
-        shapes,
-        num_heads=model_cfg.num_attention_heads,
-        num_kv_heads=model_cfg.num_kv_heads or model_cfg.num_attention_heads,
-        head_dim=head_dim,
-        intermediate_size=model_cfg.intermediate_size,
-        gated_mlp=model_cfg.activation == "swiglu",
-    )
-    return [
-        PlannedTensor(name, dtype, shape, tp_split_dim(name, len(shape)), blocks.get(name))
-        for name, (shape, dtype) in shapes.items()
-    ]
-
-
-def check_against_model(model_cfg, shapes: dict[str, tuple[int, ...]], where: str) -> None:
-    """The tensors must be exactly those of neox-core's model for this config."""
-    from neox_core.models import build_model
-
-    expected = {
-        n: tuple(t.shape)
-        for n, t in build_model(model_cfg, seed=None, device="meta").state_dict().items()
-    }
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = [
-        f"{n} {shapes[n]} vs {expected[n]}"
-        for n in expected
-        if n in shapes and shapes[n] != expected[n]
-    ]
-    if missing or unexpected or wrong:
-        raise ConversionError(
-            f"{where}: weights do not fit neox's model: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}, shape (weights vs model) {wrong[:5]}"
-        )
 
 
 def hf_to_neox(

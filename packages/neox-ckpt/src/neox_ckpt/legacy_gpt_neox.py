@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from neox_ckpt.errors import ConversionError
+from neox_ckpt.model_layout import plan_tensors
 from neox_ckpt.neox_writer import write_checkpoint
 from neox_ckpt.output_dir import staged_output
 from neox_ckpt.torch_files import load_weights_only
@@ -134,27 +135,23 @@ def _module(path: Path) -> dict[str, torch.Tensor]:
 
 
 class _Pieces:
-    """Reads the TP pieces of one legacy tensor, caching the files of one layer at a time."""
+    """Reads the TP pieces of legacy tensors; pipeline files are kept for one layer at a time."""
 
     def __init__(self, layout: LegacyLayout) -> None:
         self.layout = layout
+        self._layer: int | None = None
         self._cache: dict[Path, dict[str, Any]] = {}
 
     def get(self, layer: int, key: str) -> list[torch.Tensor]:
+        pipeline = self.layout.kind == "pipeline"
+        if pipeline and layer != self._layer:
+            self._cache.clear()
+            self._layer = layer
         out = []
         for f in self.layout.layers[layer][key]:
             if f not in self._cache:
-                if self.layout.kind == "pipeline":
-                    self._cache = {
-                        p: v
-                        for p, v in self._cache.items()
-                        if p.name.startswith(f"layer_{layer:02d}-")
-                    }
-                    self._cache[f] = load_weights_only(f)
-                else:
-                    self._cache[f] = _module(f)
-            name = key if self.layout.kind == "pipeline" else f"sequential.{layer}.{key}"
-            out.append(self._cache[f][name])
+                self._cache[f] = load_weights_only(f) if pipeline else _module(f)
+            out.append(self._cache[f][key if pipeline else f"sequential.{layer}.{key}"])
         return out
 
 
@@ -226,7 +223,6 @@ def import_gpt_neox(
     pp: int = 1,
     force: bool = False,
 ) -> Path:
-    from neox_ckpt.hf_to_neox import plan_tensors
     from neox_core.config import ConfigError, config_to_dict, load_config
     from neox_core.models import build_model
 

@@ -21,6 +21,7 @@ from neox_ckpt.dtypes import TORCH_DTYPES, precision_name
 from neox_ckpt.errors import ConversionError
 from neox_ckpt.hf_config import hf_config_json
 from neox_ckpt.hf_source import TOKENIZER_FILES
+from neox_ckpt.model_layout import check_against_model
 from neox_ckpt.neox_reader import NeoxCheckpoint
 from neox_ckpt.output_dir import staged_output
 from neox_ckpt.progress import progress
@@ -116,7 +117,6 @@ def neox_to_hf(
     max_shard_size: str = DEFAULT_MAX_SHARD,
     force: bool = False,
 ) -> NeoxToHFResult:
-    from neox_ckpt.hf_to_neox import check_against_model
     from neox_core.models.hf_names import NameMappingError, hf_architecture, to_hf
 
     ck = NeoxCheckpoint(input_dir, iteration)
