@@ -317,3 +317,18 @@ def test_node_failure_is_node_fail(cli: Cli) -> None:
             return False
 
         wait_for("the node to return", idle, timeout=30)
+
+
+@pytest.mark.slow
+def test_torchrun_launcher_runs_the_trainer(cli: Cli) -> None:
+    """One torchrun agent per node (imports torch on the node, hence slow)."""
+    name = f"t{RUN}-torchrun"
+    config = cli.config(name, train_iters=3, seconds_per_iter=0.05)
+    done = cli("submit", config, "--launcher", "torchrun", "--job-name", name,
+               "--train-command", str(TRAINER))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.split()[2]
+    row = wait_for("COMPLETED", verdict_is(cli, job, "COMPLETED"), timeout=120)
+    assert (row["iteration"], row["total"]) == (3, 3)
+    log = (cli.root / "logs" / f"neox-training-{job}.out").read_text()
+    assert "fake trainer: rank 0/1 master " in log
