@@ -7,8 +7,7 @@ fresh process that reports its own wall time and peak RSS (VmHWM):
 - `hf-to-neox --tp 1` and `--tp 2`,
 - `reshard` TP 2 -> 4,
 - `neox-to-hf` from TP 2 (merge),
-- a baseline process that only imports torch, transformers and neox-ckpt (the fixed cost),
-- for reference, `AutoModelForCausalLM.from_pretrained` of the same folder (whole model held).
+- a baseline process that only imports torch, transformers and neox-ckpt (the fixed cost).
 
 The table compares each peak with the largest file of the step's input and output ("largest
 shard") and the whole model. Run: `uv run python benchmarks/convert.py [--layers 20]`.
@@ -36,11 +35,7 @@ from neox_ckpt.cli import main
 import torch, transformers  # noqa: F401  (the baseline imports what conversions import)
 argv = json.loads(sys.argv[1])
 t1 = time.perf_counter()
-if argv[:1] == ["__from_pretrained__"]:  # reference: what loading the whole model costs
-    transformers.AutoModelForCausalLM.from_pretrained(argv[1], dtype="auto")
-    rc = 0
-else:
-    rc = main(argv) if argv else 0
+rc = main(argv) if argv else 0
 t2 = time.perf_counter()
 # VmHWM is this process's own high-water mark; ru_maxrss would include the parent's peak,
 # which Linux carries across fork+exec
@@ -150,12 +145,6 @@ def main() -> None:
         )
         steps = [
             ("baseline (imports only)", [], [], None),
-            (
-                "reference: HF from_pretrained",
-                ["__from_pretrained__", str(root / "hf")],
-                [root / "hf"],
-                None,
-            ),
             (
                 "hf-to-neox --tp 1",
                 ["hf-to-neox", "--hf-model", str(root / "hf"), "--output-dir", str(root / "tp1")],
