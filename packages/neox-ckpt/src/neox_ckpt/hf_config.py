@@ -67,8 +67,7 @@ def neox_model_keys(folder: str | Path) -> tuple[dict[str, Any], str]:
         "pos_emb": "rotary",
         "rotary_emb_base": int(theta),
         "no_weight_tying": not bool(getattr(cfg, "tie_word_embeddings", False)),
-        "vocab_size": int(cfg.vocab_size),
-        "make_vocab_size_divisible_by": 1,
+        "vocab_size": int(cfg.vocab_size),  # HF rows; hf_to_neox turns it into GPT-NeoX keys
         "init_method_std": float(getattr(cfg, "initializer_range", 0.02)),
         "attention_dropout": float(getattr(cfg, "attention_dropout", 0.0) or 0.0),
     }

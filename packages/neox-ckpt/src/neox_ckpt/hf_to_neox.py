@@ -18,6 +18,7 @@ from neox_ckpt.neox_writer import write_checkpoint
 from neox_ckpt.neox_yaml import YAML_NAME, load_written_yaml, render_yaml
 from neox_ckpt.output_dir import staged_output
 from neox_ckpt.tp_rules import check_tp_degree
+from neox_ckpt.vocab import vocab_keys
 
 # tensors HF files may hold that neox recomputes instead of storing
 _BUFFERS = ("rotary_emb.inv_freq", "attention.bias", "attention.masked_bias")
@@ -34,6 +35,7 @@ class HFToNeoxResult:
     architecture: str
     num_parameters: int
     padded_from: int | None  # original vocab rows when padding for TP was needed
+    notes: list[str]
 
 
 def hf_to_neox(
@@ -58,22 +60,32 @@ def hf_to_neox(
     model_keys, model_type = neox_model_keys(folder)
     source = HFSource(folder)
 
-    rows = int(model_keys["vocab_size"])
-    padded_from = None
-    if rows % tp:
-        padded_from = rows
-        model_keys["vocab_size"] = rows + (-rows % tp)
+    rows = int(model_keys.pop("vocab_size"))
+    padded_rows = rows + (-rows % tp)
+    padded_from = rows if padded_rows != rows else None
 
     final = Path(output_dir).absolute()
     with staged_output(final, force=force) as tmp:
-        vocab_file = None
+        vocab_file, notes = None, []
         tok_files = [f for f in TOKENIZER_FILES if (folder / f).is_file()]
         if tok_files:
             (tmp / "tokenizer").mkdir()
             for f in tok_files:
                 shutil.copyfile(folder / f, tmp / "tokenizer" / f)
-            if "tokenizer.json" in tok_files:
+        keys = None
+        if "tokenizer.json" in tok_files:
+            from neox_core.config.derive import vocab_size_from_file
+
+            tokens = vocab_size_from_file("HFTokenizer", str(folder / "tokenizer.json"))
+            keys = vocab_keys(padded_rows, tp, tokens)
+            if keys is None:
+                notes.append(
+                    f"tokenizer.json has {tokens} tokens, which GPT-NeoX padding cannot map "
+                    f"onto {padded_rows} embedding rows; set vocab-file yourself"
+                )
+            else:
                 vocab_file = final / "tokenizer" / "tokenizer.json"
+        model_keys.update(keys or vocab_keys(padded_rows, tp, None) or {})
         names = source.names()
         first = next(
             (
@@ -117,7 +129,7 @@ def hf_to_neox(
         for n, t in planned_meta.items():
             shape = list(t.shape)
             if padded_from is not None and n in _VOCAB_PARALLEL:
-                shape[0] = model_keys["vocab_size"]
+                shape[0] = padded_rows
             shapes[n] = (tuple(shape), out_dtype or t.dtype)
         check_against_model(model_cfg, {n: s for n, (s, _) in shapes.items()}, str(folder))
         plan = plan_tensors(model_cfg, shapes)
@@ -127,9 +139,7 @@ def hf_to_neox(
         def tensors():
             for name, t in units.stream(from_hf, model_cfg, names, source.read, source.meta, used):
                 if padded_from is not None and name in _VOCAB_PARALLEL:
-                    pad = torch.zeros(
-                        model_keys["vocab_size"] - t.shape[0], *t.shape[1:], dtype=t.dtype
-                    )
+                    pad = torch.zeros(padded_rows - t.shape[0], *t.shape[1:], dtype=t.dtype)
                     t = torch.cat((t, pad), dim=0)
                 yield name, t
 
@@ -157,7 +167,9 @@ def hf_to_neox(
                 + (" ..." if len(unused) > 8 else "")
             )
         n_params = sum(_numel(s) for s, _ in shapes.values())
-    return HFToNeoxResult(final, final / step.name, final / YAML_NAME, arch, n_params, padded_from)
+    return HFToNeoxResult(
+        final, final / step.name, final / YAML_NAME, arch, n_params, padded_from, notes
+    )
 
 
 def _redundant_tied_head(source: HFSource, name: str) -> bool:
@@ -185,6 +197,7 @@ def describe(result: HFToNeoxResult) -> str:
         f"wrote {result.step_dir} ({result.architecture}, {result.num_parameters:,} parameters)",
         f"neox config: {result.yaml_path}",
     ]
+    lines += [f"note: {n}" for n in result.notes]
     if result.padded_from is not None:
         lines.append(
             f"note: vocabulary padded from {result.padded_from} rows with zero rows to divide "
