@@ -2,9 +2,10 @@
 """A stand-in for neox-train in the `slurm` tests: GPT-NeoX log lines, no torch.
 
 Reads the YAML configs it is given (later ones override earlier ones) for `train_iters`,
-`seconds_per_iter`, `mode` (ok | fail | exception_then_hang | hang | nan) and `save` (a folder).
-Like neox-train it saves a checkpoint and exits on SIGUSR1, and resumes from `save` when
-restarted, so the checkpoint-and-requeue path of the sbatch script runs for real.
+`seconds_per_iter`, `mode` (ok | fail | exception_then_hang | hang | nan), `save` (a folder) and
+`checkpoint_signals` (default USR1; e.g. "USR1,TERM"). Like neox-train it saves a checkpoint and
+exits on those signals, and resumes from `save` when restarted, so the checkpoint-and-requeue
+path of the sbatch script runs for real.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def main(paths: list[str]) -> int:
         )
         sys.exit(0)
 
-    signal.signal(signal.SIGUSR1, checkpoint_and_exit)
+    for name in str(config.get("checkpoint_signals", "USR1")).split(","):
+        signal.signal(getattr(signal, f"SIG{name.strip()}"), checkpoint_and_exit)
     rank = os.environ.get("RANK", "?")
     world = os.environ.get("WORLD_SIZE", "?")
     master = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"

@@ -153,11 +153,21 @@ echo "neox-slurm: job $SLURM_JOB_ID on $SLURM_JOB_NUM_NODES node(s) $SLURM_JOB_N
   "master $MASTER_ADDR:$MASTER_PORT, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)\""""
 
 
+def _torchrun_relay(signal: str | None) -> str:
+    """The per-node wrapper of torchrun. SLURM delivers a step signal to every process of the
+    step; torchrun would die of SIG<signal>, so it starts with the signal ignored, while its
+    workers (neox-train, which installs a handler) receive it and checkpoint."""
+    if not signal:
+        return 'exec "$@"'
+    return f"trap '' {signal}; exec \"$@\""
+
+
 def _launch_line(spec: JobSpec) -> str:
     command = shlex.join(spec.command)
     if spec.launcher == "torchrun":
+        relay = shlex.quote(_torchrun_relay(spec.checkpoint_signal))
         return (
-            "srun --kill-on-bad-exit=1 --ntasks-per-node=1 torchrun"
+            f"srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c {relay} neox-node torchrun"
             ' --nnodes="$SLURM_JOB_NUM_NODES"'
             f" --nproc-per-node={max(spec.gpus_per_node, 1)}"
             ' --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT"'
