@@ -13,7 +13,7 @@ from neox_ckpt.dtypes import TORCH_DTYPES, precision_name
 from neox_ckpt.errors import ConversionError
 from neox_ckpt.hf_config import neox_model_keys
 from neox_ckpt.hf_source import TOKENIZER_FILES, HFSource, resolve_model_dir
-from neox_ckpt.model_layout import check_against_model, plan_tensors
+from neox_ckpt.model_layout import check_against_model, model_shapes, plan_tensors
 from neox_ckpt.neox_writer import write_checkpoint
 from neox_ckpt.neox_yaml import YAML_NAME, load_written_yaml, render_yaml
 from neox_ckpt.output_dir import staged_output
@@ -120,18 +120,26 @@ def hf_to_neox(
         except NameMappingError as e:
             raise ConversionError(f"{folder}: {e}") from None
 
-        try:
-            planned_meta = units.plan(from_hf, model_cfg, names, source.meta)
-        except NameMappingError as e:
-            raise ConversionError(f"{folder}: {e}") from None
         out_dtype = None if dtype == "auto" else TORCH_DTYPES[dtype]
-        shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
-        for n, t in planned_meta.items():
-            shape = list(t.shape)
-            if padded_from is not None and n in _VOCAB_PARALLEL:
-                shape[0] = padded_rows
-            shapes[n] = (tuple(shape), out_dtype or t.dtype)
-        check_against_model(model_cfg, {n: s for n, (s, _) in shapes.items()}, str(folder))
+        if out_dtype is None:
+            weights = [n for n in names if not n.endswith(_BUFFERS)]
+            kinds = {source.meta(n).dtype for n in weights if source.meta(n).is_floating_point()}
+            out_dtype = kinds.pop() if len(kinds) == 1 else None
+        shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]
+        if out_dtype is not None:  # one dtype: neox's own model gives names and shapes
+            shapes = {n: (s, out_dtype) for n, s in model_shapes(model_cfg).items()}
+        else:  # mixed dtypes: a dry run of the mapping on meta tensors gives each output's
+            try:
+                planned_meta = units.plan(from_hf, model_cfg, names, source.meta)
+            except NameMappingError as e:
+                raise ConversionError(f"{folder}: {e}") from None
+            shapes = {}
+            for n, t in planned_meta.items():
+                shape = list(t.shape)
+                if padded_from is not None and n in _VOCAB_PARALLEL:
+                    shape[0] = padded_rows
+                shapes[n] = (tuple(shape), t.dtype)
+            check_against_model(model_cfg, {n: s for n, (s, _) in shapes.items()}, str(folder))
         plan = plan_tensors(model_cfg, shapes)
 
         used: set[str] = set()
@@ -146,18 +154,21 @@ def hf_to_neox(
         extra = {"hf/config.json": (folder / "config.json").read_bytes()}
         if (folder / "generation_config.json").is_file():
             extra["hf/generation_config.json"] = (folder / "generation_config.json").read_bytes()
-        step = write_checkpoint(
-            tmp,
-            iteration,
-            plan,
-            tensors(),
-            tp=tp,
-            pp=pp,
-            config=config_to_dict(cfg),
-            config_files={YAML_NAME: yaml_text},
-            extra_files=extra,
-            desc=f"hf-to-neox {model_type} tp{tp} pp{pp}",
-        )
+        try:
+            step = write_checkpoint(
+                tmp,
+                iteration,
+                plan,
+                tensors(),
+                tp=tp,
+                pp=pp,
+                config=config_to_dict(cfg),
+                config_files={YAML_NAME: yaml_text},
+                extra_files=extra,
+                desc=f"hf-to-neox {model_type} tp{tp} pp{pp}",
+            )
+        except NameMappingError as e:
+            raise ConversionError(f"{folder}: {e}") from None
         unused = [n for n in names if n not in used and not n.endswith(_BUFFERS)]
         if model_cfg.tie_embeddings:
             unused = [n for n in unused if not _redundant_tied_head(source, n)]

@@ -36,14 +36,17 @@ def plan_tensors(
     ]
 
 
-def check_against_model(model_cfg: Any, shapes: dict[str, tuple[int, ...]], where: str) -> None:
-    """The tensors must be exactly those of neox-core's model for this config."""
+def model_shapes(model_cfg: Any) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of neox-core's model for `model_cfg` (built on the meta device)."""
     from neox_core.models import build_model
 
-    expected = {
-        n: tuple(t.shape)
-        for n, t in build_model(model_cfg, seed=None, device="meta").state_dict().items()
-    }
+    model = build_model(model_cfg, seed=None, device="meta")
+    return {n: tuple(t.shape) for n, t in model.state_dict().items()}
+
+
+def check_against_model(model_cfg: Any, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+    """The tensors must be exactly those of neox-core's model for this config."""
+    expected = model_shapes(model_cfg)
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
     wrong = [
