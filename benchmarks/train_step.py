@@ -17,19 +17,11 @@ pyyaml installed; uv and the compiled neox-kernels are not needed).
 
 from __future__ import annotations
 
-import sys
-
-# This folder is sys.path[0] when run as a script, and holds modules named like stdlib ones
-# (tokenize.py); drop it so `import tokenize` inside torch finds the standard library.
-if sys.path and sys.path[0] and __file__.startswith(sys.path[0]):
-    sys.path.pop(0)
-
 import argparse
 import gc
-import importlib.metadata
 import importlib.util
+import sys
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,17 +36,6 @@ def _import_neox_core() -> None:
     """Make `neox_core` importable from the source tree, installed or not."""
     if importlib.util.find_spec("neox_core") is None:
         sys.path.insert(0, str(ROOT / "packages" / "neox-core" / "src"))
-    try:
-        importlib.metadata.version("neox-core")
-    except importlib.metadata.PackageNotFoundError:
-        # not installed: neox_core/__init__.py asks the installed metadata for its version,
-        # so register the package without running it
-        spec = importlib.util.find_spec("neox_core")
-        assert spec is not None and spec.submodule_search_locations is not None
-        pkg = types.ModuleType("neox_core")
-        pkg.__path__ = list(spec.submodule_search_locations)
-        pkg.__version__ = "0+source"  # type: ignore[attr-defined]
-        sys.modules["neox_core"] = pkg
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """neox-kernels: the compiled core of neox (dataset index builder, fused kernels)."""
 
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-__version__ = _version("neox-kernels")
+try:
+    __version__ = _version("neox-kernels")
+except PackageNotFoundError:  # imported from a source tree that is not installed (GPU images)
+    __version__ = "0+source"

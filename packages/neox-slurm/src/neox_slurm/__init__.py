@@ -1,5 +1,9 @@
 """neox-slurm: SLURM submission, status and monitoring (no torch)."""
 
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-__version__ = _version("neox-slurm")
+try:
+    __version__ = _version("neox-slurm")
+except PackageNotFoundError:  # imported from a source tree that is not installed (GPU images)
+    __version__ = "0+source"

@@ -8,7 +8,7 @@ sample of it (no network), then measures, each in a fresh process:
 - `neox-data tokenize` with `--workers 1` and `--workers 2` (reading, JSON parsing,
   validation, tokenizing and writing `.bin/.idx` all included).
 
-Prints a table of tokens/s and peak RSS. Run: `uv run python benchmarks/tokenize.py`.
+Prints a table of tokens/s and peak RSS. Run: `uv run python benchmarks/tokenize_throughput.py`.
 Timings on a shared machine are noisy; run it on an idle one for numbers to quote.
 """
 
