@@ -82,3 +82,17 @@ def test_tokenizer_is_written(hf_dirs, tmp_path) -> None:
     )
     loaded = transformers.AutoTokenizer.from_pretrained(back)
     assert loaded("w3 w5")["input_ids"][-2:] == [3, 5]
+
+
+def test_config_can_come_from_yaml(hf_dirs, tmp_path) -> None:
+    """`--config` takes the run's YAML instead of the config.json saved in the checkpoint."""
+    neox = tmp_path / "neox"
+    assert (
+        main(["hf-to-neox", "--hf-model", str(hf_dirs["pythia"]), "--output-dir", str(neox)]) == 0
+    )
+    out = tmp_path / "back"
+    args = ["neox-to-hf", "--input-dir", str(neox), "--output-dir", str(out)]
+    assert main([*args, "--config", str(neox / "neox.yml")]) == 0
+    original, returned = _hf_tensors(hf_dirs["pythia"]), _hf_tensors(out)
+    assert set(returned) == set(original)
+    assert all(torch.equal(returned[n], t) for n, t in original.items())
