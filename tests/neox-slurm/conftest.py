@@ -46,3 +46,9 @@ def slurm_cluster() -> None:
         why = _controller_answers()
     if why is not None:
         pytest.skip(f"{why} (bring one up with .ci/slurm-up as root)")
+
+
+@pytest.fixture(autouse=True)
+def _own_submission_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep tests off the user's record of submitted jobs (~/.local/state/neox-slurm)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))

@@ -44,6 +44,7 @@ class Cli:
             **os.environ,
             "NEOX_SLURM_PROFILES": str(profiles),
             "NEOX_SLURM_PROFILE": "ci",
+            "XDG_STATE_HOME": str(root / "state"),
         }
         for key in ("NEOX_SLURM_LOG_DIR", "NEOX_SLURM_LOG_PATTERN"):
             self.env.pop(key, None)
@@ -146,6 +147,8 @@ def test_completed_training_shows_progress_loss_and_rendezvous(cli: Cli) -> None
     assert row["loss"] == pytest.approx(2.0)
     assert row["log"] == str(cli.root / "logs" / f"neox-training-{job}.out")
     assert (cli.root / "logs" / f"neox-training-{job}.sbatch").read_text().startswith("#!")
+    recorded = (cli.root / "state" / "neox-slurm" / "submitted.tsv").read_text()
+    assert f"{job}\t{cli.root / 'logs' / f'neox-training-{job}.out'}\t" in recorded
     plot = cli.root / "ok.png"
     progress = cli("progress", job, "--plot", str(plot))
     assert progress.returncode == 0, progress.stderr

@@ -138,6 +138,7 @@ def test_slurm_reported_path_comes_first_and_relative_paths_use_workdir(tmp_path
     assert candidates == [
         tmp_path / "own-4242.txt",
         tmp_path / "neox-training-4242.out",
+        tmp_path / "logs" / "neox-training-4242.out",
         tmp_path / "slurm-4242.out",
     ]
 
@@ -195,3 +196,23 @@ def test_traceback_in_a_separate_stderr_file_is_seen(tmp_path: Path) -> None:
     assert status.diagnosis == "Python exception: KeyError: 'attention.dense.weight'"
     assert (status.iteration, status.error_log) == (1500, str(err))
     assert status.log_age_s is not None and status.log_age_s < 5  # stderr is the fresher file
+
+
+def test_submissions_are_recorded_and_found_after_slurm_forgets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neox_slurm.job_index import index_path, record_submission, recorded_logs
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert recorded_logs() == {}
+    log = tmp_path / "elsewhere" / "run.txt"
+    log.parent.mkdir()
+    log.write_text(" iteration 5/10 | lm_loss: 1.0E+00 |\n")
+    record_submission("77", tmp_path / "old.out", tmp_path / "old.sbatch")
+    record_submission("77", log, tmp_path / "run.sbatch")  # a resubmission: the latest wins
+    assert index_path() == tmp_path / "state" / "neox-slurm" / "submitted.tsv"
+    assert recorded_logs() == {"77": log}
+    # SLURM 22.05 accounting knows no StdOut and the pattern finds nothing: the record does.
+    job = _job("COMPLETED", "77", work_dir=str(tmp_path))
+    (status,) = statuses_of([job], LogSettings(None, "neox-training-%j.out"))
+    assert status.log == str(log) and status.iteration == 5

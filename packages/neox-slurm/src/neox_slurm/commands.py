@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from neox_slurm.follow import follow_log
+from neox_slurm.job_index import recorded_logs
 from neox_slurm.jobs import list_jobs, query_squeue, record_from_scontrol, scontrol_show_jobs
 from neox_slurm.log_files import read_all_lines, read_tail
 from neox_slurm.log_location import LogSettings, find_log, log_candidates, log_settings
@@ -178,8 +179,9 @@ def _job_log(job_id: str, settings: LogSettings, *, may_not_exist_yet: bool = Fa
         if not records:
             raise SlurmError(f"SLURM knows no job {job_id}")
         job = records[0]
-    log = find_log(job, settings, row)
-    candidates = log_candidates(job, settings, row)
+    recorded = recorded_logs()
+    log = find_log(job, settings, row, recorded)
+    candidates = log_candidates(job, settings, row, recorded)
     if log is None and may_not_exist_yet and candidates and job.state in ("PENDING", "RUNNING"):
         return candidates[0]  # the job has not written its first line yet
     if log is None:

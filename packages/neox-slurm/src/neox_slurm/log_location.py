@@ -60,19 +60,27 @@ def _reported(job: JobRecord, raw: str) -> Path | None:
 
 
 def log_candidates(
-    job: JobRecord, settings: LogSettings, scontrol_row: dict[str, str] | None = None
+    job: JobRecord,
+    settings: LogSettings,
+    scontrol_row: dict[str, str] | None = None,
+    recorded: dict[str, Path] | None = None,
 ) -> list[Path]:
-    """Paths where JOB's log may be, most authoritative first."""
+    """Paths where JOB's log may be, most authoritative first: what SLURM reports, what
+    `neox-slurm submit` recorded (RECORDED), the configured folder, the job's working folder
+    and its `logs/` (where `submit` puts logs by default)."""
     work_dir = Path(job.work_dir) if job.work_dir else None
     reported = [job.stdout]
     if scontrol_row:
         reported.append(scontrol_row.get("StdOut", ""))
     candidates = [p for raw in reported if (p := _reported(job, raw)) is not None]
+    if recorded and job.raw_id in recorded:
+        candidates.append(recorded[job.raw_id])
     patterns = [settings.pattern]
     if "_" in job.job_id and "%j" in settings.pattern:
         # array tasks are usually logged per task: neox-training-%A_%a.out
         patterns.append(settings.pattern.replace("%j", "%A_%a"))
-    for folder in (settings.log_dir, work_dir):
+    folders = [settings.log_dir, work_dir, work_dir / "logs" if work_dir else None]
+    for folder in folders:
         if folder is not None:
             candidates += [folder / _expand(job, pattern) for pattern in patterns]
     if work_dir is not None:
@@ -97,10 +105,13 @@ def find_error_log(
 
 
 def find_log(
-    job: JobRecord, settings: LogSettings, scontrol_row: dict[str, str] | None = None
+    job: JobRecord,
+    settings: LogSettings,
+    scontrol_row: dict[str, str] | None = None,
+    recorded: dict[str, Path] | None = None,
 ) -> Path | None:
     """The first existing candidate log file of JOB, or None."""
-    for path in log_candidates(job, settings, scontrol_row):
+    for path in log_candidates(job, settings, scontrol_row, recorded):
         if path.is_file():
             return path
     return None

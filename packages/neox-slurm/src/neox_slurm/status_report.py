@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from neox_slurm.job_index import recorded_logs
 from neox_slurm.jobs import JobRecord, list_jobs, scontrol_show_jobs
 from neox_slurm.log_location import LogSettings, find_error_log, find_log
 from neox_slurm.slurm_commands import SlurmError
@@ -21,10 +22,11 @@ def statuses_of(
 ) -> list[JobStatus]:
     """Classify RECORDS, finding each log from SLURM's paths or SETTINGS."""
     rows = scontrol_rows or {}
+    recorded = recorded_logs()
     statuses = []
     for job in records:
         row = rows.get(job.raw_id)
-        log = find_log(job, settings, row)
+        log = find_log(job, settings, row, recorded)
         error_log = find_error_log(job, log, row)
         statuses.append(classify(job, log, error_log, stale_after=stale_after, now=now))
     return statuses

@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from neox_slurm.job_index import record_submission
 from neox_slurm.sbatch_script import JobSpec, render_script
 from neox_slurm.slurm_commands import expand_filename_pattern, run_slurm
 
@@ -63,4 +64,5 @@ def submit(spec: JobSpec) -> Submitted:
     log = log_path_of(spec, job_id)
     script = log.with_suffix(".sbatch") if log.suffix else log.with_name(log.name + ".sbatch")
     os.replace(pending, script)  # SLURM keeps its own copy; ours is for reading and resubmitting
+    record_submission(job_id, log, script)
     return Submitted(job_id=job_id, script=script, log=log)
