@@ -24,10 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# benchmarks/ holds scripts named like stdlib modules (tokenize.py); running this file puts the
-# folder first on sys.path, which would shadow them inside torch's imports
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
 _RUNNER = r"""
 import json, sys, time
 t0 = time.perf_counter()
