@@ -186,3 +186,24 @@ def test_tied_model_with_a_stored_head(same, hf_dirs, hf_logits, neox_logits, tm
         assert diff < TOLERANCE
     else:
         assert rc == 2 and "lm_head.weight differs" in capsys.readouterr().err
+
+
+def test_mixed_dtypes_are_kept_per_tensor(hf_dirs, tmp_path) -> None:
+    """bf16 matrices with fp32 norms (as some releases ship) keep each tensor's dtype."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from neox_ckpt.neox_reader import NeoxCheckpoint
+
+    src = tmp_path / "hf"
+    shutil.copytree(hf_dirs["llama_gqa"], src)
+    state = load_file(src / "model.safetensors")
+    mixed = {n: t if "norm" in n else t.to(torch.bfloat16) for n, t in state.items()}
+    save_file(mixed, src / "model.safetensors", metadata={"format": "pt"})
+    out = _convert(src, tmp_path / "neox", "--tp", "2")
+    ck = NeoxCheckpoint(out)
+    assert ck.tensors["layers.0.input_norm.weight"].dtype == torch.float32
+    assert ck.tensors["layers.0.attention.qkv.weight"].dtype == torch.bfloat16
+    assert torch.equal(ck.read_full("final_norm.weight"), mixed["model.norm.weight"])
+    assert torch.equal(ck.read_full("embed.weight"), mixed["model.embed_tokens.weight"])

@@ -38,6 +38,66 @@ class HFToNeoxResult:
     notes: list[str]
 
 
+def _copy_tokenizer(
+    folder: Path, tmp: Path, final: Path, rows: int, tp: int, model_keys: dict
+) -> tuple[Path | None, list[str]]:
+    """Copy the HF tokenizer files to `<output>/tokenizer/` and add the vocabulary keys.
+
+    Returns the tokenizer.json the YAML should name (None if absent or unusable) and notes.
+    """
+    notes: list[str] = []
+    vocab_file = None
+    tok_files = [f for f in TOKENIZER_FILES if (folder / f).is_file()]
+    if tok_files:
+        (tmp / "tokenizer").mkdir()
+        for f in tok_files:
+            shutil.copyfile(folder / f, tmp / "tokenizer" / f)
+    keys = None
+    if "tokenizer.json" in tok_files:
+        from neox_core.config.derive import vocab_size_from_file
+
+        tokens = vocab_size_from_file("HFTokenizer", str(folder / "tokenizer.json"))
+        keys = vocab_keys(rows, tp, tokens)
+        if keys is None:
+            notes.append(
+                f"tokenizer.json has {tokens} tokens, which GPT-NeoX padding cannot map "
+                f"onto {rows} embedding rows; set vocab-file yourself"
+            )
+        else:
+            vocab_file = final / "tokenizer" / "tokenizer.json"
+    model_keys.update(keys or vocab_keys(rows, tp, None) or {})
+    return vocab_file, notes
+
+
+def _planned_shapes(
+    source: HFSource, model_cfg, dtype: str, padded_rows: int, padded: bool
+) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Every neox tensor's full shape and stored dtype."""
+    from neox_core.models.hf_names import NameMappingError, from_hf
+
+    names = source.names()
+    out_dtype = None if dtype == "auto" else TORCH_DTYPES[dtype]
+    if out_dtype is None:
+        weights = [n for n in names if not n.endswith(_BUFFERS)]
+        kinds = {source.meta(n).dtype for n in weights if source.meta(n).is_floating_point()}
+        out_dtype = kinds.pop() if len(kinds) == 1 else None
+    if out_dtype is not None:  # one dtype: neox's own model gives names and shapes
+        return {n: (s, out_dtype) for n, s in model_shapes(model_cfg).items()}
+    # mixed dtypes: a dry run of the mapping on meta tensors gives each output's dtype
+    try:
+        planned_meta = units.plan(from_hf, model_cfg, names, source.meta)
+    except NameMappingError as e:
+        raise ConversionError(f"{source.folder}: {e}") from None
+    shapes = {}
+    for n, t in planned_meta.items():
+        shape = list(t.shape)
+        if padded and n in _VOCAB_PARALLEL:
+            shape[0] = padded_rows
+        shapes[n] = (tuple(shape), t.dtype)
+    check_against_model(model_cfg, {n: s for n, (s, _) in shapes.items()}, str(source.folder))
+    return shapes
+
+
 def hf_to_neox(
     hf_model: str,
     output_dir: str | Path,
@@ -66,36 +126,10 @@ def hf_to_neox(
 
     final = Path(output_dir).absolute()
     with staged_output(final, force=force) as tmp:
-        vocab_file, notes = None, []
-        tok_files = [f for f in TOKENIZER_FILES if (folder / f).is_file()]
-        if tok_files:
-            (tmp / "tokenizer").mkdir()
-            for f in tok_files:
-                shutil.copyfile(folder / f, tmp / "tokenizer" / f)
-        keys = None
-        if "tokenizer.json" in tok_files:
-            from neox_core.config.derive import vocab_size_from_file
-
-            tokens = vocab_size_from_file("HFTokenizer", str(folder / "tokenizer.json"))
-            keys = vocab_keys(padded_rows, tp, tokens)
-            if keys is None:
-                notes.append(
-                    f"tokenizer.json has {tokens} tokens, which GPT-NeoX padding cannot map "
-                    f"onto {padded_rows} embedding rows; set vocab-file yourself"
-                )
-            else:
-                vocab_file = final / "tokenizer" / "tokenizer.json"
-        model_keys.update(keys or vocab_keys(padded_rows, tp, None) or {})
+        vocab_file, notes = _copy_tokenizer(folder, tmp, final, padded_rows, tp, model_keys)
         names = source.names()
-        first = next(
-            (
-                n
-                for n in names
-                if n.endswith("embed_tokens.weight") or n.endswith("embed_in.weight")
-            ),
-            None,
-        )
-        src_dtype = source.meta(first).dtype if first else torch.float32
+        embed = next((n for n in _HF_EMBEDS if n in source), None)
+        src_dtype = source.meta(embed).dtype if embed else torch.float32
         precision = precision_name(src_dtype, str(folder)) if dtype == "auto" else dtype
         yaml_text = render_yaml(
             model_keys,
@@ -120,26 +154,7 @@ def hf_to_neox(
         except NameMappingError as e:
             raise ConversionError(f"{folder}: {e}") from None
 
-        out_dtype = None if dtype == "auto" else TORCH_DTYPES[dtype]
-        if out_dtype is None:
-            weights = [n for n in names if not n.endswith(_BUFFERS)]
-            kinds = {source.meta(n).dtype for n in weights if source.meta(n).is_floating_point()}
-            out_dtype = kinds.pop() if len(kinds) == 1 else None
-        shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]
-        if out_dtype is not None:  # one dtype: neox's own model gives names and shapes
-            shapes = {n: (s, out_dtype) for n, s in model_shapes(model_cfg).items()}
-        else:  # mixed dtypes: a dry run of the mapping on meta tensors gives each output's
-            try:
-                planned_meta = units.plan(from_hf, model_cfg, names, source.meta)
-            except NameMappingError as e:
-                raise ConversionError(f"{folder}: {e}") from None
-            shapes = {}
-            for n, t in planned_meta.items():
-                shape = list(t.shape)
-                if padded_from is not None and n in _VOCAB_PARALLEL:
-                    shape[0] = padded_rows
-                shapes[n] = (tuple(shape), t.dtype)
-            check_against_model(model_cfg, {n: s for n, (s, _) in shapes.items()}, str(folder))
+        shapes = _planned_shapes(source, model_cfg, dtype, padded_rows, padded_from is not None)
         plan = plan_tensors(model_cfg, shapes)
 
         used: set[str] = set()
