@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from neox_ckpt import units
 from neox_ckpt.dtypes import TORCH_DTYPES, precision_name
 from neox_ckpt.errors import ConversionError
@@ -200,4 +198,4 @@ def describe(r: NeoxToHFResult) -> str:
     )
 
 
-__all__ = ["NeoxToHFResult", "describe", "neox_to_hf", "parse_size", "torch"]
+__all__ = ["NeoxToHFResult", "describe", "neox_to_hf", "parse_size"]
