@@ -262,6 +262,7 @@ def test_singleton_dependency_holds_the_second_job(cli: Cli) -> None:
         return out if out == "PENDING Dependency" else ""
 
     wait_for("the second job to wait on the first", reason, timeout=15)
+    assert row_of(cli, ids[1])["diagnosis"] == "waiting: Dependency"
     assert cli("cancel", "--name", name).stdout.split()[1:] == sorted(ids, key=int)
 
 

@@ -216,3 +216,10 @@ def test_submissions_are_recorded_and_found_after_slurm_forgets(
     job = _job("COMPLETED", "77", work_dir=str(tmp_path))
     (status,) = statuses_of([job], LogSettings(None, "neox-training-%j.out"))
     assert status.log == str(log) and status.iteration == 5
+
+
+def test_pending_job_shows_why_it_waits() -> None:
+    status = classify(_job("PENDING", reason="Dependency"), None)
+    assert (status.verdict, status.healthy) == ("PENDING", True)
+    assert status.diagnosis == "waiting: Dependency"
+    assert classify(_job("PENDING", reason="None"), None).diagnosis is None

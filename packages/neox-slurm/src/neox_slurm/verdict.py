@@ -114,6 +114,8 @@ def classify(
         elif log_age is not None and log_age > stale_after:
             verdict = "STALE"
             diagnosis = Diagnosis("stale", f"log unchanged for {_duration(log_age)}")
+    elif state == "PENDING" and job.reason not in ("", "None", "(null)"):
+        diagnosis = Diagnosis("waiting", job.reason)  # Resources, Priority, Dependency, ...
     elif state == "CANCELLED":
         diagnosis = diagnose(lines, window) if lines else None
         if diagnosis is None or diagnosis.kind in ("error", "task exit"):
