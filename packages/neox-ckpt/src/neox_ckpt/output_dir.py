@@ -13,30 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from neox_ckpt.errors import ConversionError
+from neox_core.checkpoint.atomic import fsync_dir, fsync_file
 
 
 def _fsync_tree(root: Path) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(Path(dirpath) / name)
         fsync_dir(Path(dirpath))
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def check_output_dir(path: str | Path, force: bool) -> Path:
