@@ -38,6 +38,9 @@ _SQUEUE_FIELDS = [
     "STDOUT",
     "STDERR",
 ]
+_ACTIVE_STATES = frozenset(
+    {"PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "CONFIGURING", "COMPLETING"}
+)
 _SEP = "\x1f"  # a unit separator: cannot appear in job names from the shell by accident
 
 
@@ -239,14 +242,31 @@ def list_jobs(
 def _with_unrecorded_active_jobs(
     records: list[JobRecord], user: str | None, all_users: bool, job_ids: list[str] | None
 ) -> list[JobRecord]:
-    """Add queued jobs that accounting has not recorded yet (slurmdbd lags the controller)."""
+    """Correct accounting with the controller's view of queued and running jobs: slurmdbd lags
+    behind (a new job is missing, a pending job's reason or a started job's state is old)."""
     try:
         active = query_squeue(user=user, job_ids=job_ids, all_users=all_users)
     except SlurmError:
         return records  # the controller is down; accounting is what we have
-    known = {r.raw_id for r in records} | {r.job_id for r in records}
-    missing = [r for r in active if r.raw_id not in known and r.job_id not in known]
-    return records + missing
+    by_id = {r.raw_id: r for r in active}
+    merged = []
+    for record in records:
+        live = by_id.pop(record.raw_id, None)
+        if live is not None and record.state in _ACTIVE_STATES:
+            record.state, record.reason, record.elapsed = live.state, live.reason, live.elapsed
+            record.node_list = live.node_list or record.node_list
+            record.stdout = record.stdout or live.stdout
+            record.stderr = record.stderr or live.stderr
+        merged.append(record)
+    # accounting lists a pending array as one row `123_[0-99]`; squeue lists its tasks
+    pending_arrays = {r.job_id.split("_")[0] for r in records if "_[" in r.job_id}
+    unrecorded = [
+        r
+        for r in active
+        if r.raw_id in by_id
+        and not (r.state == "PENDING" and r.job_id.split("_")[0] in pending_arrays)
+    ]
+    return merged + unrecorded
 
 
 def record_from_scontrol(row: dict[str, str]) -> JobRecord:
