@@ -225,7 +225,7 @@ def main() -> int:
     print(
         f"corpus: {args.docs:,} documents, mean {args.mean_tokens} tokens "
         f"(~{args.docs * args.mean_tokens / 1e9:.1f}B tokens/epoch), seq_length {args.seq_length}; "
-        "one core per measurement, CPU shared with other jobs (timings are noisy)"
+        f"one core per measurement, load average {os.getloadavg()[0]:.1f} at start"
     )
     header = (
         f"{'step':<40} {'implementation':<44} {'rows':>12} {'time s':>9} {'peak MB':>8} "
