@@ -234,7 +234,10 @@ def main() -> None:
                 )
             )
     base = rows[0][1]["tokens"] / rows[0][1]["seconds"]
-    print(f"\ncorpus {corpus.stat().st_size / 2**20:.0f} MB, {os.cpu_count()} CPUs (shared: noisy)")
+    load = os.getloadavg()[0]
+    print(
+        f"\ncorpus {corpus.stat().st_size / 2**20:.0f} MB, {os.cpu_count()} CPUs, load average {load:.1f}"
+    )
     print("tokens/CPU-s counts every thread and process (CLI: start-up included)")
     head = f"{'run':<43} {'wall s':>7} {'tokens':>12} {'tokens/s':>11} {'vs raw':>6}"
     print(f"{head} {'CPU s':>7} {'tok/CPU-s':>10} {'RSS MB':>7}")
