@@ -8,7 +8,6 @@ manifest and `latest` are the format's; the checkpoint holds weights only (finet
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -94,13 +93,7 @@ def write_checkpoint(
                 }
                 for p in entries
             }
-            meta = {
-                "format": "pt",
-                "neox_format": layout.FORMAT_NAME,
-                "neox_format_version": str(layout.FORMAT_VERSION),
-                "neox_iteration": str(iteration),
-                "neox_shards": json.dumps(shards, sort_keys=True),
-            }
+            meta = layout.tensor_file_metadata(iteration, shards)
             planned = [
                 (p.name, p.dtype, tp_split.piece_shape(p.full_shape, p.tp_dim, tp, p.name))
                 for p in entries
@@ -147,20 +140,13 @@ def write_checkpoint(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         written.append(rel)
-    manifest = {
-        "format": layout.FORMAT_NAME,
-        "format_version": layout.FORMAT_VERSION,
-        "iteration": iteration,
-        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        **_versions(),
-        "parallel": {
-            "tensor_parallel_size": tp,
-            "pipe_parallel_size": pp,
-            "data_parallel_size": 1,
-        },
-        "contents": {"weights": True, "optimizer": False, "rng": False, "trainer_state": False},
-        "files": {f: (step / f).stat().st_size for f in sorted(written)},
-    }
+    manifest = layout.manifest_record(
+        iteration,
+        parallel={"tensor_parallel_size": tp, "pipe_parallel_size": pp, "data_parallel_size": 1},
+        contents={"weights": True, "optimizer": False, "rng": False, "trainer_state": False},
+        files={f: (step / f).stat().st_size for f in sorted(written)},
+        versions=_versions(),
+    )
     (step / layout.MANIFEST_FILE).write_text(
         json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 FORMAT_NAME = "neox-checkpoint"
 FORMAT_VERSION = 1
@@ -53,3 +57,39 @@ def list_step_dirs(save_dir: str | Path) -> list[tuple[int, Path]]:
         if step is not None and p.is_dir():
             found.append((step, p))
     return sorted(found)
+
+
+def tensor_file_metadata(
+    iteration: int, shards: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, str]:
+    """The safetensors header metadata of every tensor file; `shards` maps name -> record."""
+    meta = {
+        "format": "pt",
+        "neox_format": FORMAT_NAME,
+        "neox_format_version": str(FORMAT_VERSION),
+        "neox_iteration": str(iteration),
+    }
+    if shards is not None:
+        meta["neox_shards"] = json.dumps(shards, sort_keys=True)
+    return meta
+
+
+def manifest_record(
+    iteration: int,
+    *,
+    parallel: Mapping[str, int],
+    contents: Mapping[str, bool],
+    files: Mapping[str, int],
+    versions: Mapping[str, str],
+) -> dict[str, Any]:
+    """`manifest.json`: what the directory holds, so readers can check it before loading."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "iteration": iteration,
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **versions,
+        "parallel": dict(parallel),
+        "contents": dict(contents),
+        "files": dict(files),
+    }

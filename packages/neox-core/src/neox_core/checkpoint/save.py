@@ -7,7 +7,6 @@ rename). A reader that follows `latest` therefore never sees a partial checkpoin
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -172,15 +171,13 @@ def _write_contents(
         split_dims=dims,
         tp_blocks=tp_blocks,
     )
-    shard_json = json.dumps({n: i.to_json() for n, i in infos.items()}, sort_keys=True)
-    base_meta = {
-        "format": "pt",
-        "neox_format": layout.FORMAT_NAME,
-        "neox_format_version": str(layout.FORMAT_VERSION),
-        "neox_iteration": str(iteration),
-    }
+    base_meta = layout.tensor_file_metadata(iteration)
     name = layout.model_file(ranks.tp_rank, ranks.pp_stage)
-    _save_tensors(out / name, weights, {**base_meta, "neox_shards": shard_json})
+    _save_tensors(
+        out / name,
+        weights,
+        layout.tensor_file_metadata(iteration, {n: i.to_json() for n, i in infos.items()}),
+    )
     files.append(name)
 
     if optimizer is not None:
@@ -193,7 +190,7 @@ def _write_contents(
             if info is not None and tuple(t.shape) == tuple(weights[pname].shape):
                 opt_shards[key] = info.to_json()
         tfile, jfile = layout.optimizer_files(ranks.tp_rank, ranks.pp_stage, ranks.dp_rank)
-        _save_tensors(out / tfile, tensors, {**base_meta, "neox_shards": json.dumps(opt_shards)})
+        _save_tensors(out / tfile, tensors, layout.tensor_file_metadata(iteration, opt_shards))
         _json_dump(out / jfile, meta)
         files += [tfile, jfile]
 
@@ -219,25 +216,22 @@ def _write_contents(
                 files.append(f"{layout.CONFIGS_DIR}/{target.name}")
             fsync_dir(out / layout.CONFIGS_DIR)
 
-    manifest = {
-        "format": layout.FORMAT_NAME,
-        "format_version": layout.FORMAT_VERSION,
-        "iteration": iteration,
-        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "neox_core_version": _version(),
-        "parallel": {
+    manifest = layout.manifest_record(
+        iteration,
+        parallel={
             "tensor_parallel_size": ranks.tp_world_size,
             "pipe_parallel_size": ranks.pp_world_size,
             "data_parallel_size": ranks.dp_world_size,
         },
-        "contents": {
+        contents={
             "weights": True,
             "optimizer": optimizer is not None,
             "rng": save_rng,
             "trainer_state": ranks.global_rank == 0,
         },
-        "files": {f: (out / f).stat().st_size for f in sorted(files)},
-    }
+        files={f: (out / f).stat().st_size for f in sorted(files)},
+        versions={"neox_core_version": _version()},
+    )
     write_json(out / layout.MANIFEST_FILE, manifest)
 
 
