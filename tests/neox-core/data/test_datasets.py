@@ -232,3 +232,26 @@ def test_pickled_dataset_remaps_the_cache_instead_of_copying_it(tmp_path: Path) 
     assert torch.equal(
         next(spawned)["text"], torch.as_tensor(np.stack([ds[0]["text"], ds[1]["text"]]))
     )
+
+
+def test_spawned_loader_workers_survive_the_checkpoint_signal(tmp_path: Path) -> None:
+    """SLURM sends SIGUSR1 to every process of the step; a worker must not die of it."""
+    import multiprocessing
+    import signal
+
+    prefix = _write(tmp_path, "s", _docs(40, seed=11))
+    cfg = DataConfig(data_path=prefix, split="1", seq_length=SEQ)
+    ds = build_datasets(
+        cfg, train_iters=50, eval_interval=100, eval_iters=1, train_batch_size=4, seed=0, log=str
+    ).train
+    loader = make_loader(ds, micro_batch_size=2, num_workers=1, multiprocessing_context="spawn")
+    next(loader)  # the worker is up and has run its init function
+    workers = multiprocessing.active_children()
+    assert workers
+    for w in workers:
+        os.kill(w.pid, signal.SIGUSR1)
+    for w in workers:
+        w.join(timeout=1.0)  # returns at once if the signal killed it
+        assert w.is_alive(), f"loader worker died of SIGUSR1 (exit code {w.exitcode})"
+    for _ in range(3):
+        assert next(loader)["text"].shape == (2, SEQ + 1)

@@ -7,6 +7,7 @@ DistributedBatchSampler does. Workers prefetch; on CUDA batches come in pinned m
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -41,6 +42,15 @@ class ResumableBatchSampler(torch.utils.data.Sampler[list[int]]):
             pos = (pos + self.global_batch) % self.usable
 
 
+def _ignore_checkpoint_signal(_worker_id: int) -> None:
+    """SLURM signals every process of a step; only the trainer acts on SIGUSR1.
+
+    A forked worker inherits the trainer's handler, but a spawned or forkserver one would
+    die of the signal's default action and take the run down before it can checkpoint.
+    """
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 def make_loader(
     dataset: torch.utils.data.Dataset,
     *,
@@ -68,6 +78,7 @@ def make_loader(
         persistent_workers=num_workers > 0,
         multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
         prefetch_factor=4 if num_workers > 0 else None,
+        worker_init_fn=_ignore_checkpoint_signal if num_workers > 0 else None,
         # its own generator: iterating must not draw from the global torch RNG, which a
         # resumed run restores from the checkpoint (dropout would drift otherwise)
         generator=torch.Generator().manual_seed(0),
