@@ -218,3 +218,27 @@ def test_signal_time_fits_inside_short_time_limits(
     assert time_limit_seconds("UNLIMITED") is None
     assert "#SBATCH --signal=B:USR1@600" in _dry_run(capsys, configs[0], "--time", "1:00:00")
     assert "#SBATCH --signal=B:USR1@30" in _dry_run(capsys, configs[0], "--time", "5")
+
+
+def test_directive_values_with_spaces_are_quoted_for_sbatch(
+    configs: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = tmp_path / "my project" / "logs"
+    script = _dry_run(capsys, configs[0], "--log-dir", str(logs), "--partition", "gpu")
+    lines = script.splitlines()
+    # unquoted, sbatch stops the value at the space and rejects the rest as a directive
+    assert f'#SBATCH --output="{logs}/neox-training-%j.out"' in lines
+    assert f'#SBATCH --error="{logs}/neox-training-%j.out"' in lines
+    assert "#SBATCH --partition=gpu" in lines
+    check = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert check.returncode == 0, check.stderr
+    assert main(["submit", configs[0], "--log-dir", str(tmp_path / 'a"b'), "--dry-run"]) != 0
+    assert "double quote" in capsys.readouterr().err
+
+
+def test_requeue_comment_states_the_signal_time_actually_used(
+    configs: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = _dry_run(capsys, configs[0], "--time", "5")
+    assert "#SBATCH --signal=B:USR1@30" in script
+    assert "SLURM sends USR1 to this shell 30 s before the time limit" in script

@@ -96,7 +96,14 @@ def signal_seconds(spec: JobSpec) -> int:
 
 
 def _directive(option: str, value: str | None) -> str:
-    return f"#SBATCH --{option}" if value is None else f"#SBATCH --{option}={value}"
+    """One `#SBATCH` line; sbatch splits directive values at whitespace unless double-quoted."""
+    if value is None:
+        return f"#SBATCH --{option}"
+    if '"' in value or "\n" in value:
+        raise ScriptError(f"--{option} {value!r}: a value cannot hold a double quote or newline")
+    if any(c.isspace() for c in value):
+        value = f'"{value}"'
+    return f"#SBATCH --{option}={value}"
 
 
 def directives(spec: JobSpec) -> list[str]:
@@ -240,9 +247,7 @@ def render_script(spec: JobSpec, created: datetime | None = None) -> str:
         return "\n".join([*head, *body]) + "\n"
     body = [_RENDEZVOUS, ""]
     if spec.checkpoint_signal:
-        body.append(
-            _REQUEUE.format(signal=spec.checkpoint_signal, seconds=spec.checkpoint_signal_seconds)
-        )
+        body.append(_REQUEUE.format(signal=spec.checkpoint_signal, seconds=signal_seconds(spec)))
     else:
         body.append("requeue_requested=0")
     body += [_launch_line(spec) + " &", _WAIT]
