@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,15 +18,27 @@ def _train(cfg: Path, capsys: pytest.CaptureFixture[str], **overrides) -> str:
     return capsys.readouterr().out
 
 
+VALID = re.compile(r"validation results at (.+?) \| lm_loss value: (\S+) \|")
+
+
+def _valid_in(output: str) -> dict[str, str]:
+    """where the validation ran -> lm_loss as printed."""
+    return {m.group(1): m.group(2) for m in VALID.finditer(output)}
+
+
 def test_resume_is_bit_exact_and_same_seed_same_run(
     tiny_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], losses_in
 ) -> None:
-    full = losses_in(_train(tiny_config, capsys))
+    full_out = _train(tiny_config, capsys)
+    full = losses_in(full_out)
     assert sorted(full) == list(range(1, 9))
+    full_valid = _valid_in(full_out)
+    assert set(full_valid) == {"iteration 4", "iteration 8", "the end of training for val data"}
     ckpt = tmp_path / "ckpt"
     assert (ckpt / "latest").read_text().strip() == "global_step8"
     state = json.loads((ckpt / "global_step4" / "trainer_state.json").read_text())
     assert state["data"]["train_samples_consumed"] == 4 * 4
+    assert state["data"]["valid_samples_consumed"] == 1 * 4  # the eval at 4 is counted
     assert state["scheduler"]["num_iters"] == 4
 
     resumed_out = _train(
@@ -35,6 +48,9 @@ def test_resume_is_bit_exact_and_same_seed_same_run(
     resumed = losses_in(resumed_out)
     assert sorted(resumed) == [5, 6, 7, 8]
     assert {i: full[i] for i in resumed} == resumed
+    resumed_valid = _valid_in(resumed_out)
+    assert set(resumed_valid) == {"iteration 8", "the end of training for val data"}
+    assert {k: full_valid[k] for k in resumed_valid} == resumed_valid
 
     again = losses_in(_train(tiny_config, capsys, save=str(tmp_path / "third")))
     assert again == full

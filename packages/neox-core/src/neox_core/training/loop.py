@@ -147,12 +147,14 @@ def train(loop: Loop) -> Progress:
             )
             stats.reset()
 
+        # evaluate first: a checkpoint saved here must count this eval's validation samples,
+        # or a resumed run would evaluate the same batch again (eval draws no random numbers)
+        if loop.eval_interval and p.iteration % loop.eval_interval == 0:
+            run_eval(loop, f"iteration {p.iteration}")
         if loop.save is not None and is_save_iteration(
             p.iteration, loop.checkpoint_factor, loop.extra_save_iters
         ):
             loop.save(p)
-        if loop.eval_interval and p.iteration % loop.eval_interval == 0:
-            run_eval(loop, f"iteration {p.iteration}")
         if loop.stop.requested:
             loop.log(f"received {loop.stop.signal_name}: stopping after iteration {p.iteration}")
             break
