@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -131,6 +133,48 @@ def test_failure_keeps_an_existing_pair_intact(tmp_path: Path) -> None:
         raise KeyboardInterrupt
     assert ((tmp_path / "d.bin").read_bytes(), (tmp_path / "d.idx").read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.bin", "d.idx"]
+
+
+def _open_paths_under(root: Path) -> list[str]:
+    """Files this process holds open below `root` (Linux /proc)."""
+    fd_dir = Path("/proc/self/fd")
+    held = []
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(root)):
+            held.append(target)
+    return held
+
+
+@pytest.mark.parametrize("failing_call", [1, 2], ids=["bin-fsync", "idx-fsync"])
+def test_failed_finalize_on_exit_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_call: int
+) -> None:
+    """A full disk at fsync (injected: no portable way to fill one) must not strand temporaries."""
+    write_dataset(tmp_path / "d", [[1, 2]], np.uint16)
+    before = (tmp_path / "d.bin").read_bytes(), (tmp_path / "d.idx").read_bytes()
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == failing_call:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    writer = IndexedDatasetWriter(tmp_path / "d", np.uint16)
+    with pytest.raises(OSError, match="No space left"), writer as w:
+        w.add_document([9, 9, 9])
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.bin", "d.idx"]
+    assert ((tmp_path / "d.bin").read_bytes(), (tmp_path / "d.idx").read_bytes()) == before
+    if Path("/proc/self/fd").is_dir():
+        assert _open_paths_under(tmp_path) == []
+    with pytest.raises(ValueError, match="already finalized or aborted"):
+        w.add_document([1])
 
 
 def test_truncated_files_are_reported(tmp_path: Path) -> None:

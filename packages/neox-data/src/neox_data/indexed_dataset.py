@@ -443,8 +443,19 @@ class IndexedDatasetWriter:
             raise ValueError(f"writer for {self._prefix} is already finalized or aborted")
 
     def finalize(self) -> None:
-        """Write the index, fsync both files and move them under their final names."""
+        """Write the index, fsync both files and move them under their final names.
+
+        Any failure (a full disk at fsync, say) discards the temporaries and closes the
+        data file before the error propagates, so nothing half-written is left behind.
+        """
         self._check_open()
+        try:
+            self._write_index_and_rename()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _write_index_and_rename(self) -> None:
         if self._doc_idx[-1] != len(self._sizes):
             self._doc_idx.append(len(self._sizes))  # close a trailing open document
         self._bin.flush()
