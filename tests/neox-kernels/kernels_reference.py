@@ -210,6 +210,8 @@ def normalized_weights_and_num_samples_neox(
 
 def weights_by_num_docs_neox(num_docs: list[int], alpha: float = 0.3, limit: int | None = None):
     """data_utils.weights_by_num_docs."""
+    if len(num_docs) == 1:
+        return [1.0]
     if limit:
         num_docs = [min(n, limit) for n in num_docs]
     total = sum(num_docs)

@@ -77,6 +77,20 @@ def test_weights_by_num_docs() -> None:
     assert index.weights_by_num_docs(counts, 0.3)[1] > 50 / sum(counts)
 
 
+@pytest.mark.parametrize("limit", [None, 10])
+def test_weights_by_num_docs_of_one_dataset_is_one(limit: int | None) -> None:
+    """neox-core weighs each split on its own; a split with one dataset must not fail."""
+    assert index.weights_by_num_docs([1000], 0.3, limit=limit) == [1.0]
+    assert weights_by_num_docs_neox([1000], 0.3, limit=limit) == [1.0]
+
+
+def test_weights_by_num_docs_refuses_no_documents_at_all() -> None:
+    with pytest.raises(ValueError, match="positive count"):
+        index.weights_by_num_docs([0, 0])
+    with pytest.raises(ValueError):
+        index.weights_by_num_docs([])
+
+
 @pytest.mark.parametrize("num_datasets", [9, 13, 40])
 def test_blends_of_many_datasets_match_gpt_neox(num_datasets) -> None:
     # Past eight datasets the C++ takes its general path; check it as closely.

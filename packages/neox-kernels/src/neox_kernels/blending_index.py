@@ -69,8 +69,12 @@ def weights_by_num_docs(
     """GPT-NeoX's `weight_by_num_documents` weights: p ∝ (n/N)^alpha, times (1 − n/N).
 
     alpha < 1 up-weights small datasets; `limit` caps the documents counted per dataset.
+    A single dataset gets weight 1.0, as in GPT-NeoX (callers weigh each split on its own,
+    and a split may hold one dataset; the formula itself would give 0/0 there).
     """
     counts = [as_int(n, "num_docs", 0) for n in num_docs]
+    if len(counts) == 1:
+        return [1.0]
     if limit:
         limit = as_int(limit, "limit", 1)
         counts = [min(n, limit) for n in counts]
