@@ -134,6 +134,11 @@ def test_run_follow_streams_the_log_and_returns_the_exit_status(
     assert (row["state"], row["verdict"], row["exit_code"]) == ("FAILED", "FAILED", 3)
     ok = cli("run", "--follow", "--", "python", "-c", "print(6 * 7)")
     assert ok.returncode == 0 and "42" in ok.stdout
+    # a progress-bar block (3 UTF-8 bytes) written in two halves, more than a poll apart
+    split = cli("run", "--follow", "--", "bash", "-c",
+                r"printf 'bar \xe2\x96'; sleep 2; printf '\x88 done\n'")  # fmt: skip
+    assert split.returncode == 0, split.stderr
+    assert "bar \u2588 done" in split.stdout, split.stdout
 
 
 def test_completed_training_shows_progress_loss_and_rendezvous(cli: Cli) -> None:

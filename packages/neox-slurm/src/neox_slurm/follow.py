@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,8 @@ def follow_log(
     last_check = 0.0
     state = "PENDING"
     exit_code: int | None = None
+    # one decoder for the whole stream: a UTF-8 character cut between two reads stays whole
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while True:
         if log.exists():
             with open(log, "rb") as handle:
@@ -84,7 +87,7 @@ def follow_log(
                 chunk = handle.read()
             if chunk:
                 offset += len(chunk)
-                out.write(chunk.decode("utf-8", errors="replace"))
+                out.write(decoder.decode(chunk))
                 out.flush()
         now = time.monotonic()
         if now - last_check >= poll:
@@ -96,7 +99,7 @@ def follow_log(
                     with open(log, "rb") as handle:
                         handle.seek(offset)
                         rest = handle.read()
-                    out.write(rest.decode("utf-8", errors="replace"))
+                    out.write(decoder.decode(rest, final=True))
                     out.flush()
                 return state, exit_status_of(state, exit_code)
         time.sleep(min(poll, 0.25))
