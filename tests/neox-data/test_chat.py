@@ -22,6 +22,12 @@ CHATS = [
         {"role": "user", "content": "Hello world!"},
         {"role": "assistant", "content": "The quick brown fox."},
     ],
+    # ends with the user: not trained even under --only-last
+    [
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "Another one, please."},
+    ],
 ]
 
 
@@ -42,9 +48,7 @@ def gpt_neox_build_chat(tok, chat, mask: str) -> tuple[list[int], list[int]]:
         add_gen = False if i == len(chat) - 1 else chat[i + 1]["role"] == "assistant"
         new = ids(chat[: i + 1], add_gen)[len(tokens) :]
         tokens.extend(new)
-        if (mask == "last" and i != len(chat) - 1) or (
-            mask != "last" and turn["role"] != "assistant"
-        ):
+        if (mask == "last" and i != len(chat) - 1) or turn["role"] != "assistant":
             labels.extend([-100] * len(new))
         else:
             labels.extend(new)
@@ -77,7 +81,10 @@ def test_labels_match_gpt_neox(tok_dir: Path, auto_tok, tmp_path: Path, flag, ma
     assert main(args + ([flag] if flag else [])) == 0
     expected = [gpt_neox_build_chat(auto_tok, c, mask) for c in CHATS]
     assert docs(f"{tmp_path}/o_messages_document") == [t for t, _ in expected]
-    assert docs(f"{tmp_path}/o_messages_label_document") == [lab for _, lab in expected]
+    labels = docs(f"{tmp_path}/o_messages_label_document")
+    assert labels == [lab for _, lab in expected]
+    if mask == "last":  # the last turn is the user's, so nothing of that chat is trained
+        assert set(labels[2]) == {-100}
 
 
 def test_chat_round_trip_through_inspect(tok_dir: Path, auto_tok, tmp_path: Path, capsys) -> None:

@@ -113,7 +113,9 @@ class ChatEncoder:
                 )
             new = rendered[len(tokens) :]
             tokens.extend(new)
-            trained = i == last if opts.mask == "last" else turn["role"] == opts.generation_role
+            # GPT-NeoX: --only-last masks every turn but the last, and a turn not spoken by
+            # generation_role is masked either way (a chat ending in a user turn trains nothing)
+            trained = turn["role"] == opts.generation_role and (opts.mask != "last" or i == last)
             labels.extend(new if trained else [IGNORE_INDEX] * len(new))
         if self.eos_id is not None:
             tokens.append(self.eos_id)
