@@ -134,16 +134,25 @@ def test_vocab_not_divisible_by_tp_is_padded(tmp_path, ids) -> None:
     assert embed.shape == (92, 32) and embed[90:].eq(0).all()
 
 
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "pre-zip"])
 def test_pytorch_bin_checkpoints_load_weights_only(
-    hf_dirs, hf_logits, neox_logits, tmp_path
+    zip_format, hf_dirs, hf_logits, neox_logits, tmp_path
 ) -> None:
-    """Older HF repositories ship pytorch_model.bin; it is read with weights_only=True."""
+    """Older HF repositories ship pytorch_model.bin, the oldest in torch's pre-zip format
+    (which cannot be memory-mapped); both are read with weights_only=True."""
     from safetensors.torch import load_file
 
     src = tmp_path / "hf"
     src.mkdir()
     (src / "config.json").write_bytes((hf_dirs["pythia"] / "config.json").read_bytes())
-    torch.save(load_file(hf_dirs["pythia"] / "model.safetensors"), src / "pytorch_model.bin")
+    torch.save(
+        load_file(hf_dirs["pythia"] / "model.safetensors"),
+        src / "pytorch_model.bin",
+        _use_new_zipfile_serialization=zip_format,
+    )
+    if not zip_format:
+        with pytest.raises(RuntimeError, match="mmap"):  # what a plain mmap=True load meets
+            torch.load(src / "pytorch_model.bin", weights_only=True, mmap=True)
     out = _convert(src, tmp_path / "neox", "--tp", "2")
     diff = (neox_logits(out) - hf_logits(hf_dirs["pythia"])).abs().max().item()
     assert diff < TOLERANCE

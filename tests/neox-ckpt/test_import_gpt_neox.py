@@ -217,3 +217,35 @@ def test_import_needs_a_config(hf_dirs, tmp_path, capsys) -> None:
     rc = main(["import-gpt-neox", "--input-dir", str(step), "--output-dir", str(tmp_path / "o")])
     assert rc == 2 and "--config" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def _bare_step(step: Path) -> None:
+    """A step directory holding one legacy layer file: enough to be told apart, not imported."""
+    step.mkdir(parents=True)
+    torch.save(
+        {"word_embeddings.weight": torch.ones(4, 2)}, step / "layer_00-model_00-model_states.pt"
+    )
+
+
+def test_iteration_not_saved_is_refused_not_replaced_by_latest(tmp_path, capsys) -> None:
+    save = tmp_path / "legacy"
+    _bare_step(save / "global_step7")
+    (save / "latest").write_text("global_step7")
+    out = tmp_path / "o"
+    rc = main(
+        ["import-gpt-neox", "--input-dir", str(save), "--output-dir", str(out), "--iteration", "9"]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and str(save / "global_step9") in err and "available: [7]" in err
+    assert not out.exists()
+
+
+def test_step_dir_of_another_iteration_is_refused(tmp_path, capsys) -> None:
+    step = tmp_path / "legacy" / "global_step7"
+    _bare_step(step)
+    out = tmp_path / "o"
+    rc = main(
+        ["import-gpt-neox", "--input-dir", str(step), "--output-dir", str(out), "--iteration", "9"]
+    )
+    assert rc == 2 and "is iteration 7, not 9" in capsys.readouterr().err
+    assert not out.exists()

@@ -76,3 +76,52 @@ def test_help_lists_every_command(capsys) -> None:
     text = capsys.readouterr().out
     for cmd in ("hf-to-neox", "neox-to-hf", "reshard", "inspect", "import-gpt-neox"):
         assert cmd in text
+
+
+def _strict_json(text: str):
+    """json.loads refusing NaN/Infinity, which Python writes but JSON does not allow."""
+
+    def refuse(name: str):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_has_no_nan_for_integer_or_non_finite_tensors(tmp_path, capsys) -> None:
+    torch.save(
+        {
+            "position_ids": torch.arange(6),
+            "mask": torch.ones(3, dtype=torch.bool),
+            "broken": torch.tensor([1.0, float("inf")]),
+            "nan": torch.tensor([float("nan")], dtype=torch.bfloat16),
+            "fine": torch.full((4,), 2.0),
+        },
+        tmp_path / "mp_rank_00_model_states.pt",
+    )
+    assert main(["inspect", str(tmp_path), "--json"]) == 0
+    info = _strict_json(capsys.readouterr().out)
+    norms = {t["name"]: t["norm"] for t in info["tensors"]}
+    assert norms == {"position_ids": None, "mask": None, "broken": None, "nan": None, "fine": 4.0}
+    assert main(["inspect", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "norm=4" in text and "norm=nan" not in text and "norm=inf" not in text
+    broken = next(line for line in text.splitlines() if line.strip().startswith("broken "))
+    assert "norm=-" in broken
+
+
+def test_iteration_picks_that_legacy_step_not_latest(tmp_path, capsys) -> None:
+    for step, cols in ((7, 2), (9, 3)):
+        (tmp_path / f"global_step{step}").mkdir()
+        torch.save(
+            {"word_embeddings.weight": torch.ones(4, cols)},
+            tmp_path / f"global_step{step}" / "layer_00-model_00-model_states.pt",
+        )
+    (tmp_path / "latest").write_text("global_step9")
+    assert main(["inspect", str(tmp_path), "--json", "--iteration", "7"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["path"] == str(tmp_path / "global_step7")
+    assert info["tensors"][0]["shape"] == [4, 2]
+    assert main(["inspect", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tensors"][0]["shape"] == [4, 3]
+    assert main(["inspect", str(tmp_path), "--iteration", "8"]) == 2
+    assert str(tmp_path / "global_step8") in capsys.readouterr().err

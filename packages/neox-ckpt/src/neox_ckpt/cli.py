@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="files, tensors, norms, parameters, config, iteration")
     p.add_argument("path", help="neox checkpoint, HF folder, .safetensors file or GPT-NeoX dir")
-    p.add_argument("--iteration", type=int, help="step of a neox save directory")
+    p.add_argument("--iteration", type=int, help="step of a save directory (default: latest)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--no-norms", action="store_true", help="do not read tensor values")
 
@@ -149,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         from neox_ckpt.inspection import inspect_path, render_text
 
         info = inspect_path(args.path, args.iteration, norms=not args.no_norms)
-        print(json.dumps(info, indent=2) if args.json else render_text(info))
+        print(json.dumps(info, indent=2, allow_nan=False) if args.json else render_text(info))
     elif args.command == "import-gpt-neox":
         from neox_ckpt.legacy_gpt_neox import import_gpt_neox
 

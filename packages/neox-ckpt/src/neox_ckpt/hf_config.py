@@ -15,6 +15,8 @@ from typing import Any
 from neox_ckpt.errors import ConversionError
 
 SUPPORTED_MODEL_TYPES = ("gpt_neox", "llama", "mistral")
+# the output head's name in HF LLaMA/Mistral and GPT-NeoX models
+HF_HEADS = ("lm_head.weight", "embed_out.weight")
 
 
 def _rope(cfg: Any) -> tuple[float, float, str | None]:

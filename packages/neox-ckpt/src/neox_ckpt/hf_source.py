@@ -13,6 +13,7 @@ import torch
 
 from neox_ckpt.errors import ConversionError
 from neox_ckpt.safetensors_stream import SafetensorsReader, TensorEntry
+from neox_ckpt.torch_files import load_weights_only
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -134,10 +135,7 @@ class HFSource:
 
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # torch raises several types for bad or unsafe pickles
-        raise ConversionError(f"{path}: cannot load with weights_only=True ({e})") from None
+    state = load_weights_only(path)  # memory-mapped, or read whole for pre-zip files
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(f"{path}: expected a dict of tensors")
     return state

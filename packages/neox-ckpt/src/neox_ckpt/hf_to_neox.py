@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,19 +12,21 @@ import torch
 from neox_ckpt import units
 from neox_ckpt.dtypes import TORCH_DTYPES, precision_name
 from neox_ckpt.errors import ConversionError
-from neox_ckpt.hf_config import neox_model_keys
+from neox_ckpt.hf_config import HF_HEADS, neox_model_keys
 from neox_ckpt.hf_source import TOKENIZER_FILES, HFSource, resolve_model_dir
-from neox_ckpt.model_layout import check_against_model, model_shapes, plan_tensors
+from neox_ckpt.model_layout import (
+    RECOMPUTED_BUFFERS,
+    check_against_model,
+    model_shapes,
+    plan_tensors,
+)
 from neox_ckpt.neox_writer import write_checkpoint
 from neox_ckpt.neox_yaml import YAML_NAME, load_written_yaml, render_yaml
 from neox_ckpt.output_dir import staged_output
 from neox_ckpt.tp_rules import check_tp_degree
 from neox_ckpt.vocab import vocab_keys
 
-# tensors HF files may hold that neox recomputes instead of storing
-_BUFFERS = ("rotary_emb.inv_freq", "attention.bias", "attention.masked_bias")
 _VOCAB_PARALLEL = ("embed.weight", "lm_head.weight")
-_HF_HEADS = ("lm_head.weight", "embed_out.weight")
 _HF_EMBEDS = ("model.embed_tokens.weight", "gpt_neox.embed_in.weight")
 
 
@@ -78,7 +81,7 @@ def _planned_shapes(
     names = source.names()
     out_dtype = None if dtype == "auto" else TORCH_DTYPES[dtype]
     if out_dtype is None:
-        weights = [n for n in names if not n.endswith(_BUFFERS)]
+        weights = [n for n in names if not n.endswith(RECOMPUTED_BUFFERS)]
         kinds = {source.meta(n).dtype for n in weights if source.meta(n).is_floating_point()}
         out_dtype = kinds.pop() if len(kinds) == 1 else None
     if out_dtype is not None:  # one dtype: neox's own model gives names and shapes
@@ -184,7 +187,7 @@ def hf_to_neox(
             )
         except NameMappingError as e:
             raise ConversionError(f"{folder}: {e}") from None
-        unused = [n for n in names if n not in used and not n.endswith(_BUFFERS)]
+        unused = [n for n in names if n not in used and not n.endswith(RECOMPUTED_BUFFERS)]
         if model_cfg.tie_embeddings:
             unused = [n for n in unused if not _redundant_tied_head(source, n)]
         if unused:
@@ -192,7 +195,7 @@ def hf_to_neox(
                 f"{folder}: tensors neox's model has no place for: {unused[:8]}"
                 + (" ..." if len(unused) > 8 else "")
             )
-        n_params = sum(_numel(s) for s, _ in shapes.values())
+        n_params = sum(math.prod(s) for s, _ in shapes.values())
     return HFToNeoxResult(
         final, final / step.name, final / YAML_NAME, arch, n_params, padded_from, notes
     )
@@ -200,7 +203,7 @@ def hf_to_neox(
 
 def _redundant_tied_head(source: HFSource, name: str) -> bool:
     """A tied model's file may also store the head; it must then equal the embedding."""
-    if name not in _HF_HEADS:
+    if name not in HF_HEADS:
         return False
     embed = next((n for n in _HF_EMBEDS if n in source), None)
     if embed is None or not torch.equal(source.read(name), source.read(embed)):
@@ -209,13 +212,6 @@ def _redundant_tied_head(source: HFSource, name: str) -> bool:
             "input embedding"
         )
     return True
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def describe(result: HFToNeoxResult) -> str:

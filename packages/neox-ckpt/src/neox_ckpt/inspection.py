@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from neox_ckpt.errors import ConversionError
+from neox_ckpt.neox_reader import step_dir_in
 from neox_ckpt.progress import progress
 
 _CONFIG_SUMMARY = (
@@ -45,8 +46,13 @@ _HF_SUMMARY = (
 )
 
 
-def _norm(t: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(t.double())) if t.is_floating_point() else math.nan
+def _norm(t: torch.Tensor) -> float | None:
+    """The L2 norm; None (JSON null) where there is none to give: integer/bool tensors, or a
+    norm that overflowed or met NaN/inf weights (JSON has no NaN or Infinity)."""
+    if not t.is_floating_point():
+        return None
+    n = float(torch.linalg.vector_norm(t.double()))
+    return n if math.isfinite(n) else None
 
 
 def _file_tree(root: Path) -> list[dict[str, Any]]:
@@ -57,10 +63,6 @@ def _file_tree(root: Path) -> list[dict[str, Any]]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     ]
-
-
-def _numel(shape: Any) -> int:
-    return math.prod(int(s) for s in shape)
 
 
 def _inspect_neox(path: Path, iteration: int | None, norms: bool) -> dict[str, Any]:
@@ -90,7 +92,7 @@ def _inspect_neox(path: Path, iteration: int | None, norms: bool) -> dict[str, A
         "parallel": ck.manifest.get("parallel"),
         "contents": ck.manifest.get("contents"),
         "config": {k: model.get(k) for k in _CONFIG_SUMMARY if k in model},
-        "num_parameters": sum(_numel(t.full_shape) for t in ck.tensors.values()),
+        "num_parameters": sum(math.prod(t.full_shape) for t in ck.tensors.values()),
         "files": _file_tree(ck.dir),
         "tensors": tensors,
     }
@@ -166,15 +168,15 @@ def inspect_path(path: str | Path, iteration: int | None = None, norms: bool = T
         return {
             "kind": "safetensors",
             "path": str(p),
-            "num_parameters": sum(_numel(t["shape"]) for t in tensors),
+            "num_parameters": sum(math.prod(t["shape"]) for t in tensors),
             "files": _file_tree(p),
             "tensors": tensors,
         }
     if (p / "manifest.json").is_file() or ((p / "latest").is_file() and not any(p.glob("*.pt"))):
-        if (p / "latest").is_file() and not (p / "manifest.json").is_file():
-            name = (p / "latest").read_text(encoding="utf-8").strip()
-            if not (p / name / "manifest.json").is_file() and any((p / name).glob("*.pt")):
-                return _inspect_legacy(p / name, norms)
+        if not (p / "manifest.json").is_file():
+            step = step_dir_in(p, iteration)
+            if not (step / "manifest.json").is_file() and any(step.glob("*.pt")):
+                return _inspect_legacy(step, norms)
         return _inspect_neox(p, iteration, norms)
     if (p / "config.json").is_file() and any(p.glob("*.safetensors")):
         hf_cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
@@ -183,7 +185,7 @@ def inspect_path(path: str | Path, iteration: int | None = None, norms: bool = T
             "kind": "hf",
             "path": str(p),
             "config": {k: hf_cfg[k] for k in _HF_SUMMARY if k in hf_cfg},
-            "num_parameters": sum(_numel(t["shape"]) for t in tensors),
+            "num_parameters": sum(math.prod(t["shape"]) for t in tensors),
             "files": _file_tree(p),
             "tensors": tensors,
         }
@@ -223,6 +225,8 @@ def render_text(info: dict[str, Any]) -> str:
             extra = f" tp_dim={t['tp_dim']} pp={t['pp_stages']}"
         elif "file" in t:
             extra = f" [{t['file']}]"
-        norm = f" norm={t['norm']:.6g}" if "norm" in t else ""
+        norm = ""
+        if "norm" in t:
+            norm = " norm=-" if t["norm"] is None else f" norm={t['norm']:.6g}"
         lines.append(f"  {t['name']:<{width}} {t['dtype']:<9} {t['shape']!s:<18}{norm}{extra}")
     return "\n".join(lines)

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from neox_ckpt.errors import ConversionError
-from neox_ckpt.model_layout import plan_tensors
+from neox_ckpt.model_layout import RECOMPUTED_BUFFERS, plan_tensors
+from neox_ckpt.neox_reader import check_step_number, step_dir_in
 from neox_ckpt.neox_writer import write_checkpoint
 from neox_ckpt.output_dir import staged_output
 from neox_ckpt.torch_files import load_weights_only
@@ -33,7 +34,6 @@ from neox_ckpt.tp_rules import check_tp_degree
 _LAYER_FILE = re.compile(r"^layer_(\d+)-model_(\d+)-model_states\.pt$")
 _MP_FILE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
 _SEQ_KEY = re.compile(r"^sequential\.(\d+)\.(.+)$")
-_SKIPPED = ("rotary_emb.inv_freq", "attention.bias", "attention.masked_bias")
 
 # legacy name inside a transformer layer -> (neox name, how TP pieces merge)
 _LAYER_NAMES = {
@@ -68,17 +68,16 @@ class LegacyLayout:
 
 
 def find_step_dir(path: str | Path, iteration: int | None) -> Path:
+    """`path` itself if it holds model states, else its `global_step<iteration>` or latest step."""
     p = Path(path)
-    if iteration is not None and (p / f"global_step{iteration}").is_dir():
-        return p / f"global_step{iteration}"
-    if (p / "latest").is_file() and not any(p.glob("*model_states.pt")):
-        name = (p / "latest").read_text(encoding="utf-8").strip()
-        if not (p / name).is_dir():
-            raise ConversionError(f"{p / 'latest'} names {name!r}, which is not a directory")
-        return p / name
     if not p.is_dir():
         raise ConversionError(f"{p} is not a directory")
-    return p
+    if any(p.glob("*model_states.pt")):
+        check_step_number(p, iteration)
+        return p
+    if iteration is not None or (p / "latest").is_file():
+        return step_dir_in(p, iteration)
+    return p  # scan() names the files it expected
 
 
 def scan(step_dir: Path) -> LegacyLayout:
@@ -269,7 +268,7 @@ def import_gpt_neox(
         where = f"{step_dir} layer {n}"
         out: dict[str, torch.Tensor] = {}
         for key in layout.layers[n]:
-            if key.endswith(_SKIPPED):
+            if key.endswith(RECOMPUTED_BUFFERS):
                 continue
             if key not in _LAYER_NAMES:
                 raise ConversionError(f"{where}: unknown tensor {key!r}")

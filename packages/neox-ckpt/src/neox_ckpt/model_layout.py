@@ -13,6 +13,9 @@ import torch
 from neox_ckpt.errors import ConversionError
 from neox_ckpt.neox_writer import PlannedTensor
 
+# tensors HF and legacy GPT-NeoX files may hold that neox's model recomputes instead of storing
+RECOMPUTED_BUFFERS = ("rotary_emb.inv_freq", "attention.bias", "attention.masked_bias")
+
 
 def plan_tensors(
     model_cfg: Any, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]

@@ -31,21 +31,43 @@ class FullTensor:
     stages: list[int]
 
 
+def step_dir_in(save_dir: str | Path, iteration: int | None = None) -> Path:
+    """`<save_dir>/global_step<iteration>`, or the directory `<save_dir>/latest` names.
+
+    One rule for neox and legacy GPT-NeoX save directories (both write `latest` the same way),
+    so an asked-for iteration is never silently swapped for the latest one.
+    """
+    from neox_core.checkpoint import CheckpointError, resolve_checkpoint_dir, step_dir_name
+
+    try:
+        return resolve_checkpoint_dir(save_dir, iteration)
+    except CheckpointError as e:
+        if iteration is None:
+            raise ConversionError(str(e)) from None
+        where = Path(save_dir) / step_dir_name(iteration)
+        raise ConversionError(f"{where} is not a directory ({e})") from None
+
+
+def check_step_number(step_dir: Path, iteration: int | None) -> None:
+    """A step directory given directly must be the asked-for iteration, if its name says one."""
+    from neox_core.checkpoint import layout
+
+    step = layout.step_of(step_dir)
+    if iteration is not None and step not in (None, iteration):
+        raise ConversionError(f"{step_dir} is iteration {step}, not {iteration}")
+
+
 def resolve_step_dir(path: str | Path, iteration: int | None = None) -> Path:
     """`path` itself if it is a `global_step<N>` directory, else the one `latest` names."""
-    from neox_core.checkpoint import CheckpointError, layout, resolve_checkpoint_dir
+    from neox_core.checkpoint import layout
 
     p = Path(path)
     if not p.exists():
         raise ConversionError(f"{p} does not exist")
     if (p / layout.MANIFEST_FILE).is_file():
-        if iteration is not None and layout.step_of(p) not in (None, iteration):
-            raise ConversionError(f"{p} is iteration {layout.step_of(p)}, not {iteration}")
+        check_step_number(p, iteration)
         return p
-    try:
-        return resolve_checkpoint_dir(p, iteration)
-    except CheckpointError as e:
-        raise ConversionError(str(e)) from None
+    return step_dir_in(p, iteration)
 
 
 class NeoxCheckpoint:

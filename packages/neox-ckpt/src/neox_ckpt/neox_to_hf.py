@@ -17,7 +17,7 @@ from typing import Any
 from neox_ckpt import units
 from neox_ckpt.dtypes import TORCH_DTYPES, precision_name
 from neox_ckpt.errors import ConversionError
-from neox_ckpt.hf_config import hf_config_json
+from neox_ckpt.hf_config import HF_HEADS, hf_config_json
 from neox_ckpt.hf_source import TOKENIZER_FILES
 from neox_ckpt.model_layout import check_against_model
 from neox_ckpt.neox_reader import NeoxCheckpoint
@@ -26,7 +26,6 @@ from neox_ckpt.progress import progress
 from neox_ckpt.safetensors_stream import SafetensorsWriter, nbytes
 
 DEFAULT_MAX_SHARD = "5GB"
-_TIED_HEADS = ("lm_head.weight", "embed_out.weight")
 _TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
@@ -133,7 +132,7 @@ def neox_to_hf(
     limit = parse_size(max_shard_size)
 
     def keep(name: str) -> bool:
-        return not (model_cfg.tie_embeddings and name in _TIED_HEADS)
+        return not (model_cfg.tie_embeddings and name in HF_HEADS)
 
     produced = units.plan(to_hf, model_cfg, names, ck.meta)
     planned = {n: t for n, t in produced.items() if keep(n)}
