@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -40,6 +43,69 @@ def test_signal_finishes_the_step_saves_and_exits_zero(
     assert n >= 3
     state = json.loads((ckpt / step / "trainer_state.json").read_text())
     assert state["iteration"] == n
+
+
+def test_a_second_signal_terminates() -> None:
+    script = textwrap.dedent(
+        """
+        import os, signal
+        from neox_core.training.signals import StopRequest
+        stop = StopRequest().install()
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("first:", stop.requested, stop.signal_name, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("still alive", flush=True)
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.stdout == "first: True SIGTERM\n", run.stdout + run.stderr
+    assert run.returncode == -signal.SIGTERM
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # two processes importing torch and joining gloo: ~25 s on a shared CPU
+def test_a_signal_to_one_rank_stops_every_rank(tiny_config: Path, tmp_path: Path) -> None:
+    """SIGTERM reaching rank 1 only: both ranks stop after the same step, save once, exit 0."""
+    extra = tmp_path / "long.yml"
+    extra.write_text(
+        '{"train-iters": 100000, "checkpoint-factor": 100000, "eval-interval": 100000}'
+    )
+    cmd = [sys.executable, "-m", "neox_core.cli", str(tiny_config), str(extra)]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2")
+    env["OMP_NUM_THREADS"] = "1"
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    try:
+        assert procs[0].stdout is not None
+        seen = []
+        for line in procs[0].stdout:  # only rank 0 prints the log
+            seen.append(line)
+            if "iteration        3/" in line:
+                procs[1].send_signal(signal.SIGTERM)
+                break
+        outs = [p.communicate(timeout=60)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    out0 = "".join(seen) + outs[0]
+    assert [p.returncode for p in procs] == [0, 0], out0 + outs[1]
+    assert "received a stop signal on another rank" in out0
+    step = (tmp_path / "ckpt" / "latest").read_text().strip()
+    assert int(step.removeprefix("global_step")) >= 3
 
 
 def test_launch_env_from_torchrun_and_srun() -> None:

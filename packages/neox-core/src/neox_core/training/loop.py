@@ -45,7 +45,10 @@ class Loop:
     stop: StopRequest
     save: Callable[[Progress], None] | None
     reduce_mean: Callable[[float], float]
+    # (this rank's loss, stop asked here) -> (mean loss, stop asked on any rank), one collective
+    reduce_step: Callable[[float, bool], tuple[float, bool]]
     log: Callable[[str], None]
+    stopped: bool = False  # set when the ranks agreed to stop on a signal
 
 
 def _sync(device: torch.device) -> None:
@@ -74,7 +77,7 @@ def run_eval(
 
 
 def train(loop: Loop) -> Progress:
-    """Train until `train_iters` or a stop signal; the caller saves at the end."""
+    """Train until `train_iters` or a stop signal (`loop.stopped`); the caller saves at the end."""
     p, stats = loop.progress, IntervalStats()
     loop.model.train()
     _sync(loop.settings.device)
@@ -91,7 +94,9 @@ def train(loop: Loop) -> Progress:
         )
         p.iteration += 1
         p.train_samples_consumed += loop.train_batch_size
-        loss = loop.reduce_mean(result.loss)
+        # every rank must leave the loop at the same step: a rank breaking alone would wait in
+        # save()'s barrier while the others wait in the next step's gradient all-reduce
+        loss, stop = loop.reduce_step(result.loss, loop.stop.requested)
         stats.iterations += 1
         stats.skipped += int(result.skipped)
         stats.nan += int(result.nan)
@@ -155,7 +160,9 @@ def train(loop: Loop) -> Progress:
             p.iteration, loop.checkpoint_factor, loop.extra_save_iters
         ):
             loop.save(p)
-        if loop.stop.requested:
-            loop.log(f"received {loop.stop.signal_name}: stopping after iteration {p.iteration}")
+        if stop:
+            name = loop.stop.signal_name or "a stop signal on another rank"
+            loop.log(f"received {name}: stopping after iteration {p.iteration}")
+            loop.stopped = True
             break
     return p

@@ -78,6 +78,22 @@ def _reduce_mean(launch: LaunchEnv):
     return reduce
 
 
+def _reduce_step(launch: LaunchEnv):
+    """The step's mean loss and whether any rank was asked to stop, in one all-reduce."""
+    if not launch.distributed:
+        return lambda loss, stop: (loss, stop)
+
+    def reduce(loss: float, stop: bool) -> tuple[float, bool]:
+        t = torch.tensor([loss, float(stop)], dtype=torch.float64)
+        if torch.distributed.get_backend() == "nccl":
+            t = t.cuda()
+        torch.distributed.all_reduce(t)  # a sum: any rank's 1 makes the flag positive
+        total, stops = t.tolist()
+        return total / launch.world_size, stops > 0
+
+    return reduce
+
+
 def main_train(cfg: NeoxConfig, args: Any = None) -> int:
     """Train as configured; see the module docstring for the exit codes."""
     launch = read_launch_env()
@@ -257,6 +273,7 @@ def _run(cfg: NeoxConfig, launch: LaunchEnv, device: torch.device, stop: StopReq
         stop=stop,
         save=save if ck.save else None,
         reduce_mean=_reduce_mean(launch),
+        reduce_step=_reduce_step(launch),
         log=log,
     )
     try:
@@ -266,7 +283,7 @@ def _run(cfg: NeoxConfig, launch: LaunchEnv, device: torch.device, stop: StopReq
         train(loop)
         if ck.save and progress.iteration and progress.last_saved != progress.iteration:
             save(progress)
-        if not stop.requested and progress.iteration >= t.train_iters:
+        if not loop.stopped and progress.iteration >= t.train_iters:
             run_eval(loop, "the end of training for val data")
             if datasets.test is not None and t.eval_iters > 0:
                 test_data = make_loader(datasets.test, **loader_kw)  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
 """SIGTERM / SIGUSR1 ask the loop to stop after the current step, save, and exit 0.
 
 SLURM sends SIGTERM at preemption and (with `--signal=USR1@<secs>`) SIGUSR1 before the
-time limit; finishing the step and saving lets a requeued job resume from `latest`.
+time limit; finishing the step and saving lets a requeued job resume from `latest`. A second
+signal gets the default action (termination), so a run stuck after the first can still be killed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class StopRequest:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._event.is_set():
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(signum)  # now handled by the default action
+            return
         self.signal_name = signal.Signals(signum).name
         self._event.set()
 
