@@ -166,6 +166,27 @@ def test_bad_messages_are_located(tok_dir: Path, tmp_path: Path, capsys) -> None
     )
 
 
+def test_lone_surrogate_in_a_message_is_a_located_record_error(
+    tok_dir: Path, auto_tok, tmp_path: Path, capsys
+) -> None:
+    src = tmp_path / "chat.jsonl"
+    bad = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x \udc80"}]
+    # json.dumps writes the lone surrogate as the escape "\udc80": valid JSON
+    src.write_text(
+        "".join(json.dumps({"messages": c}) + "\n" for c in [CHATS[1], bad, CHATS[0]]),
+        encoding="utf-8",
+    )
+    args = ["tokenize", "--input", str(src), "--output-prefix", str(tmp_path / "o")]
+    args += ["--tokenizer-path", str(tok_dir), "--jsonl-keys", "messages", "--on-error", "skip"]
+    assert main(args) == 0
+    assert (
+        f"{src}:2: key 'messages': message 1: 'content': lone surrogate U+DC80 at character 2"
+        in capsys.readouterr().out  # skip mode lists the skipped records in its summary
+    )
+    expected = [gpt_neox_build_chat(auto_tok, c, "assistant")[0] for c in (CHATS[1], CHATS[0])]
+    assert docs(f"{tmp_path}/o_messages_document") == expected
+
+
 def test_dpo_pairs(tok_dir: Path, auto_tok, tmp_path: Path) -> None:
     prompt = [{"role": "user", "content": "What is two plus two?"}]
     rows = [

@@ -133,6 +133,11 @@ BAD_LINES = [
     (b'{"text": ["a"]}\n', ":1: key 'text' holds list, not a string"),
     (b'{"text": "ok"}\n{"text": "ok"}\n{"text": "\xff\xfe"}\n', ":3: invalid UTF-8"),
     (b'{"text": ""}\n', ":1: empty document"),
+    # valid JSON, but "\ud800" is a lone surrogate no UTF-8 tokenizer can take
+    (
+        b'{"text": "ok"}\n{"text": "bad \\ud800 x"}\n',
+        ":2: key 'text': lone surrogate U+D800 at character 4",
+    ),
     (b"[1, 2]\n", ":1: expected a JSON object"),
 ]
 
@@ -163,6 +168,29 @@ def test_skip_mode_counts_bad_records(tok_dir: Path, hf_tok, tmp_path: Path, cap
     assert summary["documents"] == 2 and summary["skipped"] == 3
     assert [e.split(": ")[0] for e in summary["errors"]] == [f"{src}:2", f"{src}:3", f"{src}:5"]
     assert read_docs(tmp_path / "o_text_document") == [hf_tok.encode(t).ids for t in ("one", "two")]
+
+
+def test_skip_mode_skips_lone_surrogates(tok_dir: Path, hf_tok, tmp_path: Path, capsys) -> None:
+    src = tmp_path / "surrogates.jsonl"
+    # JSON escapes: two lone surrogates, then a correctly paired one (an emoji)
+    lines = [r'{"text": "one"}', r'{"text": "bad \ud800 x"}', r'{"text": "\udfff"}']
+    lines.append(r'{"text": "two \ud83d\ude42"}')
+    src.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    rc = tokenize(
+        tok_dir,
+        *("--input", str(src), "--output-prefix", str(tmp_path / "o"), "--on-error", "skip"),
+        "--json",
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert summary["documents"] == 2 and summary["skipped"] == 2
+    assert summary["errors"] == [
+        f"{src}:2: key 'text': lone surrogate U+D800 at character 4 (not valid UTF-8)",
+        f"{src}:3: key 'text': lone surrogate U+DFFF at character 0 (not valid UTF-8)",
+    ]
+    # a correctly paired surrogate escape is an ordinary character
+    expected = [hf_tok.encode(t).ids for t in ("one", "two \U0001f642")]
+    assert read_docs(tmp_path / "o_text_document") == expected
 
 
 def test_failure_keeps_previous_outputs(tok_dir: Path, tmp_path: Path) -> None:

@@ -123,6 +123,19 @@ class ChatEncoder:
         return tokens, labels
 
 
+def utf8_problem(text: str) -> str | None:
+    """Why `text` cannot be tokenized as UTF-8, or None.
+
+    JSON may spell lone surrogates ("\\ud800"); Python keeps them in the str, and the
+    tokenizer then fails without naming the record, so they are caught here instead.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"lone surrogate U+{ord(text[e.start]):04X} at character {e.start} (not valid UTF-8)"
+    return None
+
+
 def check_messages(messages: Any) -> None:
     if not isinstance(messages, list):
         raise ChatFormatError(f"expected a list of messages, got {type(messages).__name__}")
@@ -139,3 +152,7 @@ def check_messages(messages: Any) -> None:
             raise ChatFormatError(
                 f"message {i}: 'content' is {type(m['content']).__name__}, not a string"
             )
+        for name in ("role", "content"):
+            problem = utf8_problem(m[name])
+            if problem is not None:
+                raise ChatFormatError(f"message {i}: {name!r}: {problem}")

@@ -1,6 +1,6 @@
 """Turning a chunk of raw documents into token arrays: what each worker process runs.
 
-A record with a problem (bad UTF-8, malformed JSON, missing key, non-string value, empty
+A record with a problem (bad UTF-8 or a lone surrogate escape, malformed JSON, missing key, non-string value, empty
 document, a chat that cannot be rendered) is reported with its location and contributes
 nothing to any output, so all outputs stay aligned document for document.
 """
@@ -14,7 +14,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from neox_data.chat import ChatEncoder, ChatFormatError, ChatOptions, check_messages
+from neox_data.chat import (
+    ChatEncoder,
+    ChatFormatError,
+    ChatOptions,
+    check_messages,
+    utf8_problem,
+)
 from neox_data.indexed_dataset import best_fitting_dtype
 from neox_data.readers import Chunk
 from neox_data.tokenizer import Tokenizer, TokenizerSpec, build_tokenizer
@@ -116,6 +122,9 @@ class Encoder:
             raise RecordError(f"key {key!r} holds {type(value).__name__}, not a string")
         if not value:
             raise RecordError(f"empty document under key {key!r}")
+        problem = utf8_problem(value)
+        if problem is not None:
+            raise RecordError(f"key {key!r}: {problem}")
         return value
 
     # -- encoding ------------------------------------------------------------------------
