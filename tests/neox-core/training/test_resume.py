@@ -11,6 +11,7 @@ import pytest
 
 from neox_core.config import load_config
 from neox_core.training.run import main_train
+from neox_core.training.schedules import lr_at
 
 
 def _train(cfg: Path, capsys: pytest.CaptureFixture[str], **overrides) -> str:
@@ -54,6 +55,32 @@ def test_resume_is_bit_exact_and_same_seed_same_run(
 
     again = losses_in(_train(tiny_config, capsys, save=str(tmp_path / "third")))
     assert again == full
+
+
+def test_resume_uses_the_configured_schedule_and_logs_what_changed(
+    tiny_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _train(tiny_config, capsys, train_iters=4)
+    out = _train(
+        tiny_config,
+        capsys,
+        load=str(tmp_path / "ckpt"),
+        train_iters=6,
+        min_lr=0.0001,
+        lr_decay_style="linear",
+        save=str(tmp_path / "more"),
+    )
+    line = next(x for x in out.splitlines() if "lr schedule" in x)
+    assert "min_lr 0.0003 -> 0.0001" in line and "end_iter 4 -> 6" in line
+    assert "decay_style 'cosine' -> 'linear'" in line and "start_lr" not in line
+    lr5 = re.search(r"iteration\s+5/\s*6 \|.* learning rate: (\S+) \|", out)
+    assert lr5 is not None, out
+    # the line shows the LR after iteration 5's scheduler step, on the configured schedule
+    # (the checkpoint's cosine over 4 steps would be at its minimum, 3E-4)
+    expected = lr_at(
+        5, start_lr=0.003, min_lr=0.0001, warmup_iter=0.6, end_iter=6, decay_style="linear"
+    )
+    assert float(lr5.group(1)) == pytest.approx(expected, rel=1e-3)
 
 
 def test_finetune_loads_weights_only(

@@ -80,9 +80,26 @@ def test_steps_set_the_optimizer_lr_and_state_round_trips() -> None:
     for _ in range(7):
         s.step(opt)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.7)
-    other = AnnealingSchedule(5.0, 0.0, 0.0, 1, "constant")
-    other.load_state_dict(s.state_dict())
-    assert other == s
+    same = AnnealingSchedule(1.0, 0.0, 10.0, 100, "linear")
+    assert same.load_state_dict(s.state_dict()) == []
+    assert same == s
+
+
+def test_resume_takes_the_step_count_and_keeps_the_configured_schedule() -> None:
+    saved = AnnealingSchedule(1.0, 0.0, 10.0, 100, "linear", num_iters=60)
+    configured = AnnealingSchedule(2.0, 0.1, 10.0, 200, "cosine")
+    changed = configured.load_state_dict(saved.state_dict())
+    assert changed == [
+        "start_lr 1.0 -> 2.0",
+        "min_lr 0.0 -> 0.1",
+        "end_iter 100 -> 200",
+        "decay_style 'linear' -> 'cosine'",
+    ]
+    assert configured == AnnealingSchedule(2.0, 0.1, 10.0, 200, "cosine", num_iters=60)
+    expected = lr_at(
+        60, start_lr=2.0, min_lr=0.1, warmup_iter=10.0, end_iter=200, decay_style="cosine"
+    )
+    assert configured.lr == pytest.approx(expected)
     with pytest.raises(ValueError, match="lr_decay_style"):
         AnnealingSchedule(1.0, 0.0, 0.0, 10, "triangle")
 

@@ -314,7 +314,12 @@ def _load(cfg: NeoxConfig, model, optimizer, schedule, scaler, log) -> Progress:
         log(f" > loaded weights from {loaded.path} (finetune: starting at iteration 0)")
         return Progress()
     state = loaded.trainer_state
-    schedule.load_state_dict(state["scheduler"])
+    changed = schedule.load_state_dict(state["scheduler"])
+    if changed:
+        log(
+            " > lr schedule: the config differs from the checkpoint (checkpoint -> config, "
+            f"the config's values are used): {', '.join(changed)}"
+        )
     if scaler is not None and state.get("loss_scaler"):
         scaler.load_state_dict(state["loss_scaler"])
     log(f" > resumed from {loaded.path} at iteration {loaded.iteration}")

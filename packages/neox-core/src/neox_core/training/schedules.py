@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 DECAY_STYLES = ("linear", "cosine", "constant", "inverse_sqrt", "exponential")
+SHAPE_FIELDS = ("start_lr", "min_lr", "warmup_iter", "end_iter", "decay_style")
 
 
 def lr_at(
@@ -96,10 +97,20 @@ class AnnealingSchedule:
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume: the checkpoint's values win (GPT-NeoX's `use_checkpoint_lr_scheduler`)."""
-        for key in ("start_lr", "min_lr", "warmup_iter", "end_iter", "decay_style", "num_iters"):
-            setattr(self, key, state[key])
+    def load_state_dict(self, state: dict[str, Any]) -> list[str]:
+        """Resume at the checkpoint's step count; the shape of the schedule is the config's.
+
+        Only `num_iters` is taken (our `use_checkpoint_lr_scheduler` is always false), so a
+        changed `lr`/`min_lr`/`warmup`/`lr_decay_iters`/`lr_decay_style` applies on resume.
+        Returns `"<field> <checkpoint> -> <config>"` for each field that differs, for the log.
+        """
+        changed = [
+            f"{key} {state[key]!r} -> {getattr(self, key)!r}"
+            for key in SHAPE_FIELDS
+            if key in state and state[key] != getattr(self, key)
+        ]
+        self.num_iters = int(state["num_iters"])
+        return changed
 
 
 def build_schedule(
