@@ -1,8 +1,10 @@
 """`neox-data prepare`: one HF dataset to counted, exported and tokenized files, with a record.
 
-Stages: load -> detect the field (`text` or `messages`) -> count tokens -> export
-`dataset.jsonl` -> tokenize -> `pipeline_results.json` (counts, timings per stage, tool
-versions). Every file is written under a temporary name and renamed when complete.
+Stages: load -> detect the field (`text` or `messages`) -> export `dataset.jsonl` ->
+tokenize -> `pipeline_results.json` (counts, timings per stage, tool versions). The token
+count is read off the tokenized dataset; only `--count-only` (or `--skip-tokenize`) runs a
+separate counting pass that writes nothing. Every file is written under a temporary name and
+renamed when complete.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import numpy as np
 
 from neox_data.chat import ChatOptions
 from neox_data.encoding import EncodeConfig
+from neox_data.indexed_dataset import MMapIndexedDataset
 from neox_data.readers import InputError, load_hf_dataset
-from neox_data.stats import length_stats
+from neox_data.stats import document_lengths, length_stats
 from neox_data.tokenize import OnError, tokenize
 from neox_data.tokenizer import TokenizerSpec
 
@@ -102,6 +105,13 @@ def _export_jsonl(ds: Any, key: str, path: Path) -> int:
     return path.stat().st_size
 
 
+def _count_from_dataset(prefix: str, skipped: int) -> dict[str, Any]:
+    with MMapIndexedDataset(prefix) as ds:
+        stats = length_stats(document_lengths(ds))
+    stats["skipped"] = skipped
+    return stats
+
+
 def prepare(opts: PrepareOptions) -> dict[str, Any]:
     slug = dataset_slug(opts.dataset, opts.subset, opts.split)
     out_dir = Path(opts.output_dir) / slug
@@ -132,7 +142,9 @@ def prepare(opts: PrepareOptions) -> dict[str, Any]:
         chat=ChatOptions(chat_template_file=opts.chat_template),
     )
 
-    if not opts.skip_count:
+    tokenizing = not opts.count_only and not opts.skip_tokenize
+    if not opts.skip_count and not tokenizing:
+        # counting alone: a tokenize pass that writes nothing
         t = time.monotonic()
         lengths: list[np.ndarray] = []
         counted = tokenize(
@@ -160,7 +172,7 @@ def prepare(opts: PrepareOptions) -> dict[str, Any]:
             "bytes": _export_jsonl(ds, key, export),
         }
         timings["export"] = round(time.monotonic() - t, 3)
-        if not opts.skip_tokenize:
+        if tokenizing:
             t = time.monotonic()
             res = tokenize(
                 [str(export)],
@@ -172,6 +184,12 @@ def prepare(opts: PrepareOptions) -> dict[str, Any]:
             )
             results["tokenize"] = res.as_dict()
             timings["tokenize"] = round(time.monotonic() - t, 3)
+            if not opts.skip_count:
+                # the written dataset holds the same documents a count pass would tokenize,
+                # so its index gives the count without tokenizing everything twice
+                t = time.monotonic()
+                results["count"] = _count_from_dataset(res.outputs[key], res.skipped)
+                timings["count"] = round(time.monotonic() - t, 3)
 
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     _write_json_atomic(out_dir / RESULTS_FILE, results)
