@@ -3,6 +3,8 @@ batch: same samples, losses equal up to float reduction order; rank 0 saves."""
 
 from __future__ import annotations
 
+import math
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +14,10 @@ import pytest
 
 from neox_core.config import load_config
 from neox_core.training.run import main_train
+
+VALID = re.compile(
+    r"validation results at .+? \| lm_loss value: (\S+) \| lm_loss_ppl value: (\S+) \|"
+)
 
 
 def _free_port() -> int:
@@ -43,3 +49,8 @@ def test_two_ranks_match_one_device(
     for i in single:
         assert float(double[i]) == pytest.approx(float(single[i]), rel=1e-5), i
     assert (tmp_path / "ckpt" / "latest").read_text().strip() == "global_step8"
+    # the ppl is exp of the loss averaged over ranks, not a mean of per-rank ppls
+    evals = VALID.findall(run.stdout)
+    assert len(evals) == 3, run.stdout
+    for loss, ppl in evals:
+        assert float(ppl) == pytest.approx(math.exp(float(loss)), rel=2e-6)

@@ -14,7 +14,7 @@ from neox_core.training.precision import DynamicLossScaler, StaticLossScaler
 from neox_core.training.schedules import AnnealingSchedule
 from neox_core.training.signals import StopRequest
 from neox_core.training.state import IntervalStats, Progress
-from neox_core.training.step import StepSettings, evaluate, train_step
+from neox_core.training.step import StepSettings, eval_results, evaluate, train_step
 from neox_core.training.trackers import Trackers
 
 
@@ -67,8 +67,9 @@ def run_eval(
     data = loop.valid_data if is_valid else data
     if data is None or loop.eval_iters <= 0:
         return None
-    results = evaluate(loop.model, data, loop.eval_iters, loop.settings)
-    results = {k: loop.reduce_mean(v) for k, v in results.items()}
+    # average the loss, then exponentiate (as GPT-NeoX): a mean of per-rank ppls is larger
+    loss = loop.reduce_mean(evaluate(loop.model, data, loop.eval_iters, loop.settings))
+    results = eval_results(loss)
     if is_valid:
         loop.progress.valid_samples_consumed += loop.eval_iters * loop.train_batch_size
     loop.log(format_eval_line(chart, prefix, results))

@@ -108,8 +108,8 @@ def evaluate(
     data: Iterator[dict[str, torch.Tensor]],
     eval_iters: int,
     s: StepSettings,
-) -> dict[str, float]:
-    """Mean loss over `eval_iters` x `gradient_accumulation_steps` micro-batches, and its ppl."""
+) -> float:
+    """This rank's mean loss over `eval_iters` x `gradient_accumulation_steps` micro-batches."""
     model.eval()
     try:
         losses = []
@@ -117,7 +117,11 @@ def evaluate(
             with autocast(s.precision, s.device):
                 logits = model(batch.tokens)
             losses.append(masked_lm_loss(logits, batch))
-        loss = torch.stack(losses).mean().item()
+        return torch.stack(losses).mean().item()
     finally:
         model.train()
+
+
+def eval_results(loss: float) -> dict[str, float]:
+    """GPT-NeoX's eval summary from the loss averaged over ranks: the ppl is taken after."""
     return {"lm_loss": loss, "lm_loss_ppl": math.exp(min(loss, 700.0))}
