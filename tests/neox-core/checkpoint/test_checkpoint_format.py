@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -231,6 +232,18 @@ def test_save_policy_and_retention(tmp_path: Path) -> None:
     (tmp_path / "latest").write_text("global_step3\n")
     delete_old_checkpoints(tmp_path, 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["global_step3", "global_step9", "latest"]
+
+
+def test_debris_of_interrupted_saves_is_removed_without_keep_last_n(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 1, model=Tiny())
+    for name in (".tmp-global_step2-123", ".old-global_step1-456"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"partial")
+    live = tmp_path / f".tmp-global_step3-{os.getpid()}"  # this process may be saving it
+    live.mkdir()
+    assert delete_old_checkpoints(tmp_path, None) == []
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [live.name, "global_step1", "latest"]
 
 
 def test_resaving_a_step_replaces_it_whole(tmp_path: Path) -> None:
