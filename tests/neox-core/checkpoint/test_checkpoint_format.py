@@ -15,6 +15,8 @@ from safetensors import safe_open
 from neox_core.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
+    Ranks,
+    capture_rng_state,
     delete_old_checkpoints,
     is_save_iteration,
     load_checkpoint,
@@ -244,6 +246,28 @@ def test_debris_of_interrupted_saves_is_removed_without_keep_last_n(tmp_path: Pa
     assert delete_old_checkpoints(tmp_path, None) == []
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [live.name, "global_step1", "latest"]
+
+
+def test_each_rank_gets_back_its_own_rng_state(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    rank0 = capture_rng_state()
+    torch.rand(7)
+    rank1 = capture_rng_state()  # a different position of the same generator
+    save_checkpoint(tmp_path, 1, model=Tiny(), rng_states={0: rank0, 1: rank1})
+    files = read_manifest(tmp_path / "global_step1")["files"]
+    assert {"rng_rank00000.safetensors", "rng_rank00001.json"} <= set(files)
+    draws = {}
+    for rank in (1, 0):
+        torch.manual_seed(99)
+        load_checkpoint(tmp_path, model=Tiny(), ranks=Ranks(global_rank=rank))
+        draws[rank] = torch.rand(3)
+    torch.set_rng_state(rank1[0]["torch_cpu"])
+    assert torch.equal(draws[1], torch.rand(3))
+    torch.set_rng_state(rank0[0]["torch_cpu"])
+    assert torch.equal(draws[0], torch.rand(3))
+    with pytest.raises(CheckpointError, match="global rank 2"):
+        load_checkpoint(tmp_path, model=Tiny(), ranks=Ranks(global_rank=2))
+    load_checkpoint(tmp_path, model=Tiny(), ranks=Ranks(global_rank=2), restore_rng=False)
 
 
 def test_resaving_a_step_replaces_it_whole(tmp_path: Path) -> None:

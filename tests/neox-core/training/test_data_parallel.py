@@ -49,6 +49,20 @@ def test_two_ranks_match_one_device(
     for i in single:
         assert float(double[i]) == pytest.approx(float(single[i]), rel=1e-5), i
     assert (tmp_path / "ckpt" / "latest").read_text().strip() == "global_step8"
+    rng = sorted(p.name for p in (tmp_path / "ckpt" / "global_step8").glob("rng_rank*"))
+    assert rng == [f"rng_rank0000{r}.{ext}" for r in (0, 1) for ext in ("json", "safetensors")]
+
+    # resumed at 4 with two ranks (each restores its own rng_rank<R>): the same losses
+    resume = tmp_path / "resume.yml"
+    resume.write_text(
+        f'{{"load": "{tmp_path / "ckpt"}", "iteration": 4, "save": "{tmp_path / "b"}"}}'
+    )
+    cmd[cmd.index("--master_port") + 1] = str(_free_port())
+    again = subprocess.run([*cmd, str(resume)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    resumed = losses_in(again.stdout)
+    assert sorted(resumed) == [5, 6, 7, 8]
+    assert resumed == {i: double[i] for i in resumed}
     # the ppl is exp of the loss averaged over ranks, not a mean of per-rank ppls
     evals = VALID.findall(run.stdout)
     assert len(evals) == 3, run.stdout

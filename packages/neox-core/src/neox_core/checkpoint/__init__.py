@@ -11,6 +11,7 @@ from neox_core.checkpoint.load import (
     resolve_checkpoint_dir,
 )
 from neox_core.checkpoint.retention import delete_old_checkpoints, is_save_iteration
+from neox_core.checkpoint.rng import capture_rng_state
 from neox_core.checkpoint.save import Ranks, save_checkpoint
 from neox_core.checkpoint.sharding import ShardInfo, shard_infos, tp_split_dim
 
@@ -20,6 +21,7 @@ __all__ = [
     "LoadedCheckpoint",
     "Ranks",
     "ShardInfo",
+    "capture_rng_state",
     "delete_old_checkpoints",
     "is_save_iteration",
     "list_step_dirs",

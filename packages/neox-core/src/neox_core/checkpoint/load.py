@@ -155,6 +155,11 @@ def load_checkpoint(
         )
     if restore_rng and manifest["contents"].get("rng"):
         tfile, jfile = layout.rng_files(ranks.global_rank)
+        if not (ckpt / tfile).is_file():
+            raise CheckpointError(
+                f"{ckpt / tfile} missing: no RNG state for global rank {ranks.global_rank} "
+                "(saved by fewer ranks?); load with restore_rng=False to keep the seeded RNG"
+            )
         restore_rng_state(load_file(str(ckpt / tfile)), _read_json(ckpt / jfile))
     state_path = ckpt / layout.TRAINER_STATE_FILE
     if state_path.is_file():

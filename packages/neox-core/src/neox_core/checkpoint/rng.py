@@ -8,10 +8,19 @@ from typing import Any
 import numpy as np
 import torch
 
+RngState = tuple[dict[str, torch.Tensor], dict[str, Any]]
 
-def capture_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+
+def capture_rng_state(device: torch.device | None = None) -> RngState:
+    """This process's generators; with a CUDA `device`, only that device's CUDA state.
+
+    A data-parallel rank passes its own device, so its `rng_rank<R>` holds one CUDA state,
+    which `restore_rng_state` puts back on the current device of the loading rank.
+    """
     tensors = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if device is not None and device.type == "cuda":
+        tensors["torch_cuda_0"] = torch.cuda.get_rng_state(device)
+    elif torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"torch_cuda_{i}"] = state
     version, internal, gauss_next = random.getstate()

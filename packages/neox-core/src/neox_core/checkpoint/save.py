@@ -26,7 +26,7 @@ from neox_core.checkpoint.atomic import (
     write_text,
 )
 from neox_core.checkpoint.optimizer_state import optimizer_to_tensors
-from neox_core.checkpoint.rng import capture_rng_state
+from neox_core.checkpoint.rng import RngState, capture_rng_state
 from neox_core.checkpoint.sharding import shard_infos
 
 
@@ -82,12 +82,15 @@ def save_checkpoint(
     split_dims: Mapping[str, int | None] | None = None,
     tp_blocks: Mapping[str, Sequence[int]] | None = None,
     save_rng: bool = True,
+    rng_states: Mapping[int, RngState] | None = None,
 ) -> Path:
     """Write `<save_dir>/global_step<iteration>/` and point `latest` at it; return its path.
 
     `trainer_state` holds the loop's JSON-able state (scheduler, loss scaler, data position,
     counters); `config` the resolved config as a plain dict; `config_files` maps file names
-    to the text of the YAML files the run was started with.
+    to the text of the YAML files the run was started with. `rng_states` maps global ranks to
+    their `capture_rng_state`, gathered by the saving rank in a multi-process run (each rank
+    gets its own `rng_rank<R>`); by default this process's state is saved as its own rank's.
     """
     root = Path(save_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -108,6 +111,7 @@ def save_checkpoint(
             split_dims,
             tp_blocks,
             save_rng,
+            rng_states,
         )
         fsync_dir(tmp)
         if final.exists():  # re-saving a step, e.g. a rerun from scratch into the same dir
@@ -156,6 +160,7 @@ def _write_contents(
     split_dims: Mapping[str, int | None] | None,
     tp_blocks: Mapping[str, Sequence[int]] | None,
     save_rng: bool,
+    rng_states: Mapping[int, RngState] | None,
 ) -> None:
     files: list[str] = []
     weights = _unshared(model.state_dict())
@@ -195,11 +200,13 @@ def _write_contents(
         files += [tfile, jfile]
 
     if save_rng:
-        rng_tensors, rng_meta = capture_rng_state()
-        tfile, jfile = layout.rng_files(ranks.global_rank)
-        _save_tensors(out / tfile, rng_tensors, base_meta)
-        _json_dump(out / jfile, rng_meta)
-        files += [tfile, jfile]
+        for rank, (rng_tensors, rng_meta) in sorted(
+            (rng_states or {ranks.global_rank: capture_rng_state()}).items()
+        ):
+            tfile, jfile = layout.rng_files(rank)
+            _save_tensors(out / tfile, rng_tensors, base_meta)
+            _json_dump(out / jfile, rng_meta)
+            files += [tfile, jfile]
 
     if ranks.global_rank == 0:
         _json_dump(out / layout.TRAINER_STATE_FILE, dict(trainer_state or {}))
