@@ -45,20 +45,24 @@ def test_signal_finishes_the_step_saves_and_exits_zero(
     assert state["iteration"] == n
 
 
-def test_a_second_signal_terminates() -> None:
+def test_a_duplicate_signal_is_ignored_and_a_later_one_terminates() -> None:
     script = textwrap.dedent(
         """
-        import os, signal
+        import os, signal, time
         from neox_core.training.signals import StopRequest
+        StopRequest.duplicate_window_s = 0.5
         stop = StopRequest().install()
         os.kill(os.getpid(), signal.SIGTERM)
         print("first:", stop.requested, stop.signal_name, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # e.g. torchrun forwarding SLURM's SIGTERM
+        print("duplicate ignored", flush=True)
+        time.sleep(0.6)
         os.kill(os.getpid(), signal.SIGTERM)
         print("still alive", flush=True)
         """
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert run.stdout == "first: True SIGTERM\n", run.stdout + run.stderr
+    assert run.stdout == "first: True SIGTERM\nduplicate ignored\n", run.stdout + run.stderr
     assert run.returncode == -signal.SIGTERM
 
 
