@@ -305,8 +305,14 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "adlr_autoresume": ((False,), "ADLR auto-resume"),
     "adlr_autoresume_interval": ((1000,), "ADLR auto-resume"),
     "lazy_mpu_init": ((False,), "lazy model-parallel initialisation"),
-    "override_lr_scheduler": ((False,), "overriding the checkpointed LR schedule"),
-    "use_checkpoint_lr_scheduler": ((False,), "taking the LR schedule from a checkpoint"),
+    "override_lr_scheduler": (
+        (False,),
+        "GPT-NeoX's resume switches; neox always resumes with the config's LR schedule and logs what differs from the checkpoint",
+    ),
+    "use_checkpoint_lr_scheduler": (
+        (False,),
+        "GPT-NeoX's resume switches; neox always resumes with the config's LR schedule and logs what differs from the checkpoint",
+    ),
     "use_shared_fs": ((True,), "index building on nodes without a shared filesystem"),
     "train_impl": (("normal",), "GPT-NeoX's DPO/KTO/RM training (see neox-posttrain)"),
     "dataset_impl": (("gpt2",), "pairwise/other dataset implementations"),
