@@ -1,14 +1,26 @@
-"""Throughput of `neox-data tokenize` against the tokenizer's own `encode_batch`.
+"""Throughput of `neox-data tokenize`: against raw `encode_batch`, and across workers.
 
-Generates a JSONL corpus (200 MB by default, seeded), trains a 32k byte-level BPE on a
-sample of it (no network), then measures, each in a fresh process:
+Generates a seeded JSONL corpus (word soup over a 40k-word Zipf lexicon, in 8 MiB blocks made
+in parallel; the bytes do not depend on the process count) and trains a 32k byte-level BPE
+on its head (no network), or takes `--tokenizer`. Then, each run in a fresh process:
 
-- raw `Tokenizer.encode_batch` over the same texts held in memory (one process, the
-  library's own thread pool as configured by default, and with it off),
-- `neox-data tokenize` with `--workers 1` and `--workers 2` (reading, JSON parsing,
-  validation, tokenizing and writing `.bin/.idx` all included).
+Default mode (200 MB): raw `Tokenizer.encode_batch` over the texts in memory (default
+threads, and one thread) and `neox-data tokenize --workers 1 2`; tokens/s and peak RSS.
 
-Prints a table of tokens/s and peak RSS. Run: `uv run python benchmarks/tokenize_throughput.py`.
+`--scaling N` (400 MB or more): `neox-data tokenize` with workers N, .., 4, 2, 1, one
+tokenizer thread each, wall time with start-up; tokens/s, speed-up and efficiency against
+one single-threaded worker, peak memory of the whole process tree (summed PSS, and the
+largest single RSS), the per-stage seconds the CLI reports, and a digest of the outputs.
+`--gpt-neox DIR` runs GPT-NeoX's `tools/datasets/preprocess_data.py` from a checkout
+(outside this repo) on the same corpus and tokenizer at N workers (`--gpt-neox-workers`),
+and the digests show whether the outputs are byte-identical. `--compare-src DIR` adds an
+N-worker run of another `neox_data` source tree (e.g. an older commit). `--budget-s`
+bounds the whole run: the narrow runs, slowest last, then share a prefix of the corpus
+(the MB column says how much) rather than a row going missing.
+
+    uv run python benchmarks/tokenize_throughput.py
+    uv run python benchmarks/tokenize_throughput.py --scaling 16 --gpt-neox ../gpt-neox
+
 Timings on a shared machine are noisy; run it on an idle one for numbers to quote.
 """
 
@@ -419,7 +431,11 @@ def scaling(args: argparse.Namespace, work: Path, corpus: Path, tok: Path, start
         keep(f"neox-data @ {Path(path).name}", top, row)
     if args.gpt_neox:
         for w in args.gpt_neox_workers or [top]:
-            row = gpt_neox_run(corpus, tok, work, w, args.gpt_neox)
+            try:
+                row = gpt_neox_run(corpus, tok, work, w, args.gpt_neox)
+            except SystemExit as e:  # a peer that cannot run here costs its row, not the table
+                print(f"GPT-NeoX did not run: {e}", flush=True)
+                continue
             row["mb"] = size
             keep("GPT-NeoX preprocess_data.py", w, row)
     for i, w in enumerate(counts[1:], start=1):
