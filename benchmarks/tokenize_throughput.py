@@ -1,26 +1,42 @@
-"""Throughput of `neox-data tokenize` against the tokenizer's own `encode_batch`.
+"""Throughput of `neox-data tokenize`: against raw `encode_batch`, and across workers.
 
-Generates a JSONL corpus (200 MB by default, seeded), trains a 32k byte-level BPE on a
-sample of it (no network), then measures, each in a fresh process:
+Generates a seeded JSONL corpus (word soup over a 40k-word Zipf lexicon, in 8 MiB blocks made
+in parallel; the bytes do not depend on the process count) and trains a 32k byte-level BPE
+on its head (no network), or takes `--tokenizer`. Then, each run in a fresh process:
 
-- raw `Tokenizer.encode_batch` over the same texts held in memory (one process, the
-  library's own thread pool as configured by default, and with it off),
-- `neox-data tokenize` with `--workers 1` and `--workers 2` (reading, JSON parsing,
-  validation, tokenizing and writing `.bin/.idx` all included).
+Default mode (200 MB): raw `Tokenizer.encode_batch` over the texts in memory (default
+threads, and one thread) and `neox-data tokenize --workers 1 2`; tokens/s and peak RSS.
 
-Prints a table of tokens/s and peak RSS. Run: `uv run python benchmarks/tokenize_throughput.py`.
+`--scaling N` (400 MB or more): `neox-data tokenize` with workers N, .., 4, 2, 1, one
+tokenizer thread each, wall time with start-up; tokens/s, speed-up and efficiency against
+one single-threaded worker, peak memory of the whole process tree (summed PSS, and the
+largest single RSS), the per-stage seconds the CLI reports, and a digest of the outputs.
+`--gpt-neox DIR` runs GPT-NeoX's `tools/datasets/preprocess_data.py` from a checkout
+(outside this repo) on the same corpus and tokenizer at N workers (`--gpt-neox-workers`),
+and the digests show whether the outputs are byte-identical. `--compare-src DIR` adds an
+N-worker run of another `neox_data` source tree (e.g. an older commit). `--budget-s`
+bounds the whole run: the narrow runs, slowest last, then share a prefix of the corpus
+(the MB column says how much) rather than a row going missing.
+
+    uv run python benchmarks/tokenize_throughput.py
+    uv run python benchmarks/tokenize_throughput.py --scaling 16 --gpt-neox ../gpt-neox
+
 Timings on a shared machine are noisy; run it on an idle one for numbers to quote.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
+import multiprocessing as mp
 import os
 import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -117,26 +133,67 @@ WORDS = [
 ]
 
 
-def generate(path: Path, size_mb: int, seed: int = 0) -> int:
-    """Zipf-ish word soup in documents of 20..4000 words; returns the document count."""
+SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
+BLOCK_BYTES = 8 << 20  # one generator task; the corpus does not depend on the process count
+
+
+def lexicon(seed: int, size: int = 40000) -> list[str]:
+    """WORDS plus `size` pseudo-words of 1-4 syllables: enough variety for a 32k BPE."""
     rng = random.Random(seed)
-    weights = [1.0 / (i + 1) for i in range(len(WORDS))]
-    target = size_mb * 2**20
-    written = docs = 0
-    with open(path, "w", encoding="utf-8") as fh:
-        while written < target:
-            n = int(min(4000, 20 + rng.expovariate(1 / 400)))
-            words = rng.choices(WORDS, weights, k=n)
-            for i in range(12, n, rng.randint(8, 20)):
-                words[i] += "." if i % 3 else ".\n"
-            line = json.dumps({"text": " ".join(words)}, ensure_ascii=False) + "\n"
-            fh.write(line)
-            written += len(line.encode("utf-8"))
-            docs += 1
+    words = set(WORDS)
+    out = list(WORDS)
+    while len(out) < len(WORDS) + size:
+        w = "".join(rng.choices(SYLLABLES, k=rng.randint(1, 4)))
+        if rng.random() < 0.1:
+            w = w.capitalize()
+        if w not in words:
+            words.add(w)
+            out.append(w)
+    rng.shuffle(out)
+    return out
+
+
+_LEX: tuple[list[str], list[float]] | None = None
+
+
+def _block(args: tuple[int, int]) -> tuple[bytes, int]:
+    """Block `index` of the corpus: Zipf-weighted word soup in documents of 20..4000 words."""
+    global _LEX
+    seed, index = args
+    if _LEX is None:
+        words = lexicon(seed)
+        _LEX = (words, list(itertools.accumulate(1.0 / (i + 1) ** 1.05 for i in range(len(words)))))
+    words, cum = _LEX
+    rng = random.Random(f"{seed}-{index}")
+    parts: list[str] = []
+    size = docs = 0
+    while size < BLOCK_BYTES:
+        n = int(min(4000, 20 + rng.expovariate(1 / 400)))
+        doc = rng.choices(words, cum_weights=cum, k=n)
+        for i in range(12, n, rng.randint(8, 20)):
+            doc[i] += "." if i % 3 else ".\n"
+        line = json.dumps({"text": " ".join(doc)}, ensure_ascii=False) + "\n"
+        parts.append(line)
+        size += len(line.encode("utf-8"))
+        docs += 1
+    return "".join(parts).encode("utf-8"), docs
+
+
+def generate(path: Path, size_mb: int, seed: int = 0, procs: int | None = None) -> int:
+    """A seeded JSONL corpus of at least `size_mb` MiB; returns the document count."""
+    blocks = -(-size_mb * 2**20 // BLOCK_BYTES)
+    tmp = path.with_name(path.name + ".tmp")
+    docs = 0
+    with open(tmp, "wb") as fh, mp.Pool(procs or os.cpu_count()) as pool:
+        for data, n in pool.imap(_block, [(seed, i) for i in range(blocks)]):
+            fh.write(data)
+            docs += n
+    os.replace(tmp, path)
     return docs
 
 
-def train_tokenizer(corpus: Path, out: Path, sample_mb: int = 8) -> None:
+def train_tokenizer(corpus: Path, out: Path, sample_mb: int = 12) -> None:
+    """A 32k byte-level BPE (GPT-NeoX's HFTokenizer layout) trained on the corpus's head."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     texts, size = [], 0
@@ -153,6 +210,7 @@ def train_tokenizer(corpus: Path, out: Path, sample_mb: int = 8) -> None:
         vocab_size=32000,
         special_tokens=["<|endoftext|>", "<|padding|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
     tok.save(str(out))
@@ -196,21 +254,284 @@ def run(code: str, args: list[str], env_extra: dict[str, str]) -> dict[str, floa
     return json.loads(out.strip().splitlines()[-1])
 
 
+# -- scaling mode -------------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out.extend(int(c) for c in fh.read().split())
+    except OSError:
+        pass
+    return out
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(Pss, Rss) of one process in kB; Pss shares copy-on-write pages out fairly."""
+    pss = rss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+    except OSError:
+        pass
+    return pss, rss
+
+
+class TreeMemory(threading.Thread):
+    """Samples a process and all its descendants: peak of the summed Pss, peak single Rss."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_pss_kb = self.peak_rss_kb = self.peak_procs = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            pids, todo = [], [self.pid]
+            while todo:
+                p = todo.pop()
+                pids.append(p)
+                todo.extend(_children(p))
+            mem = [_memory_kb(p) for p in pids]
+            self.peak_pss_kb = max(self.peak_pss_kb, sum(m[0] for m in mem))
+            self.peak_rss_kb = max([self.peak_rss_kb, *(m[1] for m in mem)])
+            self.peak_procs = max(self.peak_procs, len(pids))
+            self._done.wait(self.interval)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def measured(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
+    """Wall seconds (start-up included) and peak memory of a command and its children."""
+    with open(log, "w") as out:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        mem = TreeMemory(proc.pid)
+        mem.start()
+        rc = proc.wait()
+        dt = time.perf_counter() - t
+        mem.stop()
+    if rc != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({rc}); see {log}:\n{log.read_text()[-3000:]}")
+    return {
+        "seconds": dt,
+        "peak_pss_mb": mem.peak_pss_kb / 1024,
+        "peak_rss_one_mb": mem.peak_rss_kb / 1024,
+        "processes": mem.peak_procs,
+    }
+
+
+def digest(prefix: str) -> str:
+    h = hashlib.sha256()
+    for ext in ("bin", "idx"):
+        with open(f"{prefix}.{ext}", "rb") as fh:
+            while block := fh.read(1 << 24):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def corpus_prefix(corpus: Path, size_mb: int, out: Path) -> Path:
+    """The first `size_mb` MiB of the corpus, cut after a whole line."""
+    with open(corpus, "rb") as src, open(out, "wb") as dst:
+        dst.write(src.read(size_mb * 2**20))
+        dst.write(src.readline())
+    return out
+
+
+def neox_run(
+    corpus: Path, tok: Path, work: Path, workers: int, pythonpath: str | None = None
+) -> dict[str, object]:
+    prefix = work / f"neox-w{workers}{'-alt' if pythonpath else ''}"
+    cmd = [sys.executable, "-m", "neox_data.cli", "tokenize", "--input", str(corpus)]
+    cmd += ["--output-prefix", str(prefix), "--vocab-file", str(tok)]
+    cmd += ["--workers", str(workers), "--json"]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}  # one thread per worker
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    log = work / f"{prefix.name}.log"
+    row: dict[str, object] = dict(measured(cmd, env, log))
+    text = log.read_text()
+    report = json.loads(text[text.index("{") :])
+    row.update(
+        tokens=report["tokens"]["text"],
+        docs=report["documents"],
+        mb=report["input_bytes"] / 2**20,
+        stages=report.get("stages_s", {}),
+        workers_used=report.get("workers", workers),
+        digest=digest(f"{prefix}_text_document"),
+    )
+    for ext in ("bin", "idx"):
+        os.remove(f"{prefix}_text_document.{ext}")
+    return row
+
+
+def gpt_neox_run(corpus: Path, tok: Path, work: Path, workers: int, gpt_neox: Path) -> dict:
+    prefix = work / f"gpt-neox-w{workers}"
+    cmd = [sys.executable, str(gpt_neox / "tools" / "datasets" / "preprocess_data.py")]
+    cmd += ["--input", str(corpus), "--output-prefix", str(prefix)]
+    cmd += ["--tokenizer-type", "HFTokenizer", "--vocab-file", str(tok)]
+    cmd += ["--workers", str(workers), "--log-interval", "100000"]
+    row: dict[str, object] = dict(measured(cmd, dict(os.environ), work / f"{prefix.name}.log"))
+    from neox_data.indexed_dataset import MMapIndexedDataset
+
+    with MMapIndexedDataset(f"{prefix}_text_document") as ds:
+        row.update(tokens=ds.num_tokens, docs=ds.num_docs)
+    row["digest"] = digest(f"{prefix}_text_document")
+    for ext in ("bin", "idx"):
+        os.remove(f"{prefix}_text_document.{ext}")
+    return row
+
+
+def scaling(args: argparse.Namespace, work: Path, corpus: Path, tok: Path, start: float) -> None:
+    """Widest runs first on the whole corpus; under --budget-s the slow narrow runs shrink.
+
+    Each narrow run's time is estimated from the per-worker rate of the run before it; when
+    the runs left would overrun the budget they all get the same prefix of the corpus (cut
+    at a line; the table's MB column says how much), instead of a row going missing.
+    """
+    top = args.scaling
+    counts = sorted({*(2**i for i in range(top.bit_length()) if 2**i <= top), top}, reverse=True)
+    size = corpus.stat().st_size / 2**20
+    results = work / "scaling.jsonl"
+    rows: list[tuple[str, int, dict]] = []
+    rate: float | None = None  # MB/s per worker of the last neox-data run
+
+    def keep(name: str, w: int, row: dict) -> None:
+        rows.append((name, w, row))
+        with open(results, "a") as fh:
+            fh.write(json.dumps({"run": name, "workers": w, **row}) + "\n")
+        print(f"{name:<34} w={w:<3} {row['mb']:6.0f} MB {row['seconds']:8.1f} s", flush=True)
+
+    def ours(w: int, narrow: list[int]) -> None:
+        nonlocal rate
+        src = corpus
+        if args.budget_s and rate:
+            left = args.budget_s - (time.perf_counter() - start) - 3.0 * len(narrow)
+            need = sum(size / (n * rate) for n in narrow)
+            if need > left:
+                mb = max(16, int(max(left, 0) * rate / sum(1 / n for n in narrow)))
+                if mb < size:
+                    src = work / f"prefix-{mb}mb.jsonl"
+                    if not src.exists():
+                        corpus_prefix(corpus, mb, src)
+        row = neox_run(src, tok, work, w)
+        rate = row["mb"] / row["seconds"] / w
+        keep("neox-data", w, row)
+
+    ours(counts[0], counts)
+    for path in args.compare_src or []:
+        row = neox_run(corpus, tok, work, top, path)
+        keep(f"neox-data @ {Path(path).name}", top, row)
+    if args.gpt_neox:
+        for w in args.gpt_neox_workers or [top]:
+            try:
+                row = gpt_neox_run(corpus, tok, work, w, args.gpt_neox)
+            except SystemExit as e:  # a peer that cannot run here costs its row, not the table
+                print(f"GPT-NeoX did not run: {e}", flush=True)
+                continue
+            row["mb"] = size
+            keep("GPT-NeoX preprocess_data.py", w, row)
+    for i, w in enumerate(counts[1:], start=1):
+        ours(w, counts[i:])
+    print_scaling(rows, corpus)
+
+
+def print_scaling(rows: list[tuple[str, int, dict]], corpus: Path) -> None:
+    size = corpus.stat().st_size / 2**20
+    ours = sorted(((w, r) for n, w, r in rows if n == "neox-data"), key=lambda x: x[0])
+    base = ours[0][1]
+    base_tps = base["tokens"] / base["seconds"]
+    docs = max(r["docs"] for _, _, r in rows)
+    print("\n## Stage profile: worker stages in seconds summed over the workers; main process")
+    print("## stages in its own seconds (main wait = idle, waiting on workers)")
+    head = f"{'workers':>7} {'MB':>5} {'read':>6} {'parse':>6} {'tokenize':>9} {'pack':>6}"
+    print(f"{head} {'main read':>9} {'main wait':>9} {'write':>6} {'tokenize MB/s/worker':>20}")
+    for w, r in ours:
+        st = r["stages"]
+        rate = r["mb"] / st["tokenize"] if st.get("tokenize") else 0.0
+        print(
+            f"{w:>7} {r['mb']:>5.0f} {st['read']:>6.2f} {st['parse']:>6.2f} "
+            f"{st['tokenize']:>9.2f} {st['pack']:>6.2f} {st['main_read']:>9.2f} "
+            f"{st['main_wait']:>9.2f} {st['write']:>6.2f} {rate:>20.2f}"
+        )
+    print(
+        f"\n## Scaling: corpus {size:.0f} MB ({docs:,} documents), {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}; one tokenizer thread per worker; wall time "
+        "with start-up"
+    )
+    print(
+        "efficiency = tokens/s / (workers x tokens/s of 1 worker); peak PSS = all processes "
+        "(shared pages split fairly); max RSS = the largest single process"
+    )
+    print(
+        f"{'run':<30} {'workers':>7} {'MB':>5} {'seconds':>8} {'tokens/s':>11} {'speed-up':>8} "
+        f"{'effic.':>6} {'peak PSS MB':>11} {'PSS/worker':>10} {'max RSS MB':>10} {'output':>16}"
+    )
+    order = sorted(rows, key=lambda x: (x[0].startswith("GPT"), x[0] != "neox-data", x[1]))
+    for name, w, r in order:
+        tps = r["tokens"] / r["seconds"]
+        print(
+            f"{name:<30} {w:>7} {r['mb']:>5.0f} {r['seconds']:>8.1f} {tps:>11,.0f} "
+            f"{tps / base_tps:>7.2f}x {tps / base_tps / w:>6.2f} {r['peak_pss_mb']:>11.0f} "
+            f"{r['peak_pss_mb'] / max(w, 1):>10.0f} {r['peak_rss_one_mb']:>10.0f} "
+            f"{r['digest']:>16}"
+        )
+    top, top_row = ours[-1]
+    for name, w, r in rows:
+        if name.startswith("GPT") and w == top:
+            ratio = (top_row["tokens"] / top_row["seconds"]) / (r["tokens"] / r["seconds"])
+            print(f"\nneox-data vs GPT-NeoX preprocess_data.py at {top} workers: {ratio:.2f}x")
+    full = {r["digest"] for _, _, r in rows if abs(r["mb"] - size) < 0.5}
+    print(
+        "whole-corpus outputs byte-identical (neox-data any workers, GPT-NeoX):",
+        "yes" if len(full) == 1 else f"NO {sorted(full)}",
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size-mb", type=int, default=200)
+    ap.add_argument("--size-mb", type=int, default=None, help="corpus size (200; 400 scaling)")
     ap.add_argument("--workdir", help="keep the corpus here (default: a temp dir)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--tokenizer", help="use this tokenizer.json instead of training one")
+    ap.add_argument("--scaling", type=int, metavar="N", help="workers 1, 2, 4, .. N")
+    ap.add_argument("--gpt-neox", type=Path, help="a GPT-NeoX checkout to run side by side")
+    ap.add_argument("--gpt-neox-workers", type=int, nargs="+", help="default: N")
+    ap.add_argument(
+        "--compare-src",
+        nargs="+",
+        help="also run N workers with PYTHONPATH=DIR (another neox_data)",
+    )
+    ap.add_argument(
+        "--budget-s", type=float, help="time for the runs; the 1-worker run shrinks to fit"
+    )
     args = ap.parse_args()
+    size_mb = args.size_mb or (400 if args.scaling else 200)
+    if args.scaling and size_mb < 400:
+        print(f"note: a {size_mb} MB corpus is a smoke run; scaling figures need >= 400 MB")
+    t_start = time.perf_counter()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="neox-tok-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    corpus, tok = work / f"corpus-{args.size_mb}mb.jsonl", work / "tokenizer.json"
+    corpus = work / f"corpus-{size_mb}mb.jsonl"
+    tok = Path(args.tokenizer) if args.tokenizer else work / "tokenizer.json"
     if not corpus.exists():
         t = time.perf_counter()
-        docs = generate(corpus, args.size_mb)
-        print(f"generated {corpus} ({docs} docs) in {time.perf_counter() - t:.1f} s")
+        docs = generate(corpus, size_mb)
+        print(f"generated {corpus} ({docs} docs) in {time.perf_counter() - t:.1f} s", flush=True)
     if not tok.exists():
+        t = time.perf_counter()
         train_tokenizer(corpus, tok)
+        print(f"trained {tok} in {time.perf_counter() - t:.1f} s", flush=True)
+    if args.scaling:
+        scaling(args, work, corpus, tok, t_start)
+        return
     rows: list[tuple[str, dict[str, float]]] = []
     rows.append(
         ("encode_batch, 1 process (default threads)", run(RAW, [str(tok), str(corpus)], {}))

@@ -116,6 +116,7 @@ def test_output_does_not_depend_on_worker_count(tok_dir: Path, tmp_path: Path, m
     from neox_data import readers
 
     monkeypatch.setattr(readers, "CHUNK_DOCS", 7)  # many chunks, so workers interleave
+    monkeypatch.setattr(readers, "RANGE_BYTES", 200)
     docs = [f"{d} number {i}" for i, d in enumerate(DOCS * 10)]
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": d} for d in docs])
     outs = []

@@ -22,6 +22,13 @@ TOKENIZER_TYPES = (
 )
 
 
+def _workers(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def _add_tokenizer_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tokenizer")
     g.add_argument(
@@ -66,7 +73,13 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
     c.add_argument("--prompt-key", default="prompt", help="DPO: shared prompt key, if present")
     c.add_argument("--kto-label-key", default="label", help="KTO: boolean desirable flag key")
     r = p.add_argument_group("runtime")
-    r.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    r.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        help="worker processes (default: the CPUs the job was given: CPU affinity, "
+        "SLURM_CPUS_PER_TASK, cgroup quota)",
+    )
     r.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     r.add_argument("--log-interval", type=float, default=30.0, help="seconds between log lines")
 
@@ -101,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     cin.add_argument("--mode", choices=["auto", "text", "chat"], default="auto")
     cin.add_argument("--append-eod", action="store_true")
     cin.add_argument("--chat-template")
-    cin.add_argument("--workers", type=int, default=1)
+    cin.add_argument("--workers", type=_workers, default=None, help="default: allocated CPUs")
     cin.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     _add_tokenizer_args(c)
 
@@ -126,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--skip-count", action="store_true")
     pr.add_argument("--skip-tokenize", action="store_true")
     pr.add_argument("--num-proc", type=int, default=1, help="processes for loading/exporting")
-    pr.add_argument("--tokenize-workers", type=int, default=1)
+    pr.add_argument(
+        "--tokenize-workers", type=_workers, default=None, help="default: allocated CPUs"
+    )
     pr.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     pr.add_argument("--append-eod", action="store_true")
     pr.add_argument("--chat-template")

@@ -8,6 +8,7 @@ nothing to any output, so all outputs stay aligned document for document.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Literal
@@ -22,7 +23,7 @@ from neox_data.chat import (
     utf8_problem,
 )
 from neox_data.indexed_dataset import best_fitting_dtype
-from neox_data.readers import Chunk
+from neox_data.readers import Chunk, load_range
 from neox_data.tokenizer import Tokenizer, TokenizerSpec, build_tokenizer
 
 Mode = Literal["text", "chat", "dpo", "kto"]
@@ -44,6 +45,9 @@ class EncodeConfig:
     kto_label_key: str = "label"  # KTO: the desirable flag
 
 
+STAGES = ("read", "parse", "tokenize", "pack")
+
+
 @dataclass
 class ChunkResult:
     arrays: dict[str, np.ndarray]  # output name -> flat tokens
@@ -51,6 +55,21 @@ class ChunkResult:
     docs: int
     errors: list[tuple[str, str]]  # (location, message)
     nbytes: int
+    # a byte-range chunk: its errors' line numbers count from the range's start, and
+    # `lines` is how far the next range of `source` starts (see `relocate`)
+    source: str = ""
+    relative_lines: list[int] | None = None
+    lines: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # worker time per stage
+
+    def relocate(self, line_base: int) -> None:
+        """Make a range's error locations absolute: `line_base` lines precede the range."""
+        if self.relative_lines is not None:
+            self.errors = [
+                (f"{self.source}:{line_base + n}", msg)
+                for n, (_, msg) in zip(self.relative_lines, self.errors, strict=True)
+            ]
+            self.relative_lines = None
 
 
 def output_names(config: EncodeConfig) -> list[str]:
@@ -129,31 +148,50 @@ class Encoder:
 
     # -- encoding ------------------------------------------------------------------------
     def encode_chunk(self, chunk: Chunk) -> ChunkResult:
+        seconds = dict.fromkeys(STAGES, 0.0)
+        ranged = chunk.byte_range is not None
+        if ranged:
+            t = time.perf_counter()
+            chunk = load_range(chunk)
+            seconds["read"] = time.perf_counter() - t
         if self.config.mode == "text":
-            return self._encode_text(chunk)
-        return self._encode_chat(chunk)
+            res = self._encode_text(chunk, seconds)
+        else:
+            res = self._encode_chat(chunk, seconds)
+        res.seconds = seconds
+        res.source = chunk.source
+        if ranged:
+            res.lines = chunk.lines
+            res.relative_lines = [int(loc.rsplit(":", 1)[1]) for loc, _ in res.errors]
+        return res
 
-    def _encode_text(self, chunk: Chunk) -> ChunkResult:
+    def _encode_text(self, chunk: Chunk, seconds: dict[str, float]) -> ChunkResult:
         keys = self.config.keys
         errors: list[tuple[str, str]] = []
         texts: dict[str, list[str]] = {k: [] for k in keys}
-        for item, loc in zip(chunk.items, chunk.locations, strict=True):
+        t = time.perf_counter()
+        for i, item in enumerate(chunk.items):
             try:
                 record = self._record(chunk, item)
                 values = [self._text(record, k) for k in keys]
             except RecordError as e:
-                errors.append((loc, str(e)))
+                errors.append((chunk.location(i), str(e)))
                 continue
             for k, v in zip(keys, values, strict=True):
                 texts[k].append(v)
+        seconds["parse"] += time.perf_counter() - t
         arrays, lengths = {}, {}
         eod = self.tokenizer.eod if self.config.append_eod else None
         for k in keys:
+            t = time.perf_counter()
             ids = self.tokenizer.encode_batch(texts[k]) if texts[k] else []
+            t2 = time.perf_counter()
             if eod is not None:
                 for seq in ids:
                     seq.append(eod)
             arrays[k], lengths[k] = _flatten(ids, self.dtype)
+            seconds["tokenize"] += t2 - t
+            seconds["pack"] += time.perf_counter() - t2
         docs = len(texts[keys[0]])
         return ChunkResult(arrays, lengths, docs, errors, chunk.nbytes)
 
@@ -188,14 +226,21 @@ class Encoder:
             )
         return 1 if flag else -1
 
-    def _encode_chat(self, chunk: Chunk) -> ChunkResult:
+    def _encode_chat(self, chunk: Chunk, seconds: dict[str, float]) -> ChunkResult:
+        """Chats are rendered and tokenized one by one: "tokenize" holds both."""
         assert self._chat is not None
         keys = self.config.keys
         errors: list[tuple[str, str]] = []
         seqs: dict[str, list[list[int]]] = {n: [] for n in self.names}
-        for item, loc in zip(chunk.items, chunk.locations, strict=True):
+        start = time.perf_counter()
+        parse = 0.0
+        for i, item in enumerate(chunk.items):
             try:
-                record = self._record(chunk, item)
+                t = time.perf_counter()
+                try:
+                    record = self._record(chunk, item)
+                finally:
+                    parse += time.perf_counter() - t
                 encoded = []
                 for k in keys:
                     try:
@@ -204,16 +249,20 @@ class Encoder:
                         raise RecordError(f"key {k!r}: {e}") from e
                 reward = self._desirable(record) if self.config.mode == "kto" else 0
             except RecordError as e:
-                errors.append((loc, str(e)))
+                errors.append((chunk.location(i), str(e)))
                 continue
             for k, (tokens, labels) in zip(keys, encoded, strict=True):
                 seqs[k].append(tokens)
                 seqs[f"{k}_label"].append(labels)
                 if self.config.mode == "kto":
                     seqs[f"{k}_reward"].append([reward] * len(tokens))
+        t = time.perf_counter()
+        seconds["parse"] += parse
+        seconds["tokenize"] += t - start - parse
         arrays, lengths = {}, {}
         for n in self.names:
             arrays[n], lengths[n] = _flatten(seqs[n], self.dtype)
+        seconds["pack"] += time.perf_counter() - t
         docs = len(seqs[keys[0]])
         return ChunkResult(arrays, lengths, docs, errors, chunk.nbytes)
 

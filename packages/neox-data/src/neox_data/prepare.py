@@ -46,7 +46,7 @@ class PrepareOptions:
     skip_count: bool = False
     skip_tokenize: bool = False
     num_proc: int = 1
-    tokenize_workers: int = 1
+    tokenize_workers: int | None = None  # None: the CPUs the job was given
     on_error: OnError = "fail"
     append_eod: bool = False
     chat_template: str | None = None

@@ -1,8 +1,12 @@
 """Input sources cut into chunks of documents that workers decode, validate and tokenize.
 
 Chunks depend only on the input (never on the worker count), which is what makes the
-output byte-identical whatever `--workers` is. JSONL lines travel as raw bytes so UTF-8 and
-JSON decoding happen in the workers, with the file and line kept for error messages.
+output byte-identical whatever `--workers` is. An uncompressed JSONL file is cut into byte
+ranges that the workers read, split and decode themselves, so the main process never touches
+its bytes: a range holds the lines that *start* inside it, and a range's line numbers are
+made absolute by the caller from the line counts of the ranges before it. Compressed JSONL,
+JSON arrays, Parquet and HF datasets are read in the main process; their lines or records
+travel to the workers, still undecoded where possible.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, BinaryIO, Literal
 
 CHUNK_DOCS = 512
 CHUNK_BYTES = 4 << 20
+RANGE_BYTES = 1 << 20  # bytes of an uncompressed JSONL file per worker task
 
 ChunkKind = Literal["jsonl", "text", "records"]
 
@@ -27,7 +32,12 @@ class InputError(ValueError):
 
 @dataclass
 class Chunk:
-    """Documents from one source; `locations[i]` names document i for error messages."""
+    """Documents from one source; `locations[i]` names document i for error messages.
+
+    With `byte_range` set the chunk is a pointer, not data: the lines of `source` that start
+    in `[start, end)`, which `load_range` reads where the chunk is processed. Its items are
+    then located by `line_numbers`, counted from the start of the range (1-based).
+    """
 
     source: str
     kind: ChunkKind
@@ -35,6 +45,66 @@ class Chunk:
     locations: list[str]
     nbytes: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    byte_range: tuple[int, int] | None = None
+    line_numbers: list[int] | None = None
+    lines: int = 0  # newlines in a loaded range: where the next range's numbering starts
+
+    def location(self, i: int) -> str:
+        if self.line_numbers is not None:
+            return f"{self.source}:{self.line_numbers[i]}"
+        return self.locations[i]
+
+
+def read_range(path: str, start: int, end: int) -> bytes:
+    """The bytes of the lines of `path` that start in `[start, end)`, whole."""
+    with open(path, "rb") as fh:
+        if start > 0:
+            fh.seek(start - 1)
+            if fh.read(1) != b"\n":
+                fh.readline()  # the tail of a line that started in an earlier range
+        pos = fh.tell()
+        if pos >= end:
+            return b""
+        data = fh.read(end - pos)
+        if data and not data.endswith(b"\n"):
+            data += fh.readline()  # the last line started here, so it is ours to the end
+    return data
+
+
+def load_range(chunk: Chunk) -> Chunk:
+    """A byte-range chunk made into a JSONL chunk of its non-blank lines."""
+    assert chunk.byte_range is not None
+    data = read_range(chunk.source, *chunk.byte_range)
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the final newline ends a line, it does not start one
+    items: list[bytes] = []
+    numbers: list[int] = []
+    for lineno, raw in enumerate(lines, start=1):
+        if raw.strip():  # blank lines separate nothing in JSONL
+            items.append(raw)
+            numbers.append(lineno)
+    return Chunk(
+        chunk.source,
+        "jsonl",
+        items,
+        [],
+        len(data),
+        line_numbers=numbers,
+        lines=data.count(b"\n"),
+    )
+
+
+def iter_jsonl_ranges(path: Path) -> Iterator[Chunk]:
+    """Byte-range pointers covering an uncompressed JSONL file."""
+    size = path.stat().st_size
+    for start in range(0, size, RANGE_BYTES):
+        end = min(start + RANGE_BYTES, size)
+        yield Chunk(str(path), "jsonl", [], [], end - start, byte_range=(start, end))
+
+
+def is_compressed(path: Path) -> bool:
+    return path.name.lower().endswith((".gz", ".zst", ".zstd"))
 
 
 def _open_binary(path: Path) -> BinaryIO:
@@ -208,10 +278,10 @@ def iter_input(
     if not path.is_file():
         raise InputError(f"{path}: input not found")
     suffix = _base_suffix(path)
-    if suffix in (".jsonl", ".ndjson"):
-        yield from iter_jsonl(path)
+    if suffix in (".jsonl", ".ndjson") or (suffix == ".json" and not _starts_with_bracket(path)):
+        yield from (iter_jsonl(path) if is_compressed(path) else iter_jsonl_ranges(path))
     elif suffix == ".json":
-        yield from (iter_json_array(path) if _starts_with_bracket(path) else iter_jsonl(path))
+        yield from iter_json_array(path)
     elif suffix == ".parquet":
         yield from iter_parquet(path, keys)
     elif suffix in (".txt", ".text", ".md"):
@@ -226,6 +296,24 @@ def iter_input(
 
 
 KNOWN_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".txt", ".text", ".md", ".gz", ".zst")
+
+
+def task_bound(specs: list[str]) -> int | None:
+    """An upper bound on the chunks of local file inputs (None: unknown, e.g. a hub name).
+
+    More workers than chunks would only start idle processes.
+    """
+    total = 0
+    for spec in specs:
+        path = Path(spec)
+        if is_hf_saved_dataset(path) or not path.exists():
+            return None
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        for f in files:
+            if is_compressed(f) or _base_suffix(f) == ".parquet":
+                return None  # a compressed file holds more than its size in chunks
+            total += max(1, -(-f.stat().st_size // RANGE_BYTES))
+    return total
 
 
 def _looks_like_hub_name(spec: str) -> bool:

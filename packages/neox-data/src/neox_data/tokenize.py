@@ -2,7 +2,11 @@
 
 Chunks are handed to a pool with a bounded window of outstanding work and collected in
 submission order, so memory stays flat in the input size and the output does not depend on
-the worker count. Outputs go through `IndexedDatasetWriter`, so a failure or Ctrl-C leaves
+the worker count. For uncompressed JSONL a chunk is only a byte range: each worker reads,
+splits, decodes and tokenizes its range and sends back numpy token arrays, so the main
+process does no per-document work and only appends arrays to the outputs. Workers run the
+tokenizer single-threaded when they cover the CPUs; fewer workers share the CPUs out as
+tokenizer threads. Outputs go through `IndexedDatasetWriter`, so a failure or Ctrl-C leaves
 no half-written pair.
 """
 
@@ -20,10 +24,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from neox_data.encoding import ChunkResult, EncodeConfig, Encoder
+from neox_data.cpus import allocated_cpus
+from neox_data.encoding import STAGES, ChunkResult, EncodeConfig, Encoder
 from neox_data.indexed_dataset import IndexedDatasetWriter
 from neox_data.progress import Progress
-from neox_data.readers import Chunk, iter_input
+from neox_data.readers import Chunk, iter_input, task_bound
 
 OnError = Literal["fail", "skip"]
 MAX_REPORTED_ERRORS = 20
@@ -42,6 +47,10 @@ class TokenizeResult:
     errors: list[str] = field(default_factory=list)  # the first few skipped records
     input_bytes: int = 0
     seconds: float = 0.0
+    workers: int = 1
+    # seconds per stage: read/parse/tokenize/pack summed over workers; main_read (chunks
+    # the main process reads itself), main_wait (waiting on workers) and write in the main
+    stages: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +61,8 @@ class TokenizeResult:
             "errors": self.errors,
             "input_bytes": self.input_bytes,
             "seconds": round(self.seconds, 3),
+            "workers": self.workers,
+            "stages_s": {k: round(v, 3) for k, v in self.stages.items()},
         }
 
 
@@ -63,10 +74,16 @@ def output_prefix_for(prefix: str, name: str) -> str:
 _WORKER: Encoder | None = None
 
 
-def _init_worker(config: EncodeConfig) -> None:
+def _init_worker(config: EncodeConfig, threads: int) -> None:
     global _WORKER
-    # One process per core already; tokenizers' own thread pool would oversubscribe.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # Workers times threads = the CPUs: with a worker per CPU the tokenizer's own pool off,
+    # else a share each. The pool is built at first use, after these are set. A user's
+    # TOKENIZERS_PARALLELISM=false is kept.
+    if threads <= 1 or os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("false", "0"):
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    else:
+        os.environ["TOKENIZERS_PARALLELISM"] = "true"
+        os.environ["RAYON_NUM_THREADS"] = str(threads)
     _WORKER = Encoder(config)
 
 
@@ -76,25 +93,48 @@ def _work(chunk: Chunk) -> ChunkResult:
 
 
 def _ordered_results(
-    chunks: Iterator[Chunk], config: EncodeConfig, encoder: Encoder, workers: int
+    chunks: Iterator[Chunk],
+    config: EncodeConfig,
+    encoder: Encoder,
+    workers: int,
+    clock: dict[str, float],
 ) -> Iterator[ChunkResult]:
+    """Results in chunk order; `clock` gets the main process's read and wait seconds."""
+
+    def next_chunk() -> Chunk | None:
+        t = time.perf_counter()
+        chunk = next(chunks, None)
+        clock["main_read"] += time.perf_counter() - t
+        return chunk
+
     if workers <= 1:
-        for chunk in chunks:
+        while (chunk := next_chunk()) is not None:
             yield encoder.encode_chunk(chunk)
         return
+    threads = max(1, allocated_cpus() // workers)
     # fork: workers start in milliseconds and need no `__main__` guard in callers' scripts.
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     pool = ProcessPoolExecutor(
-        workers, mp_context=mp.get_context(method), initializer=_init_worker, initargs=(config,)
+        workers,
+        mp_context=mp.get_context(method),
+        initializer=_init_worker,
+        initargs=(config, threads),
     )
+
+    def take(window: deque[Future[ChunkResult]]) -> ChunkResult:
+        t = time.perf_counter()
+        res = window.popleft().result()
+        clock["main_wait"] += time.perf_counter() - t
+        return res
+
     try:
         window: deque[Future[ChunkResult]] = deque()
-        for chunk in chunks:
+        while (chunk := next_chunk()) is not None:
             window.append(pool.submit(_work, chunk))
-            if len(window) >= 3 * workers:
-                yield window.popleft().result()
+            if len(window) >= 4 * workers:
+                yield take(window)
         while window:
-            yield window.popleft().result()
+            yield take(window)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -110,7 +150,7 @@ def tokenize(
     inputs: list[str],
     output_prefix: str,
     config: EncodeConfig,
-    workers: int = 1,
+    workers: int | None = 1,
     on_error: OnError = "fail",
     num_docs: int | None = None,
     subset: str | None = None,
@@ -122,10 +162,19 @@ def tokenize(
 ) -> TokenizeResult:
     """Tokenize `inputs` into `<output_prefix>_<name>_document.bin/.idx`, one per output.
 
-    With `write=False` nothing is written (token counting); `lengths_out` then collects
-    the per-document token counts of the first output, chunk by chunk.
+    `workers=None` takes the CPUs the job was given (see `allocated_cpus`); no more workers
+    start than the inputs have chunks. With `write=False` nothing is written (token
+    counting); `lengths_out` then collects the per-document token counts of the first
+    output, chunk by chunk.
     """
     start = time.monotonic()
+    if workers is None:
+        workers = allocated_cpus()
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    bound = task_bound(inputs)
+    if bound is not None:
+        workers = max(1, min(workers, bound))
     encoder = Encoder(config)
     names = encoder.names
     prefixes = {n: output_prefix_for(output_prefix, n) for n in names}
@@ -138,9 +187,16 @@ def tokenize(
     docs = skipped = nbytes = 0
     errors: list[str] = []
     chunks = _all_chunks(inputs, list(config.keys), subset, split)
-    results = _ordered_results(chunks, config, encoder, workers)
+    stages = dict.fromkeys((*STAGES, "main_read", "main_wait", "write"), 0.0)
+    results = _ordered_results(chunks, config, encoder, workers, stages)
+    line_base: dict[str, int] = {}  # lines of each source before the next byte range
     try:
         for res in results:
+            for k, v in res.seconds.items():
+                stages[k] += v
+            if res.relative_lines is not None:
+                res.relocate(line_base.get(res.source, 0))
+            line_base[res.source] = line_base.get(res.source, 0) + res.lines
             if res.errors:
                 if on_error == "fail":
                     loc, msg = res.errors[0]
@@ -148,18 +204,22 @@ def tokenize(
                 skipped += len(res.errors)
                 room = MAX_REPORTED_ERRORS - len(errors)
                 errors.extend(f"{loc}: {msg}" for loc, msg in res.errors[: max(room, 0)])
+            t = time.perf_counter()
             for n in names:
                 if write:
                     writers[n].add_documents(res.arrays[n], res.lengths[n])
                 tokens[n] += int(res.arrays[n].size)
+            stages["write"] += time.perf_counter() - t
             if lengths_out is not None:
                 lengths_out.append(res.lengths[names[0]].astype(np.int32))
             docs += res.docs
             nbytes += res.nbytes
             if progress is not None:
                 progress.update(res.docs, int(res.arrays[names[0]].size), res.nbytes)
+        t = time.perf_counter()
         for w in writers.values():
             w.finalize()
+        stages["write"] += time.perf_counter() - t
     except BaseException:
         for w in writers.values():
             w.abort()
@@ -176,4 +236,6 @@ def tokenize(
         errors=errors,
         input_bytes=nbytes,
         seconds=time.monotonic() - start,
+        workers=workers,
+        stages=stages,
     )
