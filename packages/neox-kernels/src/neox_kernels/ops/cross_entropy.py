@@ -20,11 +20,11 @@ from torch import Tensor
 from neox_kernels.ops import _backend as be
 
 IGNORE_INDEX = -100
-_CHUNK_BYTES = 256 * 2**20  # logits bytes per chunk
+_CHUNK_BYTES = 128 * 2**20  # logits bytes per chunk
 
 
 def default_chunk_rows(vocab: int, dtype: torch.dtype) -> int:
-    """Tokens per chunk so that one chunk of logits takes about 256 MiB."""
+    """Tokens per chunk so that one chunk of logits takes about 128 MiB."""
     itemsize = torch.empty(0, dtype=dtype).element_size()
     return max(64, _CHUNK_BYTES // max(1, vocab * itemsize))
 
@@ -56,13 +56,15 @@ def _ref_grad_(logits: Tensor, labels: Tensor, vocab_start: int, lse: Tensor, a:
 
 def _accumulate_weight_grad(acc: Tensor | None, grad_logits: Tensor, h: Tensor) -> Tensor:
     """acc + grad_logits.T @ h, accumulated in fp32 across chunks."""
-    if acc is None:
-        return be.acc(torch.mm(grad_logits.t(), h))
     if grad_logits.is_cuda and grad_logits.dtype != torch.float32:
-        try:  # cuBLAS writes the fp32 sum directly (torch >= 2.8)
+        try:  # cuBLAS writes the fp32 result itself: no bf16 temporary (torch >= 2.8)
+            if acc is None:
+                return torch.mm(grad_logits.t(), h, out_dtype=torch.float32)
             return torch.addmm(acc, grad_logits.t(), h, out_dtype=torch.float32)
         except (TypeError, RuntimeError):
             pass
+    if acc is None:
+        return be.acc(torch.mm(grad_logits.t(), h))
     return acc.add_(torch.mm(grad_logits.t(), h))
 
 
@@ -91,23 +93,33 @@ def _check(hidden: Tensor, weight: Tensor, labels: Tensor) -> None:
         )
     if labels.shape != (hidden.shape[0],):
         raise ValueError(f"labels must be [{hidden.shape[0]}], got {tuple(labels.shape)}")
-    if hidden.dtype != weight.dtype:
-        raise ValueError(f"hidden dtype {hidden.dtype} differs from weight dtype {weight.dtype}")
+    if not hidden.is_floating_point() or not weight.is_floating_point():
+        raise ValueError(
+            f"hidden and weight must be floating point, got {hidden.dtype}, {weight.dtype}"
+        )
 
 
 @torch.library.custom_op(
     "neox::linear_cross_entropy",
     mutates_args=(),
     schema="(Tensor hidden, Tensor weight, Tensor labels, Tensor row_weight, float z_loss,"
-    " int chunk_rows, bool compute_grad) -> (Tensor, Tensor, Tensor, Tensor)",
+    " int chunk_rows, bool compute_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
 )
 def linear_cross_entropy_op(hidden, weight, labels, row_weight, z_loss, chunk_rows, compute_grad):
-    """Returns (loss, lse [tokens] fp32, grad_hidden, grad_weight fp32); grads empty unless asked."""
+    """Returns (loss, lse, grad_hidden / scale, grad_weight / scale (fp32), scale).
+
+    The matmuls run in hidden's dtype (weight is cast once). Gradients are empty unless asked;
+    they are kept divided by scale = max(row_weight) so that fp16 gradient logits
+    (softmax * 1/tokens) do not underflow.
+    """
     _check(hidden, weight, labels)
     n = hidden.shape[0]
-    hidden, weight = hidden.contiguous(), weight.contiguous()
+    hidden, weight = hidden.contiguous(), weight.to(hidden.dtype).contiguous()
     stat = be.stat_dtype(hidden)
     labels, row_weight = labels.contiguous(), row_weight.to(stat).contiguous()
+    scale = row_weight.max() if n else row_weight.new_ones(())
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    kernel_weight = row_weight / scale
     lse = torch.empty(n, dtype=stat, device=hidden.device)
     target = torch.empty_like(lse)
     grad_hidden = torch.empty_like(hidden) if compute_grad else hidden.new_empty(0)
@@ -116,7 +128,7 @@ def linear_cross_entropy_op(hidden, weight, labels, row_weight, z_loss, chunk_ro
         h = hidden[start:end]
         logits = torch.mm(h, weight.t())
         _chunk_forward(logits, labels[start:end], 0, lse[start:end], target[start:end],
-                       row_weight[start:end] if compute_grad else None, z_loss)  # fmt: skip
+                       kernel_weight[start:end] if compute_grad else None, z_loss)  # fmt: skip
         if compute_grad:
             torch.mm(logits, weight, out=grad_hidden[start:end])
             grad_weight = _accumulate_weight_grad(grad_weight, logits, h)
@@ -124,7 +136,7 @@ def linear_cross_entropy_op(hidden, weight, labels, row_weight, z_loss, chunk_ro
         shape = weight.shape if compute_grad else (0,)
         grad_weight = torch.zeros(shape, dtype=stat, device=hidden.device)
     loss = (row_weight * (lse - target + z_loss * lse * lse)).sum()
-    return loss, lse, grad_hidden, grad_weight
+    return loss, lse, grad_hidden, grad_weight, scale
 
 
 @linear_cross_entropy_op.register_fake
@@ -135,25 +147,26 @@ def _(hidden, weight, labels, row_weight, z_loss, chunk_rows, compute_grad):
     lse = hidden.new_empty(n, dtype=stat)
     gh = torch.empty_like(hidden) if compute_grad else hidden.new_empty(0)
     gw = weight.new_empty(weight.shape if compute_grad else (0,), dtype=stat)
-    return loss, lse, gh, gw
+    return loss, lse, gh, gw, hidden.new_empty((), dtype=stat)
 
 
 def _lce_setup(ctx, inputs, output):
     ctx.compute_grad = inputs[6]
     ctx.weight_dtype = inputs[1].dtype
-    _loss, _lse, grad_hidden, grad_weight = output
-    ctx.save_for_backward(grad_hidden, grad_weight)
+    _loss, _lse, grad_hidden, grad_weight, scale = output
+    ctx.save_for_backward(grad_hidden, grad_weight, scale)
 
 
-def _lce_backward(ctx, grad_loss, _glse, _gh, _gw):
+def _lce_backward(ctx, grad_loss, _glse, _gh, _gw, _gs):
     if not ctx.compute_grad:
         raise RuntimeError(
             "linear_cross_entropy was called with compute_grad=False; call it with "
             "compute_grad=True (the default when gradients are enabled) to backpropagate"
         )
-    grad_hidden, grad_weight = ctx.saved_tensors
-    gh = grad_hidden * grad_loss.to(grad_hidden.dtype)
-    gw = (grad_weight * grad_loss).to(ctx.weight_dtype)
+    grad_hidden, grad_weight, scale = ctx.saved_tensors
+    factor = grad_loss * scale
+    gh = grad_hidden * factor.to(grad_hidden.dtype)
+    gw = (grad_weight * factor).to(ctx.weight_dtype)
     return gh, gw, None, None, None, None, None
 
 
@@ -170,7 +183,8 @@ def linear_cross_entropy_stats(hidden, weight, labels, vocab_start, chunk_rows):
     """(lse over the shard, logit of the label or 0), both [tokens] fp32."""
     _check(hidden, weight, labels)
     n = hidden.shape[0]
-    hidden, weight, labels = hidden.contiguous(), weight.contiguous(), labels.contiguous()
+    hidden, labels = hidden.contiguous(), labels.contiguous()
+    weight = weight.to(hidden.dtype).contiguous()
     lse = torch.empty(n, dtype=be.stat_dtype(hidden), device=hidden.device)
     target = torch.empty_like(lse)
     for start, end in _chunks(n, chunk_rows):
@@ -197,7 +211,8 @@ def linear_cross_entropy_stats_bwd(hidden, weight, labels, vocab_start, lse, gra
                                    grad_target, chunk_rows):  # fmt: skip
     """(grad_hidden, grad_weight fp32) of sum(grad_lse * lse + grad_target * target)."""
     n = hidden.shape[0]
-    hidden, weight, labels = hidden.contiguous(), weight.contiguous(), labels.contiguous()
+    hidden, labels = hidden.contiguous(), labels.contiguous()
+    weight = weight.to(hidden.dtype).contiguous()
     stat = be.stat_dtype(hidden)
     grad_lse, grad_target = grad_lse.to(stat).contiguous(), grad_target.to(stat).contiguous()
     grad_hidden = torch.empty_like(hidden)
@@ -248,11 +263,10 @@ linear_cross_entropy_stats.register_autograd(_stats_backward, setup_context=_sta
 
 
 def _flatten(hidden: Tensor, weight: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """2-D hidden and 1-D labels; under autocast hidden takes the autocast dtype (the ops cast
+    the weight once themselves and return its gradient in the weight's own dtype)."""
     if torch.is_autocast_enabled(hidden.device.type):
-        dtype = torch.get_autocast_dtype(hidden.device.type)
-        hidden, weight = hidden.to(dtype), weight.to(dtype)
-    elif weight.dtype != hidden.dtype:
-        weight = weight.to(hidden.dtype)
+        hidden = hidden.to(torch.get_autocast_dtype(hidden.device.type))
     return hidden.reshape(-1, hidden.shape[-1]), weight, labels.reshape(-1).long()
 
 
@@ -280,9 +294,9 @@ def linear_cross_entropy(
     if reduction == "mean":
         row_weight = row_weight / valid.sum().clamp(min=1).to(stat)
     labels2 = torch.where(valid, labels2, torch.full_like(labels2, IGNORE_INDEX))
-    chunk = chunk_rows or default_chunk_rows(weight2.shape[0], weight2.dtype)
+    chunk = chunk_rows or default_chunk_rows(weight2.shape[0], hidden2.dtype)
     grad = torch.is_grad_enabled() and (hidden2.requires_grad or weight2.requires_grad)
-    loss, _lse, _gh, _gw = linear_cross_entropy_op(
+    loss, *_ = linear_cross_entropy_op(
         hidden2, weight2, labels2, row_weight, float(z_loss), chunk, grad
     )
     return loss
@@ -301,6 +315,6 @@ def linear_cross_entropy_shard(
     shards: lse = logsumexp(stack(lse_s)), target = sum(target_s), loss = lse - target.
     """
     hidden2, weight2, labels2 = _flatten(hidden, weight_shard, labels)
-    chunk = chunk_rows or default_chunk_rows(weight2.shape[0], weight2.dtype)
+    chunk = chunk_rows or default_chunk_rows(weight2.shape[0], hidden2.dtype)
     lse, target = linear_cross_entropy_stats(hidden2, weight2, labels2, int(vocab_start), chunk)
     return lse.reshape(labels.shape), target.reshape(labels.shape)

@@ -19,7 +19,9 @@ from neox_kernels import ops
 
 # ||out - ref|| / ||ref|| allowed per dtype: fp32 arithmetic lands far below 1e-4; bf16 and fp16
 # carry 8 and 11 bits of mantissa, and each output is rounded once (twice through a backward).
-TOLERANCE = {torch.float32: 1e-4, torch.float16: 4e-3, torch.bfloat16: 2e-2}
+# fp16's bound is set by the cross-entropy: its gradient logits (softmax / tokens, ~1e-9) fall
+# under fp16's smallest subnormal, as they do in torch's own fp16 cross-entropy (measured 8e-3).
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 
 
 @dataclass(frozen=True)
