@@ -97,8 +97,8 @@ def _fwd_bwd(fn, inputs, n_grad):
     return run
 
 
-def measure(op, shape, impls, make_inputs, n_grad, nbytes, copy_gbps, rows):
-    base = None
+def measure(op, shape, impls, make_inputs, n_grad, nbytes, copy_gbps, rows, graph=True):
+    """Time each implementation; rows are printed as they come (a later crash keeps them)."""
     for name, fn in impls.items():
         if fn is None:
             continue
@@ -115,15 +115,18 @@ def measure(op, shape, impls, make_inputs, n_grad, nbytes, copy_gbps, rows):
                 with torch.no_grad():
                     fn(*inputs)
 
-            fwd, timing = bench_graphed(forward)
-            fb, timing_b = bench_graphed(_fwd_bwd(fn, inputs, n_grad))
+            if graph:
+                fwd, timing = bench_graphed(forward)
+                fb, timing_b = bench_graphed(_fwd_bwd(fn, inputs, n_grad))
+            else:  # milliseconds of matmuls: launch overhead does not matter
+                fwd, fb, timing, timing_b = bench(forward), bench(_fwd_bwd(fn, inputs, n_grad)), "eager", "eager"  # fmt: skip
             timing = timing if timing == timing_b else f"{timing}/{timing_b}"
         except Exception as error:  # a failing baseline is reported, not fatal
             print(f"  {op} {shape} {name}: failed ({type(error).__name__}: {error})"[:300])
             continue
         gbps = nbytes / fb / 1e6 if nbytes else math.nan
         rows.append(Row(op, shape, name, fwd, fb, gbps, gbps / copy_gbps, peak, timing))
-        base = base or fb
+        print(_format(rows[-1]), flush=True)
 
 
 def _compiled(fn, enabled):
@@ -189,8 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     tokens = 4096 if args.quick else 16384
     print(f"copy bandwidth {copy_gbps:.0f} GB/s; fused ops compiled: {ops.cuda_available()}")
 
+    cpu_gen = torch.Generator().manual_seed(0)  # inputs never touch the CUDA generator, which a
+    # failed graph capture can leave unusable
+
     def leaf(*shape, scale=1.0):
-        return (torch.randn(*shape, device=dev, dtype=bf16) * scale).requires_grad_()
+        x = torch.randn(*shape, generator=cpu_gen) * scale
+        return x.to(dev, bf16).requires_grad_()
 
     for hidden in (2048,) if args.quick else (2048, 4096):
         shape = f"{tokens}x{hidden}"
@@ -254,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     for n_tok, hidden, vocab in ce_shapes:
 
         def inputs(n_tok=n_tok, hidden=hidden, vocab=vocab):
-            labels = torch.randint(0, vocab, (n_tok,), device=dev)
+            labels = torch.randint(0, vocab, (n_tok,), generator=cpu_gen)
             labels[::10] = -100
+            labels = labels.to(dev)
             return leaf(n_tok, hidden), leaf(vocab, hidden, scale=hidden**-0.5), labels
 
         measure("linear+cross_entropy", f"{n_tok}x{hidden} V{vocab}", {
@@ -264,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             "compile": _compiled(ce_ref, comp),
             "liger": (lambda h, w, y: liger.liger_fused_linear_cross_entropy(h, w, y))
             if liger else None,
-        }, inputs, 2, 0, copy_gbps, rows)  # fmt: skip
+        }, inputs, 2, 0, copy_gbps, rows, graph=False)  # fmt: skip
 
     if args.json:
         with open(args.json, "w") as f:
@@ -274,10 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     print("-" * len(head))
     for r in rows:
-        gb = "" if math.isnan(r.gbps) else f"{r.gbps:7.0f}"
-        share = "" if math.isnan(r.copy_share) else f"{100 * r.copy_share:5.0f}%"
-        print(f"{r.op:<22} {r.shape:<22} {r.impl:<19} {r.fwd_ms:8.3f} {r.fwd_bwd_ms:8.3f} {gb:>7} {share:>6} {r.peak_mb:8.0f} {r.timing}")  # fmt: skip
+        print(_format(r))
     return 0
+
+
+def _format(r: Row) -> str:
+    gb = "" if math.isnan(r.gbps) else f"{r.gbps:7.0f}"
+    share = "" if math.isnan(r.copy_share) else f"{100 * r.copy_share:5.0f}%"
+    return f"{r.op:<22} {r.shape:<22} {r.impl:<19} {r.fwd_ms:8.3f} {r.fwd_bwd_ms:8.3f} {gb:>7} {share:>6} {r.peak_mb:8.0f} {r.timing}"  # fmt: skip
 
 
 if __name__ == "__main__":

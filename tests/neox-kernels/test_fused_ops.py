@@ -200,6 +200,7 @@ OPCHECK_ARGS = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ops.OPS)
 def test_op_registration_is_consistent(name) -> None:
     """Schema, fake (meta) implementation and autograd registration agree with the op."""
@@ -207,6 +208,7 @@ def test_op_registration_is_consistent(name) -> None:
     torch.library.opcheck(op, OPCHECK_ARGS[name]())
 
 
+@pytest.mark.slow
 def test_self_check_cases_pass_on_cpu() -> None:
     """verify.check compares an op in fp32 with itself in fp64: on CPU both are references."""
     for case in verify.quick_cases()[:7]:

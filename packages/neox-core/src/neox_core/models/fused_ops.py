@@ -88,7 +88,8 @@ def lm_loss(model: nn.Module, batch, precision_ctx) -> torch.Tensor:
     from neox_core.training.batch import masked_lm_loss
 
     inner = _unwrap(model)
-    fused = use_fused(getattr(inner.config, "fused_kernels", False), batch.tokens)
+    enabled = getattr(getattr(inner, "config", None), "fused_kernels", False)
+    fused = use_fused(enabled, batch.tokens)
     if not fused or not hasattr(inner, "head_weight"):
         with precision_ctx:
             logits = model(batch.tokens)
