@@ -11,6 +11,7 @@ from neox_kernels.ops.activations import bias_gelu, swiglu
 from neox_kernels.ops.cross_entropy import linear_cross_entropy, linear_cross_entropy_shard
 from neox_kernels.ops.norms import layer_norm, rms_norm
 from neox_kernels.ops.rotary import rotary_qkv_
+from neox_kernels.ops.vocab_parallel import vocab_parallel_linear_cross_entropy
 
 OPS = (
     "norm_fwd",
@@ -42,4 +43,5 @@ __all__ = [
     "rms_norm",
     "rotary_qkv_",
     "swiglu",
+    "vocab_parallel_linear_cross_entropy",
 ]
