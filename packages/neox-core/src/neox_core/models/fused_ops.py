@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 _FORCE_ON_CPU = False
+_KERNELS_RUN: bool | None = None  # neox-kernels' CUDA kernels are built and see a GPU
 
 
 @contextlib.contextmanager
@@ -36,9 +37,12 @@ def use_fused(enabled: bool, x: torch.Tensor) -> bool:
     if not enabled:
         return False
     if x.is_cuda:
-        from neox_kernels.ops import cuda_available
+        global _KERNELS_RUN
+        if _KERNELS_RUN is None:  # asked once: a plain global is what torch.compile guards on
+            from neox_kernels.ops import cuda_available
 
-        return cuda_available()
+            _KERNELS_RUN = cuda_available()
+        return _KERNELS_RUN
     return _FORCE_ON_CPU
 
 
