@@ -10,9 +10,30 @@ from neox_kernels import __version__
 
 
 def _build_info() -> dict:
+    """The index extension's build, and what the fused kernels were compiled for."""
     from neox_kernels import _index
 
-    return dict(_index.build_info())
+    info = dict(_index.build_info())
+    try:
+        from neox_kernels import _cuda
+    except ImportError:
+        info["cuda"] = {"compiled": False}
+    else:
+        info["cuda"] = {
+            "compiled": True,
+            **dict(_cuda.build_info()),
+            "devices": _cuda.device_count(),
+        }
+    try:
+        import torch
+    except ImportError:
+        info["torch"] = None
+    else:
+        from neox_kernels.ops import OPS, cuda_available
+
+        info["torch"] = torch.__version__
+        info["ops"] = {f"neox::{op}": "cuda" if cuda_available() else "reference" for op in OPS}
+    return info
 
 
 def _self_check(args: argparse.Namespace) -> int:
@@ -49,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"neox-kernels {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="print how the extension was built (JSON)")
+    sub.add_parser("info", help="print how the extensions were built and what each op runs (JSON)")
     check = sub.add_parser(
-        "self-check", help="check the index builders' invariants (exit 1 on failure)"
+        "self-check",
+        help="check the index builders and, on a GPU, the fused kernels (exit 1 on failure)",
     )
     check.add_argument("--seed", type=int, default=0, help="seed of the random corpora")
     bench = sub.add_parser("bench", help="time the index builders on a synthetic corpus")

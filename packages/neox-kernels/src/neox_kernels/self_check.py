@@ -96,12 +96,42 @@ CHECKS: dict[str, Callable[[np.random.Generator], str]] = {
 }
 
 
+def _fused_kernel_checks(seed: int) -> list[CheckResult]:
+    """Each fused op's CUDA kernel against its fp64 reference (only where CUDA runs)."""
+    try:
+        import torch
+
+        from neox_kernels.ops import cuda_available, verify
+    except ImportError:
+        return []
+    if not cuda_available():
+        return []
+    results = []
+    for case in verify.quick_cases():
+        for dtype in (torch.float32, torch.bfloat16):
+            name = f"{case.name} {str(dtype).removeprefix('torch.')}"
+            try:
+                error = verify.check(case, torch.device("cuda"), dtype, seed)
+            except Exception as exc:  # a crash in a kernel is a failed check, not a traceback
+                results.append(CheckResult(name, False, f"{type(exc).__name__}: {exc}"))
+                continue
+            limit = verify.TOLERANCE[dtype]
+            results.append(
+                CheckResult(name, error < limit, f"relative error {error:.1e} (limit {limit:.0e})")
+            )
+    return results
+
+
 def run_self_check(seed: int = 0) -> list[CheckResult]:
-    """Run every check; a failing one is reported, not raised."""
+    """Run every check; a failing one is reported, not raised.
+
+    The index checks run everywhere; the fused-kernel checks where the CUDA kernels were
+    built and a GPU is visible.
+    """
     results = []
     for name, check in CHECKS.items():
         try:
             results.append(CheckResult(name, True, check(np.random.default_rng(seed))))
         except AssertionError as error:
             results.append(CheckResult(name, False, str(error)))
-    return results
+    return results + _fused_kernel_checks(seed)

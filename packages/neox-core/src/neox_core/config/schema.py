@@ -41,6 +41,9 @@ class ModelConfig:
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
     checkpoint_activations: bool = False
+    # neox-kernels' fused CUDA ops where they run (norms, rotary, activations, linear+CE);
+    # false runs the plain PyTorch code everywhere (debugging). GPT-NeoX's *_fusion keys map here.
+    fused_kernels: bool = True
 
 
 @dataclass

@@ -35,7 +35,8 @@ class DecoderLayer(nn.Module):
         super().__init__()
         head_dim = cfg.hidden_size // cfg.num_attention_heads
         self.parallel_residual = cfg.gpt_j_residual
-        self.input_norm = make_norm(cfg.norm, cfg.hidden_size, cfg.norm_eps, cfg.norm_bias)
+        fused = cfg.fused_kernels
+        self.input_norm = make_norm(cfg.norm, cfg.hidden_size, cfg.norm_eps, cfg.norm_bias, fused)
         self.attention = Attention(
             hidden_size=cfg.hidden_size,
             num_heads=cfg.num_attention_heads,
@@ -44,9 +45,12 @@ class DecoderLayer(nn.Module):
             rotary_base=cfg.rotary_emb_base,
             bias=cfg.use_bias,
             dropout=cfg.attention_dropout,
+            fused=fused,
         )
-        self.post_attention_norm = make_norm(cfg.norm, cfg.hidden_size, cfg.norm_eps, cfg.norm_bias)
-        self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, cfg.activation, cfg.use_bias)
+        self.post_attention_norm = make_norm(
+            cfg.norm, cfg.hidden_size, cfg.norm_eps, cfg.norm_bias, fused
+        )
+        self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, cfg.activation, cfg.use_bias, fused)
         self.hidden_dropout = nn.Dropout(cfg.hidden_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +76,9 @@ class CausalLM(nn.Module):
         self.checkpoint_activations = cfg.checkpoint_activations
         self.embed = nn.Embedding(cfg.padded_vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
-        self.final_norm = make_norm(cfg.norm, cfg.hidden_size, cfg.norm_eps, cfg.norm_bias)
+        self.final_norm = make_norm(
+            cfg.norm, cfg.hidden_size, cfg.norm_eps, cfg.norm_bias, cfg.fused_kernels
+        )
         self.lm_head = (
             None
             if cfg.tie_embeddings
@@ -82,7 +88,8 @@ class CausalLM(nn.Module):
     def head_weight(self) -> torch.Tensor:
         return self.embed.weight if self.lm_head is None else self.lm_head.weight
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, return_hidden: bool = False) -> torch.Tensor:
+        """Logits, or with return_hidden the final-normed hidden states (for a fused loss)."""
         x = self.embed(input_ids)
         for layer in self.layers:
             if self.checkpoint_activations and self.training and torch.is_grad_enabled():
@@ -90,4 +97,4 @@ class CausalLM(nn.Module):
             else:
                 x = layer(x)
         x = self.final_norm(x)
-        return F.linear(x, self.head_weight())
+        return x if return_hidden else F.linear(x, self.head_weight())

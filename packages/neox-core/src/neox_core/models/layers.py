@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neox_core.models import fused_ops
+from neox_core.models.fused_ops import use_fused
+
 
 class RMSNorm(nn.Module):
     """RMS normalisation as HF's LlamaRMSNorm computes it (eps inside the square root, in fp32).
@@ -24,7 +27,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
+    fused = False  # set by make_norm
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_fused(self.fused, x):
+            return fused_ops.norm(self, x)
         dtype = x.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -32,12 +39,26 @@ class RMSNorm(nn.Module):
         return out + self.bias if self.bias is not None else out
 
 
-def make_norm(kind: str, dim: int, eps: float, bias: bool) -> nn.Module:
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm that takes the fused kernel when `fused` is set and it runs."""
+
+    fused = False  # set by make_norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_fused(self.fused, x):
+            return fused_ops.norm(self, x)
+        return super().forward(x)
+
+
+def make_norm(kind: str, dim: int, eps: float, bias: bool, fused: bool = False) -> nn.Module:
     if kind == "layernorm":
-        return nn.LayerNorm(dim, eps=eps, bias=bias)
-    if kind == "rmsnorm":
-        return RMSNorm(dim, eps=eps, bias=bias)
-    raise ValueError(f"unknown norm {kind!r}")
+        norm: nn.Module = LayerNorm(dim, eps=eps, bias=bias)
+    elif kind == "rmsnorm":
+        norm = RMSNorm(dim, eps=eps, bias=bias)
+    else:
+        raise ValueError(f"unknown norm {kind!r}")
+    norm.fused = fused
+    return norm
 
 
 class RotaryEmbedding(nn.Module):
@@ -94,8 +115,10 @@ class Attention(nn.Module):
         rotary_base: float,
         bias: bool,
         dropout: float,
+        fused: bool = False,
     ) -> None:
         super().__init__()
+        self.fused = fused
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = hidden_size // num_heads
@@ -121,9 +144,14 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
-        q, k, v = self.split_qkv(self.qkv(x))
-        cos, sin = self.rotary(s, x.device)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        mixed = self.qkv(x)
+        if use_fused(self.fused, mixed):  # rotate q and k in place in the fused QKV output
+            h, kv, r = self.num_heads, self.num_kv_heads, self.rotary
+            q, k, v = self.split_qkv(fused_ops.rotary_qkv_(mixed, h, kv, r.dim, r.base))
+        else:
+            q, k, v = self.split_qkv(mixed)
+            cos, sin = self.rotary(s, x.device)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if self.num_kv_heads != self.num_heads:
             repeat = self.num_heads // self.num_kv_heads
             k = k.repeat_interleave(repeat, dim=1)
@@ -140,8 +168,16 @@ class MLP(nn.Module):
     For SwiGLU `fc_in.weight` holds [up; gate] (GPT-NeoX's order): out = fc_out(up * silu(gate)).
     """
 
-    def __init__(self, hidden_size: int, intermediate_size: int, activation: str, bias: bool):
+    def __init__(
+        self,
+        hidden_size: int,
+        intermediate_size: int,
+        activation: str,
+        bias: bool,
+        fused: bool = False,
+    ):
         super().__init__()
+        self.fused = fused
         if activation not in ("gelu", "swiglu"):
             raise ValueError(f"unknown activation {activation!r}")
         self.gated = activation == "swiglu"
@@ -151,7 +187,9 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc_in(x)
-        if self.gated:
+        if use_fused(self.fused, h):
+            h = fused_ops.swiglu(h) if self.gated else fused_ops.gelu(h)
+        elif self.gated:
             up, gate = h.chunk(2, dim=-1)
             h = up * F.silu(gate)
         else:

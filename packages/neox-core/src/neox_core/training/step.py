@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from neox_core.training.batch import make_batch, masked_lm_loss
+from neox_core.models.fused_ops import lm_loss
+from neox_core.training.batch import make_batch
 from neox_core.training.precision import DynamicLossScaler, StaticLossScaler, autocast
 from neox_core.training.schedules import AnnealingSchedule
 
@@ -65,9 +66,7 @@ def train_step(
         sync = getattr(model, "no_sync", None)
         ctx = sync() if sync is not None and i < gas - 1 else contextlib.nullcontext()
         with ctx:
-            with autocast(s.precision, s.device):
-                logits = model(batch.tokens)
-            loss = masked_lm_loss(logits, batch)
+            loss = lm_loss(model, batch, autocast(s.precision, s.device))
             (loss * (scale / gas)).backward()
         losses.append(loss.detach())
     loss_value = torch.stack(losses).mean().item()
@@ -114,9 +113,7 @@ def evaluate(
     try:
         losses = []
         for batch in _micro_batches(data, eval_iters * s.gradient_accumulation_steps, s.device):
-            with autocast(s.precision, s.device):
-                logits = model(batch.tokens)
-            losses.append(masked_lm_loss(logits, batch))
+            losses.append(lm_loss(model, batch, autocast(s.precision, s.device)))
         return torch.stack(losses).mean().item()
     finally:
         model.train()

@@ -1,0 +1,296 @@
+"""Fused kernels of neox-kernels against torch eager, torch.compile and Liger-Kernel (GPU).
+
+For each op and shape: median time of forward and of forward + backward, achieved bandwidth
+(the fewest bytes the op must move: each input read once, each output written once) and that
+bandwidth as a share of a device-to-device copy measured in the same run. The fused
+linear + cross-entropy reports peak memory against torch's linear + cross_entropy instead.
+
+    python benchmarks/kernels.py [--quick] [--no-compile] [--json out.json]
+
+Needs a CUDA device; Liger-Kernel is used when importable. Prints the table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from neox_kernels import ops
+
+try:
+    from liger_kernel.transformers import functional as liger
+except Exception:  # any import problem means "not available"
+    liger = None
+
+
+@dataclass
+class Row:
+    op: str
+    shape: str
+    impl: str
+    fwd_ms: float
+    fwd_bwd_ms: float
+    gbps: float  # forward + backward bytes over forward + backward time
+    copy_share: float  # gbps over the copy bandwidth
+    peak_mb: float
+    timing: str  # "graph": CUDA-graph replays (launch overhead removed), or "eager"
+
+
+def bench(fn: Callable[[], object], reps: int = 50) -> float:
+    """Median milliseconds of fn, timed with CUDA events after a warm-up."""
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def bench_graphed(fn: Callable[[], object], reps: int = 50) -> tuple[float, str]:
+    """Median ms of fn captured in a CUDA graph (GPU time without Python and launch overhead);
+    falls back to eager timing when fn cannot be captured (host syncs, for instance)."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return bench(graph.replay, reps), "graph"
+    except Exception:  # not capturable: time it eagerly
+        torch.cuda.synchronize()
+        return bench(fn, reps), "eager"
+
+
+def copy_bandwidth() -> float:
+    """GB/s of a 2 GiB device-to-device copy, counting bytes read plus bytes written."""
+    src = torch.randn(2**29, device="cuda")
+    dst = torch.empty_like(src)
+    ms = bench(lambda: dst.copy_(src), reps=20)
+    return 2 * src.numel() * 4 / ms / 1e6
+
+
+def _fwd_bwd(fn, inputs, n_grad):
+    def run():
+        outs = fn(*inputs)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        cots = [torch.ones_like(o) for o in outs]
+        torch.autograd.grad(outs, inputs[:n_grad], cots, allow_unused=True)
+
+    return run
+
+
+def measure(op, shape, impls, make_inputs, n_grad, nbytes, copy_gbps, rows, graph=True):
+    """Time each implementation; rows are printed as they come (a later crash keeps them)."""
+    for name, fn in impls.items():
+        if fn is None:
+            continue
+        inputs = make_inputs()
+        try:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            _fwd_bwd(fn, inputs, n_grad)()
+            torch.cuda.synchronize()
+            peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+
+            def forward(fn=fn, inputs=inputs):
+                with torch.no_grad():
+                    fn(*inputs)
+
+            if graph:
+                fwd, timing = bench_graphed(forward)
+                fb, timing_b = bench_graphed(_fwd_bwd(fn, inputs, n_grad))
+            else:  # milliseconds of matmuls: launch overhead does not matter
+                fwd, fb, timing, timing_b = bench(forward), bench(_fwd_bwd(fn, inputs, n_grad)), "eager", "eager"  # fmt: skip
+            timing = timing if timing == timing_b else f"{timing}/{timing_b}"
+        except Exception as error:  # a failing baseline is reported, not fatal
+            print(f"  {op} {shape} {name}: failed ({type(error).__name__}: {error})"[:300])
+            continue
+        gbps = nbytes / fb / 1e6 if nbytes else math.nan
+        rows.append(Row(op, shape, name, fwd, fb, gbps, gbps / copy_gbps, peak, timing))
+        print(_format(rows[-1]), flush=True)
+
+
+def _compiled(fn, enabled):
+    return torch.compile(fn, dynamic=False) if enabled else None
+
+
+def rms_ref(x, r, w):
+    h = x + r
+    h32 = h.float()
+    return (h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + 1e-5) * w.float()).to(x.dtype), h
+
+
+def ln_ref(x, w, b):
+    return F.layer_norm(x, (x.shape[-1],), w, b, 1e-5)
+
+
+def swiglu_ref(h):
+    up, gate = h.chunk(2, dim=-1)
+    return up * F.silu(gate)
+
+
+def gelu_ref(x, b):
+    return F.gelu(x + b, approximate="tanh")
+
+
+def rotary_ref_factory(heads, rot, base):
+    def ref(qkv):
+        b, s, width = qkv.shape
+        d = width // (3 * heads)
+        q, k, v = qkv.view(b, s, heads, 3 * d).split(d, dim=-1)
+        inv = 1.0 / (base ** (torch.arange(0, rot, 2, device=qkv.device).float() / rot))
+        ang = torch.outer(torch.arange(s, device=qkv.device, dtype=torch.float32), inv)
+        cos, sin = torch.cat([ang, ang], -1).cos().to(qkv.dtype), torch.cat([ang, ang], -1).sin().to(qkv.dtype)  # fmt: skip
+
+        def turn(t):
+            x, rest = t[..., :rot], t[..., rot:]
+            x1, x2 = x.chunk(2, dim=-1)
+            return torch.cat([x * cos[:, None] + torch.cat([-x2, x1], -1) * sin[:, None], rest], -1)
+
+        return torch.cat([turn(q), turn(k), v], -1).view(b, s, width)
+
+    return ref
+
+
+def ce_ref(h, w, labels):
+    return F.cross_entropy((h @ w.T).float(), labels, ignore_index=-100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one small shape per op")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile baselines")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("needs a CUDA device", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    dev, bf16 = "cuda", torch.bfloat16
+    comp = not args.no_compile
+    copy_gbps = copy_bandwidth()
+    rows: list[Row] = []
+    tokens = 4096 if args.quick else 16384
+    print(f"copy bandwidth {copy_gbps:.0f} GB/s; fused ops compiled: {ops.cuda_available()}")
+
+    cpu_gen = torch.Generator().manual_seed(0)  # inputs never touch the CUDA generator, which a
+    # failed graph capture can leave unusable
+
+    def leaf(*shape, scale=1.0):
+        x = torch.randn(*shape, generator=cpu_gen) * scale
+        return x.to(dev, bf16).requires_grad_()
+
+    for hidden in (2048,) if args.quick else (2048, 4096):
+        shape = f"{tokens}x{hidden}"
+        e = 2  # bytes per bf16 element
+        n = tokens * hidden
+        # fwd: x, r in; out, h out. bwd: dy, dh, h in; dx out (weight terms negligible)
+        measure("rmsnorm+residual", shape, {
+            "neox": lambda x, r, w: ops.rms_norm(x, w, None, 1e-5, residual=r),
+            "eager": rms_ref,
+            "compile": _compiled(rms_ref, comp),
+            "liger": (lambda x, r, w: liger.liger_fused_add_rms_norm(x, r, w, 1e-5, in_place=False))
+            if liger else None,
+        }, lambda hidden=hidden: (leaf(tokens, hidden), leaf(tokens, hidden), leaf(hidden)), 3, 8 * n * e,
+            copy_gbps, rows)  # fmt: skip
+        measure("layernorm", shape, {
+            "neox": lambda x, w, b: ops.layer_norm(x, w, b, 1e-5),
+            "eager": ln_ref,
+            "compile": _compiled(ln_ref, comp),
+            "liger": (lambda x, w, b: liger.liger_layer_norm(x, w, b, 1e-5)) if liger else None,
+        }, lambda hidden=hidden: (leaf(tokens, hidden), leaf(hidden), leaf(hidden)), 3, 5 * n * e, copy_gbps,
+            rows)  # fmt: skip
+
+    inner = 5632 if args.quick else 11008
+    n = tokens * inner
+    measure("swiglu", f"{tokens}x2x{inner}", {
+        "neox": ops.swiglu,
+        "eager": swiglu_ref,
+        "compile": _compiled(swiglu_ref, comp),
+    }, lambda: (leaf(tokens, 2 * inner),), 1, 8 * n * 2, copy_gbps, rows)  # fmt: skip
+    if liger:
+        measure("swiglu", f"{tokens}x2x{inner}", {
+            "liger (a, b apart)": lambda gate, up: liger.liger_swiglu(gate, up),
+        }, lambda: (leaf(tokens, inner), leaf(tokens, inner)), 2, 8 * n * 2, copy_gbps,
+            rows)  # fmt: skip
+
+    cols = 4 * 2048 if args.quick else 4 * 4096
+    n = tokens * cols
+    measure("bias_gelu(tanh)", f"{tokens}x{cols}", {
+        "neox": lambda x, b: ops.bias_gelu(x, b, approximate=True),
+        "eager": gelu_ref,
+        "compile": _compiled(gelu_ref, comp),
+    }, lambda: (leaf(tokens, cols), leaf(cols)), 2, 5 * n * 2, copy_gbps, rows)  # fmt: skip
+
+    seq, heads, d = 2048, 16, 128
+    batch = tokens // seq
+    for pct in (0.25, 1.0):
+        rot = int(d * pct)
+        ref = rotary_ref_factory(heads, rot, 10000.0)
+        nbytes = (
+            2 * (batch * seq * 2 * heads * rot * 2) * 2
+        )  # q,k rotated part, read+write, fwd+bwd
+        measure(f"rotary pct={pct}", f"b{batch} s{seq} h{heads} d{d}", {
+            "neox (in place)": lambda qkv: ops.rotary_qkv_(qkv * 1, heads, heads, rot, 10000.0),  # noqa: B023
+            "eager": ref,
+            "compile": _compiled(ref, comp),
+        }, lambda: (leaf(batch, seq, 3 * heads * d),), 1, nbytes, copy_gbps, rows)  # fmt: skip
+
+    ce_shapes = (
+        [(4096, 2048, 50304)] if args.quick else [(16384, 2048, 50304), (8192, 4096, 128256)]
+    )
+    for n_tok, hidden, vocab in ce_shapes:
+
+        def inputs(n_tok=n_tok, hidden=hidden, vocab=vocab):
+            labels = torch.randint(0, vocab, (n_tok,), generator=cpu_gen)
+            labels[::10] = -100
+            labels = labels.to(dev)
+            return leaf(n_tok, hidden), leaf(vocab, hidden, scale=hidden**-0.5), labels
+
+        measure("linear+cross_entropy", f"{n_tok}x{hidden} V{vocab}", {
+            "neox": lambda h, w, y: ops.linear_cross_entropy(h, w, y),
+            "eager": ce_ref,
+            "compile": _compiled(ce_ref, comp),
+            "liger": (lambda h, w, y: liger.liger_fused_linear_cross_entropy(h, w, y))
+            if liger else None,
+        }, inputs, 2, 0, copy_gbps, rows, graph=False)  # fmt: skip
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"copy_gbps": copy_gbps, "rows": [asdict(r) for r in rows]}, f, indent=1)
+    print(f"\ncopy bandwidth {copy_gbps:.0f} GB/s (read + write), {torch.cuda.get_device_name()}")
+    head = f"{'op':<22} {'shape':<22} {'impl':<19} {'fwd ms':>8} {'fwd+bwd':>8} {'GB/s':>7} {'copy%':>6} {'peak MB':>8} timing"  # fmt: skip
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(_format(r))
+    return 0
+
+
+def _format(r: Row) -> str:
+    gb = "" if math.isnan(r.gbps) else f"{r.gbps:7.0f}"
+    share = "" if math.isnan(r.copy_share) else f"{100 * r.copy_share:5.0f}%"
+    return f"{r.op:<22} {r.shape:<22} {r.impl:<19} {r.fwd_ms:8.3f} {r.fwd_bwd_ms:8.3f} {gb:>7} {share:>6} {r.peak_mb:8.0f} {r.timing}"  # fmt: skip
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""The model's memory-bound pieces through neox-kernels' fused ops, or the plain PyTorch code.
+
+One switch: `ModelConfig.fused_kernels` (default on). Fusion takes effect where the compiled
+CUDA kernels run (CUDA tensors, neox-kernels built with CUDA); elsewhere the model runs its
+plain PyTorch code unchanged, so CPU numerics do not move. `force_fusion_on_cpu` routes CPU
+tensors through the fused ops' PyTorch references, which is how the wiring is tested on CPU.
+
+Fused: norms (RMSNorm, LayerNorm), rotary in place on the fused QKV output, SwiGLU, GeLU of
+the MLP, and the LM head's linear + cross-entropy (no [tokens, vocab] logits in training).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+_FORCE_ON_CPU = False
+_KERNELS_RUN: bool | None = None  # neox-kernels' CUDA kernels are built and see a GPU
+
+
+@contextlib.contextmanager
+def force_fusion_on_cpu(enabled: bool = True) -> Iterator[None]:
+    """Within the block, CPU tensors also take the fused ops (their PyTorch references)."""
+    global _FORCE_ON_CPU
+    previous, _FORCE_ON_CPU = _FORCE_ON_CPU, enabled
+    try:
+        yield
+    finally:
+        _FORCE_ON_CPU = previous
+
+
+def use_fused(enabled: bool, x: torch.Tensor) -> bool:
+    """Whether a module whose fusion switch is `enabled` takes the fused op for tensor x."""
+    if not enabled:
+        return False
+    if x.is_cuda:
+        global _KERNELS_RUN
+        if _KERNELS_RUN is None:  # asked once: a plain global is what torch.compile guards on
+            from neox_kernels.ops import cuda_available
+
+            _KERNELS_RUN = cuda_available()
+        return _KERNELS_RUN
+    return _FORCE_ON_CPU
+
+
+def _ops():
+    from neox_kernels import ops
+
+    return ops
+
+
+def norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The fused norm with the module's own parameters (RMSNorm or nn.LayerNorm)."""
+    ops = _ops()
+    if isinstance(module, nn.LayerNorm):
+        return ops.layer_norm(x, module.weight, module.bias, module.eps)
+    return ops.rms_norm(x, module.weight, module.bias, module.eps)
+
+
+def rotary_qkv_(
+    mixed: torch.Tensor, num_heads: int, num_kv_heads: int, rotary_dim: int, base: float
+) -> torch.Tensor:
+    """Rotate the query and key heads of the fused QKV output in place (GPT-NeoX layout)."""
+    return _ops().rotary_qkv_(mixed, num_heads, num_kv_heads, rotary_dim, base)
+
+
+def swiglu(h: torch.Tensor) -> torch.Tensor:
+    """up * silu(gate) for h = [up; gate]."""
+    return _ops().swiglu(h)
+
+
+def gelu(h: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GeLU, as F.gelu; the bias is already added by the linear layer."""
+    return _ops().bias_gelu(h, None, approximate=False)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while hasattr(model, "module"):  # DistributedDataParallel and similar wrappers
+        model = model.module
+    return model
+
+
+def lm_loss(model: nn.Module, batch, precision_ctx) -> torch.Tensor:
+    """The masked LM loss of a micro-batch: fused linear + cross-entropy where fusion is on.
+
+    `precision_ctx` is the autocast context of the forward. The plain path is exactly
+    `masked_lm_loss(model(tokens), batch)`.
+    """
+    from neox_core.training.batch import masked_lm_loss
+
+    inner = _unwrap(model)
+    enabled = getattr(getattr(inner, "config", None), "fused_kernels", False)
+    fused = use_fused(enabled, batch.tokens)
+    if not fused or not hasattr(inner, "head_weight"):
+        with precision_ctx:
+            logits = model(batch.tokens)
+        return masked_lm_loss(logits, batch)
+    with precision_ctx:
+        hidden = model(batch.tokens, return_hidden=True)
+        labels = torch.where(batch.loss_mask > 0, batch.labels, torch.full_like(batch.labels, -100))
+        return _ops().linear_cross_entropy(hidden, inner.head_weight(), labels)

@@ -1,0 +1,320 @@
+"""Fused linear + cross-entropy: logits = hidden @ weight.T are made one chunk of tokens at a
+time, reduced to per-token statistics and turned into gradients in place, so the full
+[tokens, vocab] logits never exist.
+
+Two ops:
+- `neox::linear_cross_entropy` (one device, whole vocabulary): the loss
+  sum_r w_r * (lse_r - logit_r[label_r] + z_loss * lse_r^2) and, when asked, its gradients,
+  computed in the same pass (as Liger-Kernel does); autograd scales them by the loss's grad.
+- `neox::linear_cross_entropy_stats` (a vocabulary shard): per-token lse over the shard and the
+  label's logit (0 where the label is outside the shard). A vocabulary-parallel loss combines
+  shards (global lse = logsumexp of the shards' lse, target = sum of the shards' targets);
+  autograd recomputes each chunk's logits in the backward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from neox_kernels.ops import _backend as be
+
+IGNORE_INDEX = -100
+_CHUNK_BYTES = 128 * 2**20  # logits bytes per chunk
+
+
+def default_chunk_rows(vocab: int, dtype: torch.dtype) -> int:
+    """Tokens per chunk so that one chunk of logits takes about 128 MiB."""
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    return max(64, _CHUNK_BYTES // max(1, vocab * itemsize))
+
+
+def _chunks(n: int, chunk: int):
+    for start in range(0, n, chunk):
+        yield start, min(n, start + chunk)
+
+
+def _ref_stats(logits: Tensor, labels: Tensor, vocab_start: int) -> tuple[Tensor, Tensor]:
+    logits = be.acc(logits)
+    lse = torch.logsumexp(logits, dim=-1)
+    local = labels - vocab_start
+    inside = (labels >= 0) & (local >= 0) & (local < logits.shape[-1])
+    picked = logits.gather(1, local.clamp(0, logits.shape[-1] - 1).unsqueeze(1)).squeeze(1)
+    return lse, torch.where(inside, picked, torch.zeros_like(picked))
+
+
+def _ref_grad_(logits: Tensor, labels: Tensor, vocab_start: int, lse: Tensor, a: Tensor,
+               b: Tensor) -> Tensor:  # fmt: skip
+    """a * softmax + b * onehot(label), as the kernel writes it (in logits' dtype)."""
+    grad = torch.exp(be.acc(logits) - lse.unsqueeze(1)) * a.unsqueeze(1)
+    local = labels - vocab_start
+    inside = (labels >= 0) & (local >= 0) & (local < logits.shape[-1])
+    rows = torch.nonzero(inside).squeeze(1)
+    grad[rows, local[rows]] += b[rows]
+    return grad.to(logits.dtype)
+
+
+def _accumulate_weight_grad(acc: Tensor | None, grad_logits: Tensor, h: Tensor) -> Tensor:
+    """acc + grad_logits.T @ h, accumulated in fp32 across chunks."""
+    if grad_logits.is_cuda and grad_logits.dtype != torch.float32:
+        try:  # cuBLAS writes the fp32 result itself: no bf16 temporary (torch >= 2.8)
+            if acc is None:
+                return torch.mm(grad_logits.t(), h, out_dtype=torch.float32)
+            return torch.addmm(acc, grad_logits.t(), h, out_dtype=torch.float32)
+        except (TypeError, RuntimeError):
+            pass
+    if acc is None:
+        return be.acc(torch.mm(grad_logits.t(), h))
+    return acc.add_(torch.mm(grad_logits.t(), h))
+
+
+def _chunk_forward(logits, labels, vocab_start, lse, target, row_weight, z_loss):
+    """Fills lse/target for the chunk; with row_weight, overwrites logits by the gradient."""
+    if be.use_cuda(logits):
+        be.cuda_extension().cross_entropy_forward(
+            be.device_index(logits), be.dtype_code(logits), be.ptr(logits), logits.stride(0),
+            logits.shape[0], logits.shape[1], be.ptr(labels), vocab_start, be.ptr(lse),
+            be.ptr(target), be.ptr(row_weight), float(z_loss), be.stream(logits),
+        )  # fmt: skip
+        return
+    chunk_lse, chunk_target = _ref_stats(logits, labels, vocab_start)
+    lse.copy_(chunk_lse)
+    target.copy_(chunk_target)
+    if row_weight is not None:
+        a = row_weight * (1 + 2 * z_loss * chunk_lse)
+        logits.copy_(_ref_grad_(logits, labels, vocab_start, chunk_lse, a, -row_weight))
+
+
+def _check(hidden: Tensor, weight: Tensor, labels: Tensor) -> None:
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"hidden [tokens, h] and weight [vocab, h] expected, got {tuple(hidden.shape)} and "
+            f"{tuple(weight.shape)}"
+        )
+    if labels.shape != (hidden.shape[0],):
+        raise ValueError(f"labels must be [{hidden.shape[0]}], got {tuple(labels.shape)}")
+    if not hidden.is_floating_point() or not weight.is_floating_point():
+        raise ValueError(
+            f"hidden and weight must be floating point, got {hidden.dtype}, {weight.dtype}"
+        )
+
+
+@torch.library.custom_op(
+    "neox::linear_cross_entropy",
+    mutates_args=(),
+    schema="(Tensor hidden, Tensor weight, Tensor labels, Tensor row_weight, float z_loss,"
+    " int chunk_rows, bool compute_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
+def linear_cross_entropy_op(hidden, weight, labels, row_weight, z_loss, chunk_rows, compute_grad):
+    """Returns (loss, lse, grad_hidden / scale, grad_weight / scale (fp32), scale).
+
+    The matmuls run in hidden's dtype (weight is cast once). Gradients are empty unless asked;
+    they are kept divided by scale = max(row_weight) so that fp16 gradient logits
+    (softmax * 1/tokens) do not underflow.
+    """
+    _check(hidden, weight, labels)
+    n = hidden.shape[0]
+    hidden, weight = hidden.contiguous(), weight.to(hidden.dtype).contiguous()
+    stat = be.stat_dtype(hidden)
+    labels, row_weight = labels.contiguous(), row_weight.to(stat).contiguous()
+    scale = row_weight.max() if n else row_weight.new_ones(())
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    kernel_weight = row_weight / scale
+    lse = torch.empty(n, dtype=stat, device=hidden.device)
+    target = torch.empty_like(lse)
+    grad_hidden = torch.empty_like(hidden) if compute_grad else hidden.new_empty(0)
+    grad_weight = None
+    for start, end in _chunks(n, chunk_rows):
+        h = hidden[start:end]
+        logits = torch.mm(h, weight.t())
+        _chunk_forward(logits, labels[start:end], 0, lse[start:end], target[start:end],
+                       kernel_weight[start:end] if compute_grad else None, z_loss)  # fmt: skip
+        if compute_grad:
+            torch.mm(logits, weight, out=grad_hidden[start:end])
+            grad_weight = _accumulate_weight_grad(grad_weight, logits, h)
+    if grad_weight is None:
+        shape = weight.shape if compute_grad else (0,)
+        grad_weight = torch.zeros(shape, dtype=stat, device=hidden.device)
+    loss = (row_weight * (lse - target + z_loss * lse * lse)).sum()
+    return loss, lse, grad_hidden, grad_weight, scale
+
+
+@linear_cross_entropy_op.register_fake
+def _(hidden, weight, labels, row_weight, z_loss, chunk_rows, compute_grad):
+    n = hidden.shape[0]
+    stat = be.stat_dtype(hidden)
+    loss = hidden.new_empty((), dtype=stat)
+    lse = hidden.new_empty(n, dtype=stat)
+    gh = torch.empty_like(hidden) if compute_grad else hidden.new_empty(0)
+    gw = weight.new_empty(weight.shape if compute_grad else (0,), dtype=stat)
+    return loss, lse, gh, gw, hidden.new_empty((), dtype=stat)
+
+
+def _lce_setup(ctx, inputs, output):
+    ctx.compute_grad = inputs[6]
+    ctx.weight_dtype = inputs[1].dtype
+    _loss, _lse, grad_hidden, grad_weight, scale = output
+    ctx.save_for_backward(grad_hidden, grad_weight, scale)
+
+
+def _lce_backward(ctx, grad_loss, _glse, _gh, _gw, _gs):
+    if not ctx.compute_grad:
+        raise RuntimeError(
+            "linear_cross_entropy was called with compute_grad=False; call it with "
+            "compute_grad=True (the default when gradients are enabled) to backpropagate"
+        )
+    grad_hidden, grad_weight, scale = ctx.saved_tensors
+    factor = grad_loss * scale
+    gh = grad_hidden * factor.to(grad_hidden.dtype)
+    gw = (grad_weight * factor).to(ctx.weight_dtype)
+    return gh, gw, None, None, None, None, None
+
+
+linear_cross_entropy_op.register_autograd(_lce_backward, setup_context=_lce_setup)
+
+
+@torch.library.custom_op(
+    "neox::linear_cross_entropy_stats",
+    mutates_args=(),
+    schema="(Tensor hidden, Tensor weight, Tensor labels, int vocab_start, int chunk_rows)"
+    " -> (Tensor, Tensor)",
+)
+def linear_cross_entropy_stats(hidden, weight, labels, vocab_start, chunk_rows):
+    """(lse over the shard, logit of the label or 0), both [tokens] fp32."""
+    _check(hidden, weight, labels)
+    n = hidden.shape[0]
+    hidden, labels = hidden.contiguous(), labels.contiguous()
+    weight = weight.to(hidden.dtype).contiguous()
+    lse = torch.empty(n, dtype=be.stat_dtype(hidden), device=hidden.device)
+    target = torch.empty_like(lse)
+    for start, end in _chunks(n, chunk_rows):
+        logits = torch.mm(hidden[start:end], weight.t())
+        _chunk_forward(logits, labels[start:end], vocab_start, lse[start:end],
+                       target[start:end], None, 0.0)  # fmt: skip
+    return lse, target
+
+
+@linear_cross_entropy_stats.register_fake
+def _(hidden, weight, labels, vocab_start, chunk_rows):
+    n = hidden.shape[0]
+    stat = be.stat_dtype(hidden)
+    return hidden.new_empty(n, dtype=stat), hidden.new_empty(n, dtype=stat)
+
+
+@torch.library.custom_op(
+    "neox::linear_cross_entropy_stats_bwd",
+    mutates_args=(),
+    schema="(Tensor hidden, Tensor weight, Tensor labels, int vocab_start, Tensor lse,"
+    " Tensor grad_lse, Tensor grad_target, int chunk_rows) -> (Tensor, Tensor)",
+)
+def linear_cross_entropy_stats_bwd(hidden, weight, labels, vocab_start, lse, grad_lse,
+                                   grad_target, chunk_rows):  # fmt: skip
+    """(grad_hidden, grad_weight fp32) of sum(grad_lse * lse + grad_target * target)."""
+    n = hidden.shape[0]
+    hidden, labels = hidden.contiguous(), labels.contiguous()
+    weight = weight.to(hidden.dtype).contiguous()
+    stat = be.stat_dtype(hidden)
+    grad_lse, grad_target = grad_lse.to(stat).contiguous(), grad_target.to(stat).contiguous()
+    grad_hidden = torch.empty_like(hidden)
+    grad_weight = None
+    for start, end in _chunks(n, chunk_rows):
+        h = hidden[start:end]
+        logits = torch.mm(h, weight.t())
+        if be.use_cuda(logits):
+            be.cuda_extension().cross_entropy_backward(
+                be.device_index(logits), be.dtype_code(logits), be.ptr(logits), logits.stride(0),
+                logits.shape[0], logits.shape[1], be.ptr(labels[start:end]), vocab_start,
+                be.ptr(lse[start:end]), be.ptr(grad_lse[start:end]),
+                be.ptr(grad_target[start:end]), be.stream(logits),
+            )  # fmt: skip
+        else:
+            logits = _ref_grad_(logits, labels[start:end], vocab_start, lse[start:end],
+                                grad_lse[start:end], grad_target[start:end])  # fmt: skip
+        torch.mm(logits, weight, out=grad_hidden[start:end])
+        grad_weight = _accumulate_weight_grad(grad_weight, logits, h)
+    if grad_weight is None:
+        grad_weight = torch.zeros(weight.shape, dtype=stat, device=weight.device)
+    return grad_hidden, grad_weight
+
+
+@linear_cross_entropy_stats_bwd.register_fake
+def _(hidden, weight, labels, vocab_start, lse, grad_lse, grad_target, chunk_rows):
+    return torch.empty_like(hidden), weight.new_empty(weight.shape, dtype=be.stat_dtype(hidden))
+
+
+def _stats_setup(ctx, inputs, output):
+    hidden, weight, labels, vocab_start, chunk_rows = inputs
+    ctx.args = (vocab_start, chunk_rows)
+    ctx.save_for_backward(hidden, weight, labels, output[0])
+
+
+def _stats_backward(ctx, grad_lse, grad_target):
+    hidden, weight, labels, lse = ctx.saved_tensors
+    vocab_start, chunk_rows = ctx.args
+    grad_lse = grad_lse if grad_lse is not None else torch.zeros_like(lse)
+    grad_target = grad_target if grad_target is not None else torch.zeros_like(lse)
+    gh, gw = linear_cross_entropy_stats_bwd(
+        hidden, weight, labels, vocab_start, lse, grad_lse, grad_target, chunk_rows
+    )
+    return gh, gw.to(weight.dtype), None, None, None
+
+
+linear_cross_entropy_stats.register_autograd(_stats_backward, setup_context=_stats_setup)
+
+
+def _flatten(hidden: Tensor, weight: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """2-D hidden and 1-D labels; under autocast hidden takes the autocast dtype (the ops cast
+    the weight once themselves and return its gradient in the weight's own dtype)."""
+    if torch.is_autocast_enabled(hidden.device.type):
+        hidden = hidden.to(torch.get_autocast_dtype(hidden.device.type))
+    return hidden.reshape(-1, hidden.shape[-1]), weight, labels.reshape(-1).long()
+
+
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    z_loss: float = 0.0,
+    reduction: str = "mean",
+    chunk_rows: int | None = None,
+) -> Tensor:
+    """cross_entropy(hidden @ weight.T, labels) + z_loss * mean(logsumexp^2), without the logits.
+
+    hidden [..., h], weight [vocab, h], labels [...] (ignore_index skipped). `reduction` is
+    "mean" (over the counted tokens; 0 when there are none) or "sum". Under autocast the
+    matmuls run in the autocast dtype, as `F.linear` would.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    hidden2, weight2, labels2 = _flatten(hidden, weight, labels)
+    valid = labels2 != ignore_index
+    stat = be.stat_dtype(hidden2)
+    row_weight = valid.to(stat)
+    if reduction == "mean":
+        row_weight = row_weight / valid.sum().clamp(min=1).to(stat)
+    labels2 = torch.where(valid, labels2, torch.full_like(labels2, IGNORE_INDEX))
+    chunk = chunk_rows or default_chunk_rows(weight2.shape[0], hidden2.dtype)
+    grad = torch.is_grad_enabled() and (hidden2.requires_grad or weight2.requires_grad)
+    loss, *_ = linear_cross_entropy_op(
+        hidden2, weight2, labels2, row_weight, float(z_loss), chunk, grad
+    )
+    return loss
+
+
+def linear_cross_entropy_shard(
+    hidden: Tensor,
+    weight_shard: Tensor,
+    labels: Tensor,
+    vocab_start: int,
+    chunk_rows: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Per-token (lse over this vocabulary shard, the label's logit or 0), both fp32.
+
+    weight_shard holds the rows of vocabulary ids vocab_start..vocab_start+len-1. Across
+    shards: lse = logsumexp(stack(lse_s)), target = sum(target_s), loss = lse - target.
+    """
+    hidden2, weight2, labels2 = _flatten(hidden, weight_shard, labels)
+    chunk = chunk_rows or default_chunk_rows(weight2.shape[0], hidden2.dtype)
+    lse, target = linear_cross_entropy_stats(hidden2, weight2, labels2, int(vocab_start), chunk)
+    return lse.reshape(labels.shape), target.reshape(labels.shape)

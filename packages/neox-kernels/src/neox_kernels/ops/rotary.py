@@ -1,0 +1,128 @@
+"""Rotary position embedding applied in place to the fused QKV activation.
+
+Layouts of the last dim of qkv [batch, seq, width] (GPT-NeoX's, as neox-core's Attention):
+- `grouped=False` (heads == kv_heads): per head [q_h; k_h; v_h], each head_dim wide;
+- `grouped=True`: all query heads, then all key heads, then all value heads.
+Rotation is GPT-NeoX's rotate-half over the first `rotary_dim` channels of each query and key
+head (partial rotary when rotary_dim < head_dim); values are untouched. Angles are
+position * inv_freq in fp32, inv_freq = 1 / base^(2i / rotary_dim) (as the reference model).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from neox_kernels.ops import _backend as be
+
+_SCHEMA = (
+    "(Tensor(a!) qkv, Tensor inv_freq, int num_q, int q_offset, int q_stride, int num_k,"
+    " int k_offset, int k_stride, int rot_half, int position_offset, bool inverse) -> ()"
+)
+
+
+def inv_frequencies(rotary_dim: int, base: float, device: torch.device) -> Tensor:
+    """1 / base^(2i / rotary_dim) in fp32, computed exactly as the reference model does."""
+    exponents = torch.arange(0, rotary_dim, 2, dtype=torch.int64, device=device).float()
+    return 1.0 / (base ** (exponents / rotary_dim))
+
+
+def _reference(qkv, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
+               position_offset, inverse):  # fmt: skip
+    seq = qkv.shape[1]
+    positions = torch.arange(seq, device=qkv.device, dtype=torch.float32) + position_offset
+    angles = torch.outer(positions, inv_freq)
+    if qkv.dtype == torch.float64:
+        angles = angles.double()  # [S, rot_half]
+    cos, sin = angles.cos()[None], angles.sin()[None]
+    if inverse:
+        sin = -sin
+    starts = [q_offset + h * q_stride for h in range(num_q)]
+    starts += [k_offset + h * k_stride for h in range(num_k)]
+    for start in starts:
+        x1 = qkv[..., start : start + rot_half]
+        x2 = qkv[..., start + rot_half : start + 2 * rot_half]
+        a, b = be.acc(x1), be.acc(x2)
+        new1, new2 = a * cos - b * sin, b * cos + a * sin
+        x1.copy_(new1)
+        x2.copy_(new2)
+
+
+@torch.library.custom_op("neox::rotary_", mutates_args=("qkv",), schema=_SCHEMA)
+def rotary_(qkv, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
+            position_offset, inverse):  # fmt: skip
+    if qkv.dim() != 3:
+        raise ValueError(f"rotary_ expects qkv [batch, seq, width], got shape {tuple(qkv.shape)}")
+    if not be.use_cuda(qkv) or not qkv.is_contiguous():
+        _reference(qkv, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride,
+                   rot_half, position_offset, inverse)  # fmt: skip
+        return
+    b, s, width = qkv.shape
+    be.cuda_extension().rotary_inplace(
+        be.device_index(qkv), be.dtype_code(qkv), be.ptr(qkv), b * s, s, width, num_q, q_offset,
+        q_stride, num_k, k_offset, k_stride, rot_half, be.ptr(inv_freq.float().contiguous()),
+        position_offset, inverse, be.stream(qkv),
+    )  # fmt: skip
+
+
+@rotary_.register_fake
+def _(qkv, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
+      position_offset, inverse):  # fmt: skip
+    return None
+
+
+def _layout(num_heads: int, num_kv_heads: int, head_dim: int) -> tuple[int, ...]:
+    if num_kv_heads == num_heads:  # per head [q; k; v]
+        return num_heads, 0, 3 * head_dim, num_heads, head_dim, 3 * head_dim
+    return num_heads, 0, head_dim, num_kv_heads, num_heads * head_dim, head_dim
+
+
+class _RotaryInPlace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, qkv, inv_freq, layout, position_offset):
+        ctx.args = (layout, position_offset)
+        ctx.save_for_backward(inv_freq)
+        rotary_(qkv, inv_freq, *layout, inv_freq.numel(), position_offset, False)
+        ctx.mark_dirty(qkv)
+        return qkv
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inv_freq,) = ctx.saved_tensors
+        layout, position_offset = ctx.args
+        grad = grad.contiguous().clone()
+        # the rotation is orthogonal: its transpose rotates by the negative angle
+        rotary_(grad, inv_freq, *layout, inv_freq.numel(), position_offset, True)
+        return grad, None, None, None
+
+
+def rotary_qkv_(
+    qkv: Tensor,
+    num_heads: int,
+    num_kv_heads: int,
+    rotary_dim: int,
+    base: float,
+    position_offset: int = 0,
+) -> Tensor:
+    """Rotate the query and key heads of qkv [batch, seq, width] in place; returns qkv.
+
+    Differentiable: the backward applies the inverse rotation to the incoming gradient.
+    """
+    if qkv.dim() != 3:
+        raise ValueError(f"qkv must be [batch, seq, width], got shape {tuple(qkv.shape)}")
+    width = qkv.shape[-1]
+    head_dim = width // (num_heads + 2 * num_kv_heads)
+    if head_dim * (num_heads + 2 * num_kv_heads) != width:
+        raise ValueError(
+            f"qkv width {width} does not split into {num_heads}+2x{num_kv_heads} heads"
+        )
+    if rotary_dim % 2 or not 0 <= rotary_dim <= head_dim:
+        raise ValueError(f"rotary_dim {rotary_dim} must be even and at most head_dim {head_dim}")
+    if rotary_dim == 0:
+        return qkv
+    inv_freq = inv_frequencies(rotary_dim, base, qkv.device)
+    layout = _layout(num_heads, num_kv_heads, head_dim)
+    if torch.is_grad_enabled() and qkv.requires_grad:
+        return _RotaryInPlace.apply(qkv, inv_freq, layout, position_offset)
+    rotary_(qkv, inv_freq, *layout, rotary_dim // 2, position_offset, False)
+    return qkv

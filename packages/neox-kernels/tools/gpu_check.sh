@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Build neox-kernels on a GPU machine and run its checks, gpu tests and benchmark.
+# Run from the repository root: bash packages/neox-kernels/tools/gpu_check.sh [--quick]
+# Logs go to $OUT (default ./gpu-check-out). Liger-Kernel wheels in .whl/ are used when present.
+# NEOX_KERNELS_CUDA_ARCHS (default 90a here, to build fast) picks the targets.
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+QUICK=${1:-}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+start=$SECONDS
+NEOX_KERNELS_CUDA=ON NEOX_KERNELS_CUDA_ARCHS=${NEOX_KERNELS_CUDA_ARCHS:-90a} \
+  python3 -m pip install -v --no-build-isolation --no-deps --no-cache-dir ./packages/neox-kernels \
+  >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
+echo "build: $((SECONDS - start)) s"
+python3 -c "import json, neox_kernels.cli as c; print(json.dumps(c._build_info()['cuda']))"
+neox-kernels self-check 2>&1 | tee "$OUT/self_check.txt" | tail -22
+# neox-core's model tests with fusion use the sources directly (the image lacks the workspace)
+export PYTHONPATH=$PWD/packages/neox-core/src:$PWD/packages/neox-data/src${PYTHONPATH:+:$PYTHONPATH}
+tests=(tests/neox-kernels/test_fused_ops_gpu.py)
+tests+=(tests/neox-core/models/test_fused_ops.py tests/neox-core/models/test_gpu.py)
+python3 -m pytest -q -p no:cacheprovider -m gpu "${tests[@]}" --timeout 300 2>&1 | tee "$OUT/pytest.txt" | tail -25
+python3 benchmarks/kernels.py $QUICK --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt" | tail -40

@@ -1,0 +1,94 @@
+"""The model with neox-kernels' fused ops against its plain PyTorch code (`fused_kernels`).
+
+On CPU the fused ops run their PyTorch references (forced with `force_fusion_on_cpu`), which
+checks the wiring: layouts, parameters, residuals, the linear + cross-entropy loss. On a GPU
+(marker `gpu`) the compiled kernels run under bf16 autocast, as in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from neox_core.models import build_model, fused_ops
+from neox_core.training.batch import make_batch
+
+
+def _pair(cfg, device="cpu"):
+    fused = build_model(dataclasses.replace(cfg, fused_kernels=True), seed=0, device=device)
+    plain = build_model(dataclasses.replace(cfg, fused_kernels=False), seed=0, device=device)
+    return fused, plain
+
+
+def _batch(cfg, device="cpu", batch=2, seq=33):
+    gen = torch.Generator(device=device).manual_seed(0)
+    text = torch.randint(0, cfg.vocab_size, (batch, seq + 1), generator=gen, device=device)
+    label = text.clone()
+    label[0, :5] = -100  # some positions not trained on
+    return make_batch({"text": text, "label": label})
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp(min=1e-30))
+
+
+def _loss_and_grads(model, batch, ctx):
+    model.zero_grad(set_to_none=True)
+    loss = fused_ops.lm_loss(model, batch, ctx)
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+
+def test_fused_model_matches_the_plain_model_on_cpu(variant) -> None:
+    name, cfg = variant
+    fused, plain = _pair(cfg)
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+    batch = _batch(cfg)
+    with fused_ops.force_fusion_on_cpu():
+        with torch.no_grad():
+            assert _rel(fused(batch.tokens), plain(batch.tokens)) < 1e-5, name
+        loss, grads = _loss_and_grads(fused, batch, torch.autocast("cpu", enabled=False))
+    ref_loss, ref_grads = _loss_and_grads(plain, batch, torch.autocast("cpu", enabled=False))
+    assert abs(loss.item() - ref_loss.item()) < 1e-5 * ref_loss.item(), name
+    for key, grad in ref_grads.items():
+        assert _rel(grads[key], grad) < 1e-4, f"{name}: {key}"
+
+
+def test_switching_fusion_off_never_calls_the_fused_ops(variant, monkeypatch) -> None:
+    _, cfg = variant
+    _, plain = _pair(cfg)
+
+    def trap():
+        raise AssertionError("a fused op was called with fused_kernels off")
+
+    monkeypatch.setattr(fused_ops, "_ops", trap)
+    batch = _batch(cfg)
+    with fused_ops.force_fusion_on_cpu():
+        fused_ops.lm_loss(plain, batch, torch.autocast("cpu", enabled=False)).backward()
+
+
+def test_cpu_tensors_take_the_plain_code_unless_forced(make_llama, monkeypatch) -> None:
+    fused, _ = _pair(make_llama())
+    monkeypatch.setattr(fused_ops, "_ops", lambda: (_ for _ in ()).throw(AssertionError("fused")))
+    fused_ops.lm_loss(fused, _batch(make_llama()), torch.autocast("cpu", enabled=False)).backward()
+
+
+@pytest.mark.gpu
+def test_fused_kernels_match_the_plain_model_under_bf16_autocast(variant) -> None:
+    from neox_kernels.ops import cuda_available
+
+    assert cuda_available(), "the fused CUDA kernels are not built or see no GPU"
+    name, cfg = variant
+    fused, plain = _pair(cfg, device="cuda")
+    batch = _batch(cfg, device="cuda", batch=4, seq=256)
+    bf16 = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+    with torch.no_grad(), bf16():
+        got, expected = fused(batch.tokens).float(), plain(batch.tokens).float()
+    assert _rel(got, expected) < 2e-2, name
+    loss, grads = _loss_and_grads(fused, batch, bf16())
+    ref_loss, ref_grads = _loss_and_grads(plain, batch, bf16())
+    assert abs(loss.item() - ref_loss.item()) < 1e-2 * ref_loss.item(), name
+    for key, grad in ref_grads.items():
+        assert _rel(grads[key], grad) < 5e-2, f"{name}: {key} {_rel(grads[key], grad):.2e}"

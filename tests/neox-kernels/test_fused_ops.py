@@ -1,0 +1,227 @@
+"""The fused ops' PyTorch references (what CPU machines and CI run) against torch's own ops.
+
+Each `neox::` op runs here through its reference implementation; the semantics checked are
+the ones the CUDA kernels are tested against on the GPU (test_fused_ops_gpu.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+from neox_kernels import ops  # noqa: E402
+from neox_kernels.ops import cross_entropy as ce_ops  # noqa: E402
+from neox_kernels.ops import verify  # noqa: E402
+
+
+def _grads(out, inputs, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    cot = torch.randn(out.shape, generator=gen, dtype=out.dtype)
+    return torch.autograd.grad(out, inputs, cot)
+
+
+def _leaf(*shape, dtype=torch.float64, scale=1.0):
+    return (torch.randn(*shape, dtype=dtype) * scale).requires_grad_()
+
+
+def _close(a, b, tol=1e-10):
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_layer_norm_is_torch_layer_norm(affine) -> None:
+    x, w, b = _leaf(5, 37), _leaf(37), _leaf(37)
+    args = (w, b) if affine else (None, None)
+    out = ops.layer_norm(x, *args, eps=1e-5)
+    ref = F.layer_norm(x, (37,), *args, eps=1e-5)
+    leaves = (x, w, b) if affine else (x,)
+    _close([out, *_grads(out, leaves)], [ref, *_grads(ref, leaves)])
+
+
+def test_rms_norm_with_residual_is_the_sum_normalised() -> None:
+    x, r, w, b = _leaf(4, 3, 64), _leaf(4, 3, 64), _leaf(64), _leaf(64)
+    out, h = ops.rms_norm(x, w, b, eps=1e-6, residual=r)
+    s = x + r
+    ref = s * torch.rsqrt(s.pow(2).mean(-1, keepdim=True) + 1e-6) * w + b
+    total, ref_total = out.sum() + h.pow(2).sum(), ref.sum() + s.pow(2).sum()
+    _close([out, h], [ref, s])
+    _close(torch.autograd.grad(total, (x, r, w, b)), torch.autograd.grad(ref_total, (x, r, w, b)))
+
+
+def test_norm_of_fp16_rounds_once_from_fp32() -> None:
+    x = torch.randn(8, 100).half()
+    w = torch.rand(100).half()
+    out = ops.layer_norm(x, w)
+    ref = F.layer_norm(x.float(), (100,), w.float()).half()
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_swiglu_is_up_times_silu_gate() -> None:
+    h = _leaf(3, 5, 2 * 11, scale=3.0)
+    up, gate = h.chunk(2, dim=-1)
+    ref = up * F.silu(gate)
+    out = ops.swiglu(h)
+    _close([out, *_grads(out, (h,))], [ref, *_grads(ref, (h,))])
+    with pytest.raises(ValueError, match="even"):
+        ops.swiglu(torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+def test_bias_gelu_is_gelu_of_the_sum(approximate) -> None:
+    x, b = _leaf(6, 33, scale=3.0), _leaf(33)
+    out = ops.bias_gelu(x, b, approximate=approximate)
+    ref = F.gelu(x + b, approximate="tanh" if approximate else "none")
+    _close([out, *_grads(out, (x, b))], [ref, *_grads(ref, (x, b))])
+
+
+def _rotate_reference(qkv, heads, kv_heads, rot, base):
+    """neox-core's out-of-place formula: split heads, rotate half of the first rot channels."""
+    b, s, width = qkv.shape
+    d = width // (heads + 2 * kv_heads)
+    if heads == kv_heads:
+        q, k, v = qkv.view(b, s, heads, 3 * d).split(d, dim=-1)
+    else:
+        q, k, v = qkv.split((heads * d, kv_heads * d, kv_heads * d), dim=-1)
+        q, k, v = (t.reshape(b, s, -1, d) for t in (q, k, v))
+    inv = 1.0 / (base ** (torch.arange(0, rot, 2).float() / rot))
+    ang = torch.outer(torch.arange(s, dtype=torch.float32), inv).double()
+    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
+
+    def rot_fn(t):
+        x, rest = t[..., :rot], t[..., rot:]
+        x1, x2 = x.chunk(2, dim=-1)
+        turned = torch.cat([-x2, x1], -1)
+        return torch.cat([x * cos[:, None] + turned * sin[:, None], rest], -1)
+
+    q, k = rot_fn(q), rot_fn(k)
+    if heads == kv_heads:
+        return torch.cat([q, k, v], -1).reshape(b, s, width)
+    return torch.cat([q.reshape(b, s, -1), k.reshape(b, s, -1), v.reshape(b, s, -1)], -1)
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "head_dim", "pct"), [(4, 4, 16, 0.25), (4, 4, 8, 1.0), (6, 2, 12, 1.0)]
+)
+def test_rotary_in_place_matches_the_split_head_formula(heads, kv_heads, head_dim, pct) -> None:
+    rot = int(head_dim * pct)
+    qkv = _leaf(2, 9, (heads + 2 * kv_heads) * head_dim)
+    work = qkv * 1
+    out = ops.rotary_qkv_(work, heads, kv_heads, rot, 10000.0)
+    assert out.data_ptr() == work.data_ptr(), "not in place"
+    ref = _rotate_reference(qkv, heads, kv_heads, rot, 10000.0)
+    _close([out, *_grads(out, (qkv,))], [ref, *_grads(ref, (qkv,))])
+
+
+def test_rotary_rejects_a_width_that_is_not_heads() -> None:
+    with pytest.raises(ValueError, match="does not split"):
+        ops.rotary_qkv_(torch.randn(1, 2, 50), 4, 4, 4, 10000.0)
+
+
+@pytest.mark.parametrize("z_loss", [0.0, 1e-3])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 1000])
+def test_linear_cross_entropy_is_cross_entropy_of_the_logits(z_loss, chunk_rows) -> None:
+    hidden, weight = _leaf(2, 11, 16), _leaf(97, 16, scale=0.3)
+    labels = torch.randint(0, 97, (2, 11))
+    labels[0, :3] = -100
+    out = ops.linear_cross_entropy(hidden, weight, labels, z_loss=z_loss, chunk_rows=chunk_rows)
+    logits = hidden @ weight.T
+    valid = labels != -100
+    lse = torch.logsumexp(logits, -1)
+    ref = (
+        F.cross_entropy(logits.reshape(-1, 97), labels.reshape(-1))
+        + z_loss * (lse.pow(2) * valid).sum() / valid.sum()
+    )
+    _close([out, *_grads(out, (hidden, weight))], [ref, *_grads(ref, (hidden, weight))])
+
+
+def test_linear_cross_entropy_sum_and_all_ignored() -> None:
+    hidden, weight = _leaf(5, 8), _leaf(13, 8)
+    labels = torch.tensor([1, 2, -100, 4, 12])
+    out = ops.linear_cross_entropy(hidden, weight, labels, reduction="sum")
+    ref = F.cross_entropy(hidden @ weight.T, labels, reduction="sum")
+    _close([out], [ref])
+    none = ops.linear_cross_entropy(hidden, weight, torch.full((5,), -100))
+    assert none.item() == 0.0
+    (g,) = torch.autograd.grad(none, hidden)
+    assert torch.count_nonzero(g) == 0
+
+
+def test_vocab_shards_combine_to_the_full_loss() -> None:
+    case = verify.cross_entropy_case(40, 8, 50, shards=3, chunk_rows=9)
+    full = verify.cross_entropy_case(40, 8, 50, chunk_rows=9)
+    gen = torch.Generator().manual_seed(3)
+    inputs = [t.double() for t in case.build(gen, torch.device("cpu"))]
+    h, w = (t.requires_grad_() for t in inputs[:2])
+    sharded, _ = case.run(h, w, inputs[2])
+    (whole,) = full.run(h, w, inputs[2])
+    _close([sharded, *torch.autograd.grad(sharded, (h, w))], [whole, *torch.autograd.grad(whole, (h, w))])  # fmt: skip
+
+
+def test_bad_shapes_are_value_errors() -> None:
+    with pytest.raises(ValueError, match="labels must be"):
+        ops.linear_cross_entropy(torch.randn(4, 8), torch.randn(10, 8), torch.zeros(5).long())
+    with pytest.raises(ValueError, match="reduction"):
+        ops.linear_cross_entropy(torch.randn(4, 8), torch.randn(10, 8), torch.zeros(4).long(), reduction="max")  # fmt: skip
+
+
+def test_chunks_hold_a_bounded_share_of_the_logits() -> None:
+    rows = ce_ops.default_chunk_rows(128256, torch.bfloat16)
+    assert rows * 128256 * 2 <= 128 * 2**20
+    assert ce_ops.default_chunk_rows(10**9, torch.float32) == 64
+
+
+OPCHECK_ARGS = {
+    "norm_fwd": lambda: (_leaf(3, 8), _leaf(3, 8), _leaf(8), None, 1e-5, True),
+    "norm_bwd": lambda: (
+        torch.randn(3, 8, dtype=torch.float64), None, torch.randn(3, 8, dtype=torch.float64),
+        torch.randn(8, dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
+        torch.ones(3, dtype=torch.float64), False, True, False,
+    ),
+    "swiglu_fwd": lambda: (_leaf(3, 8),),
+    "swiglu_bwd": lambda: (torch.randn(3, 4), torch.randn(3, 8)),
+    "bias_gelu_fwd": lambda: (_leaf(3, 8), _leaf(8), True),
+    "bias_gelu_bwd": lambda: (torch.randn(3, 8), torch.randn(3, 8), None, False),
+    "rotary_": lambda: (torch.randn(2, 3, 24), torch.rand(2), 2, 0, 12, 2, 4, 12, 2, 0, False),
+    "linear_cross_entropy": lambda: (
+        _leaf(6, 4), _leaf(9, 4), torch.tensor([1, 2, 3, -100, 8, 0]),
+        torch.full((6,), 0.2, dtype=torch.float64), 1e-3, 4, True,
+    ),
+    "linear_cross_entropy_stats": lambda: (_leaf(6, 4), _leaf(9, 4), torch.arange(6) + 3, 4, 4),
+    "linear_cross_entropy_stats_bwd": lambda: (
+        torch.randn(6, 4), torch.randn(9, 4), torch.arange(6), 0, torch.rand(6) + 3,
+        torch.rand(6), -torch.rand(6), 5,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ops.OPS)
+def test_op_registration_is_consistent(name) -> None:
+    """Schema, fake (meta) implementation and autograd registration agree with the op."""
+    op = getattr(torch.ops.neox, name).default
+    torch.library.opcheck(op, OPCHECK_ARGS[name]())
+
+
+@pytest.mark.slow
+def test_self_check_cases_pass_on_cpu() -> None:
+    """verify.check compares an op in fp32 with itself in fp64: on CPU both are references."""
+    for case in verify.quick_cases()[:7]:
+        assert verify.check(case, torch.device("cpu"), torch.float32) < 1e-4, case.name
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_on_cpu() -> None:
+    def f(x, w, head, labels):
+        h, _ = ops.rms_norm(x, w, residual=x)
+        return ops.linear_cross_entropy(ops.bias_gelu(h, None, True), head, labels)
+
+    args = (_leaf(6, 8, dtype=torch.float32), _leaf(8, dtype=torch.float32),
+            _leaf(11, 8, dtype=torch.float32), torch.arange(6))  # fmt: skip
+    loss = torch.compile(f, fullgraph=True)(*args)
+    assert math.isclose(loss.item(), f(*args).item(), rel_tol=1e-5)
