@@ -196,17 +196,13 @@ def test_llama_switches(tiny, write) -> None:
         """,
     )
     m = load_config([tiny, llama]).model
-    assert (m.architecture, m.norm, m.norm_eps, m.norm_bias, m.use_bias) == (
-        "llama",
-        "rmsnorm",
-        1e-6,
-        False,
-        False,
-    )
+    assert (m.architecture, m.norm, m.norm_eps, m.norm_bias) == ("llama", "rmsnorm", 1e-6, False)
+    assert (m.attention_bias, m.mlp_bias) == (False, False)
     assert (m.activation, m.tie_embeddings, m.num_kv_heads) == ("swiglu", False, 2)
+    # GPT-NeoX's LLaMA-2 configs: attention biases off, MLP biases on (its default)
     mixed = write("mixed.yml", '{"use_bias_in_attn_linear": false}')
-    with pytest.raises(ConfigError, match="not yet supported"):
-        load_config([tiny, mixed])
+    m = load_config([tiny, mixed]).model
+    assert (m.attention_bias, m.mlp_bias, m.norm_bias) == (False, True, True)
     geglu = write("geglu.yml", '{"activation": "geglu"}')
     with pytest.raises(ConfigError, match=r"activation = 'geglu'.*not yet supported"):
         load_config([tiny, geglu])
