@@ -7,7 +7,14 @@ work owns (tensor/pipeline parallelism, post-training, generation) is retried wi
 so the table says whether anything else stands in the way.
 
     uv run python tools/config_coverage.py --gpt-neox /path/to/gpt-neox            # print
-    uv run python tools/config_coverage.py --gpt-neox /path/to/gpt-neox --write    # docs/config.md
+    uv run python tools/config_coverage.py --gpt-neox /path/to/gpt-neox --train --write
+
+`--train` also trains each config that dry-runs for 2 steps on CPU through `neox-train`'s
+training entry, with its shape shrunk to 2 layers of width 64 at sequence length 64 (a window
+of 16 where it has one) on a small synthetic corpus: every other key (precision and loss
+scaling, biases, norms, activation, rotary, grouped-query and sliding-window attention,
+activation checkpointing, schedule, logging switches) is trained as written. Such a config is
+listed as "trains".
 
 `--write` replaces the table between the coverage markers in docs/config.md (temp file and
 rename, so an interrupted run leaves the old table). Rerun it after merging work that accepts
@@ -112,7 +119,7 @@ def suite_configs(gpt_neox: Path) -> list[str]:
 @dataclass
 class Result:
     config: str
-    status: str  # "dry-runs" | "pending" | "refused"
+    status: str  # "trains" | "dry-runs" | "pending" | "refused"
     detail: str
     parameters: int | None = None
     pending: list[tuple[str, str]] = field(default_factory=list)  # (key, area)
@@ -151,8 +158,80 @@ def _without_key(path: Path, key: str, workdir: Path) -> Path:
     return out
 
 
-def check_config(gpt_neox: Path, rel: str, setup: Path) -> Result:
-    """Dry-run one suite config merged with `setup`; retry without pending keys."""
+# GPT-NeoX keys set on top of a config to train it small and fast on CPU
+_TINY_SHAPE: dict[str, object] = {
+    "num_layers": 2,
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "intermediate_size": None,
+    "expansion_factor": None,
+    "seq_length": 64,
+    "max_position_embeddings": 64,
+    "train_iters": 2,
+    "lr_decay_iters": 2,
+    "train_micro_batch_size_per_gpu": 1,
+    "gradient_accumulation_steps": 1,
+    "train_batch_size": 1,
+    "split": "90,10,0",
+    "eval_interval": 1000,
+    "eval_iters": 0,
+    "log_interval": 1,
+    "num_workers": 0,
+    "save": None,
+    "load": None,
+    "finetune": False,
+    "checkpoint_factor": None,
+    "extra_save_iters": None,
+    "tensorboard_dir": None,
+    "use_wandb": False,
+}
+_TRAINED = re.compile(r"iteration\s+2/\s+2 \|.* lm_loss: ([0-9.E+-]+) \|")
+
+
+def tiny_corpus(workdir: Path) -> str:
+    """A synthetic `.bin/.idx` corpus (ids below 1000) for the short training runs."""
+    import numpy as np
+
+    from neox_data.indexed_dataset import write_dataset
+
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 1000, rng.integers(20, 200)).astype(np.uint16) for _ in range(200)]
+    prefix = workdir / "corpus_text_document"
+    write_dataset(prefix, docs, np.uint16)
+    return str(prefix)
+
+
+def train_tiny(paths: list[str], corpus: str) -> str | None:
+    """Train the merged config, shrunk, for 2 steps; None when it trains, else why not."""
+    from neox_core.config import ConfigError, load_config
+    from neox_core.training.run import main_train
+
+    cfg = load_config(paths)
+    overrides: dict[str, object] = {**_TINY_SHAPE, "data_path": corpus}
+    m = cfg.model
+    if m.num_kv_heads != m.num_attention_heads:
+        overrides["num_kv_heads"] = 1 if m.num_kv_heads == 1 else 2
+    if m.sliding_window_width is not None:
+        overrides["sliding_window_width"] = 16
+    if "attention_config" in cfg.raw:
+        overrides["attention_config"] = [[["global"], 2]]
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        small = load_config(paths, overrides)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main_train(small)
+    except (ConfigError, RuntimeError, ValueError, OSError) as exc:
+        return f"training failed: {type(exc).__name__}: {exc}"
+    m2 = _TRAINED.search(out.getvalue())
+    if code != 0 or not m2:
+        tail = (err.getvalue().strip().splitlines() or ["no log line"])[-1]
+        return f"training failed (exit {code}): {tail}"
+    return None
+
+
+def check_config(gpt_neox: Path, rel: str, setup: Path, corpus: str | None = None) -> Result:
+    """Dry-run one suite config merged with `setup`; retry without pending keys; with a
+    `corpus`, train what dry-runs (see `train_tiny`)."""
     model = gpt_neox / rel
     pending: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="neox-coverage-") as tmp:
@@ -164,7 +243,12 @@ def check_config(gpt_neox: Path, rel: str, setup: Path) -> Result:
                 params = int(m.group(1).replace(",", "")) if m else None
                 if pending:
                     return Result(rel, "pending", _pending_text(pending), params, pending)
-                return Result(rel, "dry-runs", "", params)
+                if corpus is None:
+                    return Result(rel, "dry-runs", "", params)
+                failed = train_tiny([str(current), str(setup)], corpus)
+                if failed:
+                    return Result(rel, "dry-runs", failed, params)
+                return Result(rel, "trains", "", params)
             message = err.strip().removeprefix("neox-train: error: ")
             message = message.replace(str(current), rel).replace(str(setup.parent) + "/", "")
             key = _error_key(message)
@@ -195,11 +279,13 @@ def _cell(text: str) -> str:
 
 def render(results: list[Result], setup_name: str) -> str:
     n = len(results)
-    ok = sum(r.status == "dry-runs" for r in results)
+    trains = sum(r.status == "trains" for r in results)
+    ok = trains + sum(r.status == "dry-runs" for r in results)
     pend = sum(r.status == "pending" for r in results)
+    trained = f" ({trains} of them also train, shrunk, on CPU)" if trains else ""
     lines = [
-        f"{ok} of {n} configs dry-run as written (merged with `{setup_name}`); {pend} more "
-        "are refused only for keys whose work is pending; "
+        f"{ok} of {n} configs dry-run as written (merged with `{setup_name}`){trained}; "
+        f"{pend} more are refused only for keys whose work is pending; "
         f"{n - ok - pend} are refused.",
         "",
         "| config | status | parameters | why |",
@@ -241,20 +327,31 @@ def main(argv: list[str] | None = None) -> int:
         default=ROOT / "examples" / "configs" / "local_setup.yml",
         help="the setup file merged after each config (default: neox's local_setup.yml)",
     )
-    parser.add_argument("--write", action="store_true", help=f"write the table into {DOC}")
+    parser.add_argument(
+        "--train", action="store_true", help="also train each config that dry-runs, shrunk"
+    )
+    parser.add_argument("--write", action="store_true", help="write the table into --doc")
+    parser.add_argument("--doc", type=Path, default=DOC, help=f"the document (default {DOC})")
     args = parser.parse_args(argv)
     if not (args.gpt_neox / "configs").is_dir():
         parser.error(f"{args.gpt_neox}: no configs/ folder; point --gpt-neox at a checkout")
     configs = suite_configs(args.gpt_neox)
-    results = [check_config(args.gpt_neox, rel, args.setup.resolve()) for rel in configs]
+    with tempfile.TemporaryDirectory(prefix="neox-coverage-data-") as data_dir:
+        corpus = tiny_corpus(Path(data_dir)) if args.train else None
+        results = []
+        for rel in configs:
+            results.append(check_config(args.gpt_neox, rel, args.setup.resolve(), corpus))
+            print(f"{rel}: {results[-1].status}", file=sys.stderr, flush=True)
     try:
         setup_name = args.setup.resolve().relative_to(ROOT).as_posix()
     except ValueError:
         setup_name = args.setup.name
     table = render(results, setup_name)
     if args.write:
-        write_doc(table)
-        print(f"wrote the coverage table of {len(results)} configs into {DOC}", file=sys.stderr)
+        write_doc(table, args.doc)
+        print(
+            f"wrote the coverage table of {len(results)} configs into {args.doc}", file=sys.stderr
+        )
     print(table)
     return 0
 

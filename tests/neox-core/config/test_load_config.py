@@ -233,6 +233,15 @@ def test_dict_round_trip_is_json_able(tiny, write) -> None:
         config_from_dict({"model": {"hidden": 1}})
 
 
+def test_config_dicts_from_before_the_bias_split_load(tiny) -> None:
+    """Checkpoints written when one `use_bias` switched every linear bias still load."""
+    saved = config_to_dict(load_config([tiny]))
+    for both in (True, False):
+        model = {k: v for k, v in saved["model"].items() if k not in ("attention_bias", "mlp_bias")}
+        back = config_from_dict({**saved, "model": {**model, "use_bias": both}})
+        assert (back.model.attention_bias, back.model.mlp_bias) == (both, both)
+
+
 def test_data_paths_checks(tiny, write) -> None:
     paths = write(
         "p.yml",
