@@ -168,7 +168,7 @@ def test_attention_config_is_expanded_and_checked(tiny, write) -> None:
     with pytest.raises(ConfigError, match="expands to 3 layers but num_layers is 2"):
         load_config([tiny, short])
     local = write("local.yml", '{"attention-config": [[["global", "local"], 1]]}')
-    with pytest.raises(ConfigError, match=r"attention type 'local' is not yet supported"):
+    with pytest.raises(ConfigError, match=r"layer type 'local' is not yet supported"):
         load_config([tiny, local])
     shape = write("shape.yml", '{"attention-config": ["flash"]}')
     with pytest.raises(ConfigError, match=r"expected a list of \[\[types...\], repeat\] pairs"):
