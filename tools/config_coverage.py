@@ -11,7 +11,7 @@ so the table says whether anything else stands in the way.
 
 `--train` also trains each config that dry-runs for 2 steps on CPU through `neox-train`'s
 training entry, with its shape shrunk to 2 layers of width 64 at sequence length 64 (a window
-of 16 where it has one) on a small synthetic corpus: every other key (precision and loss
+of 16 where it has one), in one process (parallel sizes 1), on a small synthetic corpus: every other key (precision and loss
 scaling, biases, norms, activation, rotary, grouped-query and sliding-window attention,
 activation checkpointing, schedule, logging switches) is trained as written. Such a config is
 listed as "trains".
@@ -184,6 +184,10 @@ _TINY_SHAPE: dict[str, object] = {
     "extra_save_iters": None,
     "tensorboard_dir": None,
     "use_wandb": False,
+    # one process: parallel layouts are exercised by their own tests, not here
+    "model_parallel_size": 1,
+    "pipe_parallel_size": 1,
+    "sequence_parallel": False,
 }
 _TRAINED = re.compile(r"iteration\s+2/\s+2 \|.* lm_loss: ([0-9.E+-]+) \|")
 
@@ -282,9 +286,9 @@ def render(results: list[Result], setup_name: str) -> str:
     trains = sum(r.status == "trains" for r in results)
     ok = trains + sum(r.status == "dry-runs" for r in results)
     pend = sum(r.status == "pending" for r in results)
-    trained = f" ({trains} of them also train, shrunk, on CPU)" if trains else ""
+    trained = f"; {trains} of them also train, shrunk, on CPU" if trains else ""
     lines = [
-        f"{ok} of {n} configs dry-run as written (merged with `{setup_name}`){trained}; "
+        f"{ok} of {n} configs dry-run as written (merged with `{setup_name}`{trained}); "
         f"{pend} more are refused only for keys whose work is pending; "
         f"{n - ok - pend} are refused.",
         "",
