@@ -356,3 +356,33 @@ def test_counts_equal_transformers_models_of_the_same_shape(name, hf_class, tmp_
     cfg = _cfg(tmp_path, name)
     assert hf_architecture(cfg.model) == hf_class
     assert parameter_count(cfg.model) == _hf_count(cfg) == EXPECTED[name][1]
+
+
+# Pythia's suite configs at tensor-parallel size 1 (6.9B and 12B pad the vocabulary for TP 2
+# and 4, so their published sizes come with tensor parallelism): (layers, hidden, heads)
+PYTHIA = {
+    "14M": ((6, 128, 4), 14_067_712),
+    "31M": ((6, 256, 8), 30_494_720),
+    "70M": ((6, 512, 8), 70_426_624),
+    "160M": ((12, 768, 12), 162_322_944),
+    "410M": ((24, 1024, 16), 405_334_016),
+    "1B": ((16, 2048, 8), 1_011_781_632),
+    "1.4B": ((24, 2048, 16), 1_414_647_808),
+    "2.8B": ((32, 2560, 32), 2_775_208_960),
+}
+
+
+@pytest.mark.parametrize("size", sorted(PYTHIA))
+def test_pythia_shapes_dry_run_to_the_published_sizes(size: str, tmp_path: Path, capsys) -> None:
+    (layers, hidden, heads), published = PYTHIA[size]
+    model = tmp_path / f"pythia-{size}.yml"
+    model.write_text(
+        "{"
+        f'"num_layers": {layers}, "hidden_size": {hidden}, "num_attention_heads": {heads}, '
+        '"seq_length": 2048, "max_position_embeddings": 2048, "pos_emb": "rotary", '
+        '"rotary_pct": 0.25, "no_weight_tying": true, "gpt_j_residual": true,'
+        + _PYTHIA_TRAINING
+        + "}"
+    )
+    assert main([str(model), str(SETUP), "--dry-run"]) == 0
+    assert f"parameters: {published:,}\n" in capsys.readouterr().out
