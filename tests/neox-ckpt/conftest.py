@@ -58,6 +58,17 @@ def _configs() -> dict[str, object]:
         "mistral": transformers.MistralConfig(
             **gqa, intermediate_size=80, sliding_window=None, head_dim=8
         ),
+        # a window shorter than the test sequences (17), so its size changes the logits
+        "mistral_window": transformers.MistralConfig(
+            **gqa, intermediate_size=80, sliding_window=6, head_dim=8
+        ),
+        # GPT-NeoX's LLaMA-2 configs: MLP biases without attention biases
+        "llama_mlp_bias": transformers.LlamaConfig(
+            **gqa, intermediate_size=80, attention_bias=False, mlp_bias=True
+        ),
+        "neox_no_attention_bias": transformers.GPTNeoXConfig(
+            **common, intermediate_size=128, rotary_pct=0.25, attention_bias=False
+        ),
     }
 
 

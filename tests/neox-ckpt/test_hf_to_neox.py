@@ -216,3 +216,38 @@ def test_mixed_dtypes_are_kept_per_tensor(hf_dirs, tmp_path) -> None:
     assert ck.tensors["layers.0.attention.qkv.weight"].dtype == torch.bfloat16
     assert torch.equal(ck.read_full("final_norm.weight"), mixed["model.norm.weight"])
     assert torch.equal(ck.read_full("embed.weight"), mixed["model.embed_tokens.weight"])
+
+
+def test_mistral_sliding_window_converts_both_ways(hf_dirs, hf_logits, tmp_path) -> None:
+    """HF's sliding_window 6 (6 keys per query) is GPT-NeoX's sliding_window_width 5."""
+    import transformers
+
+    from neox_core.config import load_config
+
+    out = _convert(hf_dirs["mistral_window"], tmp_path / "neox")
+    yaml_cfg = load_config([next(out.glob("*.yml"))])
+    assert yaml_cfg.model.sliding_window_width == 5
+    back = tmp_path / "back"
+    assert main(["neox-to-hf", "--input-dir", str(out), "--output-dir", str(back)]) == 0
+    config = json.loads((back / "config.json").read_text())
+    assert (config["model_type"], config["sliding_window"]) == ("mistral", 6)
+    model = transformers.AutoModelForCausalLM.from_pretrained(back, dtype=torch.float32)
+    assert type(model).__name__ == "MistralForCausalLM"
+    assert torch.equal(hf_logits(back), hf_logits(hf_dirs["mistral_window"]))
+
+
+def test_independent_biases_survive_both_ways(hf_dirs, tmp_path) -> None:
+    """LLaMA with MLP biases only, GPT-NeoX without attention biases: as GPT-NeoX trains them."""
+    from neox_core.config import load_config
+
+    for name, attn, mlp in (
+        ("llama_mlp_bias", False, True),
+        ("neox_no_attention_bias", False, True),
+    ):
+        out = _convert(hf_dirs[name], tmp_path / name)
+        m = load_config([next(out.glob("*.yml"))]).model
+        assert (m.attention_bias, m.mlp_bias) == (attn, mlp), name
+        back = tmp_path / f"{name}-back"
+        assert main(["neox-to-hf", "--input-dir", str(out), "--output-dir", str(back)]) == 0
+        config = json.loads((back / "config.json").read_text())
+        assert config["attention_bias"] is attn, name

@@ -168,7 +168,7 @@ def test_attention_config_is_expanded_and_checked(tiny, write) -> None:
     with pytest.raises(ConfigError, match="expands to 3 layers but num_layers is 2"):
         load_config([tiny, short])
     local = write("local.yml", '{"attention-config": [[["global", "local"], 1]]}')
-    with pytest.raises(ConfigError, match=r"attention type 'local' is not yet supported"):
+    with pytest.raises(ConfigError, match=r"layer type 'local' is not yet supported"):
         load_config([tiny, local])
     shape = write("shape.yml", '{"attention-config": ["flash"]}')
     with pytest.raises(ConfigError, match=r"expected a list of \[\[types...\], repeat\] pairs"):
@@ -196,17 +196,13 @@ def test_llama_switches(tiny, write) -> None:
         """,
     )
     m = load_config([tiny, llama]).model
-    assert (m.architecture, m.norm, m.norm_eps, m.norm_bias, m.use_bias) == (
-        "llama",
-        "rmsnorm",
-        1e-6,
-        False,
-        False,
-    )
+    assert (m.architecture, m.norm, m.norm_eps, m.norm_bias) == ("llama", "rmsnorm", 1e-6, False)
+    assert (m.attention_bias, m.mlp_bias) == (False, False)
     assert (m.activation, m.tie_embeddings, m.num_kv_heads) == ("swiglu", False, 2)
+    # GPT-NeoX's LLaMA-2 configs: attention biases off, MLP biases on (its default)
     mixed = write("mixed.yml", '{"use_bias_in_attn_linear": false}')
-    with pytest.raises(ConfigError, match="not yet supported"):
-        load_config([tiny, mixed])
+    m = load_config([tiny, mixed]).model
+    assert (m.attention_bias, m.mlp_bias, m.norm_bias) == (False, True, True)
     geglu = write("geglu.yml", '{"activation": "geglu"}')
     with pytest.raises(ConfigError, match=r"activation = 'geglu'.*not yet supported"):
         load_config([tiny, geglu])
@@ -235,6 +231,15 @@ def test_dict_round_trip_is_json_able(tiny, write) -> None:
     assert back.optimizer.betas == (0.9, 0.95)
     with pytest.raises(ConfigError, match="model has no field"):
         config_from_dict({"model": {"hidden": 1}})
+
+
+def test_config_dicts_from_before_the_bias_split_load(tiny) -> None:
+    """Checkpoints written when one `use_bias` switched every linear bias still load."""
+    saved = config_to_dict(load_config([tiny]))
+    for both in (True, False):
+        model = {k: v for k, v in saved["model"].items() if k not in ("attention_bias", "mlp_bias")}
+        back = config_from_dict({**saved, "model": {**model, "use_bias": both}})
+        assert (back.model.attention_bias, back.model.mlp_bias) == (both, both)
 
 
 def test_data_paths_checks(tiny, write) -> None:

@@ -32,7 +32,8 @@ def llama(**kw) -> ModelConfig:
         norm="rmsnorm",
         norm_bias=False,
         activation="swiglu",
-        use_bias=False,
+        attention_bias=False,
+        mlp_bias=False,
         intermediate_size=96,
         norm_eps=1e-6,
         tie_embeddings=False,
@@ -49,7 +50,15 @@ VARIANTS = {
     "neox-full-rotary-base500": gpt_neox(rotary_pct=1.0, rotary_emb_base=500, tie_embeddings=False),
     "llama-gqa-untied": llama(num_kv_heads=2, rotary_emb_base=500000),
     "llama-mha-tied": llama(num_kv_heads=4, tie_embeddings=True),
-    "llama-mqa-bias-tied": llama(num_kv_heads=1, use_bias=True, tie_embeddings=True),
+    "llama-mqa-bias-tied": llama(
+        num_kv_heads=1, attention_bias=True, mlp_bias=True, tie_embeddings=True
+    ),
+    # GPT-NeoX's LLaMA-2 configs: MLP biases on, attention biases off
+    "llama-mlp-bias-only": llama(num_kv_heads=4, mlp_bias=True),
+    "llama-attention-bias-only": llama(num_kv_heads=2, attention_bias=True),
+    "neox-no-attention-bias": gpt_neox(attention_bias=False, tie_embeddings=False),
+    # Mistral: grouped-query attention in a window shorter than the test sequences (19)
+    "mistral-window5-gqa": llama(num_kv_heads=2, sliding_window_width=5),
 }
 
 

@@ -1,4 +1,4 @@
-"""With the same weights, neox logits equal transformers' GPTNeoXForCausalLM / LlamaForCausalLM.
+"""With the same weights, neox logits equal transformers' GPTNeoX / Llama / Mistral models.
 
 Random tiny HF models are built on the spot (no download), their state dicts loaded into neox
 by name, and the fp32 logits compared.
@@ -113,7 +113,9 @@ def test_model_config_from_hf_config_round_trips(variant) -> None:
         "rotary_pct",
         "rotary_emb_base",
         "gpt_j_residual",
-        "use_bias",
+        "attention_bias",
+        "mlp_bias",
+        "sliding_window_width",
         "tie_embeddings",
     ):
         expected = getattr(cfg, field)

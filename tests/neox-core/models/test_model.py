@@ -19,7 +19,9 @@ def test_analytic_parameter_count_equals_the_built_model(variant) -> None:
 
 
 def test_parameter_count_with_biased_rmsnorm_and_untied_swiglu(make_llama) -> None:
-    cfg = make_llama(norm_bias=True, use_bias=True, num_kv_heads=2, num_layers=3)
+    cfg = make_llama(
+        norm_bias=True, attention_bias=True, mlp_bias=True, num_kv_heads=2, num_layers=3
+    )
     model = build_model(cfg, device="meta")
     assert parameter_count(cfg) == sum(p.numel() for p in model.parameters())
 

@@ -2,8 +2,9 @@
 
 Import reads the config through transformers' own config class (so defaults and renamed keys
 across transformers versions resolve as transformers resolves them) and writes GPT-NeoX YAML
-keys; anything neox would compute differently (scaled RoPE, sliding windows, approximate GELU,
-a head size other than hidden/heads, ...) is refused with the key that causes it.
+keys; anything neox would compute differently (scaled RoPE, approximate GELU, a head size other
+than hidden/heads, ...) is refused with the key that causes it. Mistral's `sliding_window` W
+(W keys per query, itself included) becomes GPT-NeoX's `sliding_window_width` W - 1.
 Export builds the HF config from `neox_core.models.hf_names.hf_config_kwargs`.
 """
 
@@ -77,8 +78,6 @@ def neox_model_keys(folder: str | Path) -> tuple[dict[str, Any], str]:
     if model_type == "gpt_neox":
         if act != "gelu":
             problems.append(f"hidden_act {act!r} (neox's GPT-NeoX uses exact 'gelu')")
-        if not getattr(cfg, "attention_bias", True):
-            problems.append("attention_bias false (neox has one bias switch; HF's MLP has biases)")
         keys.update(
             {
                 "rotary_pct": pct,
@@ -86,7 +85,7 @@ def neox_model_keys(folder: str | Path) -> tuple[dict[str, Any], str]:
                 "norm": "layernorm",
                 "layernorm_epsilon": float(cfg.layer_norm_eps),
                 "use_bias_in_norms": True,
-                "use_bias_in_attn_linear": True,
+                "use_bias_in_attn_linear": bool(getattr(cfg, "attention_bias", True)),
                 "use_bias_in_mlp": True,
                 "activation": "gelu",
                 "intermediate_size": int(cfg.intermediate_size),
@@ -98,16 +97,13 @@ def neox_model_keys(folder: str | Path) -> tuple[dict[str, Any], str]:
             problems.append(f"hidden_act {act!r} (LLaMA's SwiGLU uses 'silu')")
         if pct != 1.0:
             problems.append(f"partial rotary factor {pct} (LLaMA rotates whole heads)")
-        window = getattr(cfg, "sliding_window", None)
-        if window is not None and int(window) < int(cfg.max_position_embeddings):
-            problems.append(
-                f"sliding_window {window} < max_position_embeddings "
-                f"{cfg.max_position_embeddings} (sliding-window attention)"
-            )
+        window = getattr(cfg, "sliding_window", None) if model_type == "mistral" else None
+        if window is not None:
+            if int(window) < 1:
+                problems.append(f"sliding_window {window} (must be at least 1)")
+            keys["sliding_window_width"] = int(window) - 1
         attn_bias = bool(getattr(cfg, "attention_bias", False))
         mlp_bias = bool(getattr(cfg, "mlp_bias", False))
-        if attn_bias != mlp_bias:
-            problems.append(f"attention_bias {attn_bias} but mlp_bias {mlp_bias}")
         kv = getattr(cfg, "num_key_value_heads", None) or heads
         keys.update(
             {

@@ -40,17 +40,18 @@ def _sizes(cfg: ModelConfig) -> tuple[int, int, int, int, int]:
 def parameter_breakdown(cfg: ModelConfig) -> ParameterBreakdown:
     h, qkv_out, attn_out_in, ffn, ffn_in = _sizes(cfg)
     vocab = cfg.padded_vocab_size
-    bias = 1 if cfg.use_bias else 0
+    attn_bias = 1 if cfg.attention_bias else 0
+    mlp_bias = 1 if cfg.mlp_bias else 0
     norm = h * (2 if cfg.norm_bias else 1)
     per_layer = (
         h * qkv_out
-        + bias * qkv_out
+        + attn_bias * qkv_out
         + attn_out_in * h
-        + bias * h
+        + attn_bias * h
         + h * ffn_in
-        + bias * ffn_in
+        + mlp_bias * ffn_in
         + ffn * h
-        + bias * h
+        + mlp_bias * h
         + 2 * norm
     )
     return ParameterBreakdown(

@@ -92,6 +92,8 @@ def derive(cfg: NeoxConfig, tr: Translation) -> None:
         _set(cfg, "model.max_position_embeddings", cfg.data.seq_length)
     _derive_mlp(cfg, tr)
     _derive_attention_config(cfg, tr)
+    _check_attention_type(cfg, tr)
+    _report_fusion(cfg, tr)
     _derive_vocab(cfg)
     _set(cfg, "model.architecture", "llama" if m.activation == "swiglu" else "gpt_neox")
     _set(cfg, "precision.fp32_master_weights", cfg.precision.dtype != "fp32")
@@ -138,10 +140,18 @@ def _derive_mlp(cfg: NeoxConfig, tr: Translation) -> None:
         raise ConfigError(f"{multiple_src}: mlp_multiple_of = {multiple}: must be at least 1")
     first, second = gpt_neox_mlp_width(m.hidden_size, gated, size, factor, multiple)
     if (gated and first != 2 * second) or (not gated and first != second):
+        hint = ""
+        if gated and size:
+            hint = (
+                "; GPT-NeoX would stop on this too (its two projections would not fit). If "
+                f"{size} is meant as the SwiGLU width itself (as HF configs give it), set "
+                f"intermediate_size: {3 * size} (GPT-NeoX takes 2/3 of it and halves it), or "
+                f"mlp_multiple_of: {size}"
+            )
         raise ConfigError(
             f"{size_src or multiple_src or 'mlp sizing'}: intermediate_size/mlp_multiple_of "
             f"give GPT-NeoX MLP widths {first} and {second}, which do not fit together "
-            f"({'gated: first must be twice the second' if gated else 'must be equal'})"
+            f"({'gated: first must be twice the second' if gated else 'must be equal'}){hint}"
         )
     _set(cfg, "model.intermediate_size", second)
 
@@ -188,6 +198,47 @@ def _derive_attention_config(cfg: NeoxConfig, tr: Translation) -> None:
         f"{entry.source}: global/flash attention both run as causal "
         "scaled_dot_product_attention (flash kernel on GPU)"
     )
+
+
+# GPT-NeoX's llemma/34B.yml carries `attention_type`; GPT-NeoX itself never reads it (the
+# number of key/value heads decides). neox accepts the values that describe num_kv_heads.
+_ATTENTION_TYPES = {
+    "multihead": lambda heads, kv: kv == heads,
+    "groupedquery": lambda heads, kv: 1 <= kv < heads,
+    "multiquery": lambda heads, kv: kv == 1,
+}
+
+
+def _check_attention_type(cfg: NeoxConfig, tr: Translation) -> None:
+    entry = tr.shape.get("attention_type")
+    if entry is None or entry.value is None:
+        return
+    kind = coerce(entry.value, "str", "attention_type", entry.source)
+    heads, kv = cfg.model.num_attention_heads, cfg.model.num_kv_heads
+    if kind not in _ATTENTION_TYPES:
+        raise ConfigError(
+            f"{entry.source}: attention_type = {kind!r}: expected one of "
+            f"{', '.join(_ATTENTION_TYPES)} (attention kinds per layer go in attention_config)"
+        )
+    if not _ATTENTION_TYPES[kind](heads, kv):
+        raise ConfigError(
+            f"{entry.source}: attention_type = {kind!r} does not describe num_kv_heads = {kv} "
+            f"with num_attention_heads = {heads} ({cfg.sources.get('model.num_kv_heads')})"
+        )
+    tr.ignored["attention_type"] = (
+        f"{entry.source}: not read by GPT-NeoX; num_kv_heads ({kv}) already makes it {kind}"
+    )
+
+
+def _report_fusion(cfg: NeoxConfig, tr: Translation) -> None:
+    from neox_core.config.fusion import FUSION_KEYS, inactive_reason
+
+    for key in FUSION_KEYS:
+        if getattr(cfg.fusion, key):
+            why = inactive_reason(key)
+            if why is not None:
+                source = cfg.sources.get(f"fusion.{key}", "config")
+                tr.ignored[key] = f"{source}: fusion switch on, without effect yet: {why}"
 
 
 def _derive_vocab(cfg: NeoxConfig) -> None:

@@ -36,6 +36,7 @@ DIRECT: dict[str, tuple[str, str]] = {
     "hidden_dropout": ("model.hidden_dropout", "float"),
     "attention_dropout": ("model.attention_dropout", "float"),
     "checkpoint_activations": ("model.checkpoint_activations", "bool"),
+    "sliding_window_width": ("model.sliding_window_width", "int?"),
     "vocab_size": ("model.vocab_size", "int?"),  # neox extension: the tokenizer's size
     # optimizer
     "weight_decay": ("optimizer.weight_decay", "float"),
@@ -92,7 +93,25 @@ DIRECT: dict[str, tuple[str, str]] = {
     "wandb_project": ("logging.wandb_project", "str"),
     "wandb_group": ("logging.wandb_group", "str?"),
     "wandb_team": ("logging.wandb_team", "str?"),
-    "wandb_mode": ("logging.wandb_mode", "str"),  # neox extension
+    "wandb_mode": ("logging.wandb_mode", "str?"),  # neox extension
+    "log_grad_norm": ("logging.log_grad_norm", "bool"),
+    "log_param_norm": ("logging.log_param_norm", "bool"),
+    "log_grad_pct_zeros": ("logging.log_grad_pct_zeros", "bool"),
+    # kernel-fusion switches (see fusion.py)
+    "scaled_upper_triang_masked_softmax_fusion": (
+        "fusion.scaled_upper_triang_masked_softmax_fusion",
+        "bool",
+    ),
+    "scaled_masked_softmax_fusion": ("fusion.scaled_masked_softmax_fusion", "bool"),
+    "bias_gelu_fusion": ("fusion.bias_gelu_fusion", "bool"),
+    "bias_dropout_fusion": ("fusion.bias_dropout_fusion", "bool"),
+    "rope_fusion": ("fusion.rope_fusion", "bool"),
+    "layernorm_fusion": ("fusion.layernorm_fusion", "bool"),
+    "rmsnorm_fusion": ("fusion.rmsnorm_fusion", "bool"),
+    "use_flashattn_swiglu": ("fusion.use_flashattn_swiglu", "bool"),
+    "mamba_selective_scan_fusion": ("fusion.mamba_selective_scan_fusion", "bool"),
+    "mamba_causal_conv_fusion": ("fusion.mamba_causal_conv_fusion", "bool"),
+    "mamba_inner_func_fusion": ("fusion.mamba_inner_func_fusion", "bool"),
     # parallel
     "model_parallel_size": ("parallel.tensor_parallel_size", "int"),
     "data_parallel_size": ("parallel.data_parallel_size", "int?"),  # neox extension
@@ -112,6 +131,7 @@ DIRECT: dict[str, tuple[str, str]] = {
     "loss_scale_window": ("precision.loss_scale_window", "int"),
     "hysteresis": ("precision.hysteresis", "int"),
     "min_scale": ("precision.min_loss_scale", "float"),
+    "fp32_allreduce": ("precision.fp32_allreduce", "bool"),
 }
 
 # Keys whose translation needs code (see translate.py).
@@ -120,6 +140,10 @@ SPECIAL: frozenset[str] = frozenset(
         "precision",
         "fp16",
         "bf16",
+        "amp",
+        "data_types",
+        "deepspeed_extra_args",
+        "attention_type",
         "optimizer",
         "lr",
         "zero_optimization",
@@ -146,25 +170,11 @@ SPECIAL: frozenset[str] = frozenset(
     }
 )
 
-_FUSION = (
-    "a kernel-fusion switch of GPT-NeoX; neox computes the same function with PyTorch ops "
-    "and scaled_dot_product_attention"
-)
 _LAUNCH = "set by GPT-NeoX's launcher at run time, not by users; neox derives its own"
 _DS_LOG = "DeepSpeed console output; neox prints its own log line every log_interval"
 _GEN = "read by GPT-NeoX's generate.py/eval.py, not by training"
 
 IGNORED: dict[str, str] = {
-    "scaled_upper_triang_masked_softmax_fusion": _FUSION,
-    "scaled_masked_softmax_fusion": _FUSION,
-    "bias_dropout_fusion": _FUSION,
-    "rope_fusion": _FUSION,
-    "use_flashattn_swiglu": _FUSION,
-    "layernorm_fusion": _FUSION,
-    "bias_gelu_fusion": (
-        "a kernel-fusion switch; note GPT-NeoX's fused kernel uses the tanh approximation of "
-        "GELU, neox uses exact GELU as HF's GPT-NeoX models do"
-    ),
     "attention_softmax_in_fp32": "scaled_dot_product_attention accumulates the softmax in fp32",
     "apply_query_key_layer_scaling": (
         "a no-op mathematically (scores divided and re-multiplied by the layer number)"
@@ -239,7 +249,6 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "sparsity_config": ((None, {}), "DeepSpeed sparse attention"),
     "gpt_j_tied": ((False,), "tied layer norms in the parallel residual"),
     "use_qk_layernorm": ((False,), "query/key layer norm"),
-    "sliding_window_width": ((None,), "sliding-window attention"),
     "soft_prompt_tuning": ((None,), "soft prompt tuning"),
     "opt_pos_emb_offset": ((0,), "OPT's learned position offset"),
     "extra_sentinel_tokens": ((0,), "T5 sentinel tokens"),
@@ -259,8 +268,6 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "use_bnb_optimizer": ((False,), "bitsandbytes optimizers"),
     "optimizer_type": (("adam", "Adam", "adamw", "AdamW"), "optimizers other than Adam/AdamW"),
     "scheduler": ((None,), "DeepSpeed LR schedulers (neox schedules the LR itself)"),
-    "amp": ((None,), "apex AMP"),
-    "fp32_allreduce": ((False,), "fp32 gradient all-reduce"),
     "prescale_gradients": ((False,), "gradient prescaling"),
     "gradient_predivide_factor": ((1.0,), "gradient predivision"),
     "sparse_gradients": ((False,), "sparse gradients"),
@@ -278,16 +285,11 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "comms_logger": ((None,), "DeepSpeed communication logging"),
     "compression_training": ((None,), "DeepSpeed compression training"),
     "checkpoint": ((None,), "DeepSpeed's checkpoint block"),
-    "data_types": ((None,), "DeepSpeed's data_types block"),
-    "deepspeed_extra_args": ((None,), "extra DeepSpeed arguments"),
     "tensorboard": ((None,), "DeepSpeed's tensorboard monitor (use tensorboard_dir)"),
     "wandb": ((None,), "DeepSpeed's wandb monitor (use use_wandb)"),
     "csv_monitor": ((None,), "DeepSpeed's CSV monitor"),
     "wandb_host": (("https://api.wandb.ai",), "a custom wandb host"),
     "wandb_init_all_ranks": ((False,), "wandb on every rank"),
-    "log_grad_pct_zeros": ((False,), "gradient zero-fraction logging"),
-    "log_param_norm": ((False,), "parameter-norm logging"),
-    "log_grad_norm": ((False,), "gradient-norm logging"),
     "log_optimizer_states": ((False,), "optimizer-state logging"),
     "log_gradient_noise_scale": ((False,), "gradient noise scale logging"),
     "gradient_noise_scale_n_batches": ((5,), "gradient noise scale logging"),
@@ -327,6 +329,15 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "te_layernorm_mlp": ((False,), "Transformer Engine layers"),
     "te_mha": ((False,), "Transformer Engine layers"),
     "te_fp8_mha": ((False,), "Transformer Engine FP8 attention"),
+}
+
+# Keys found in GPT-NeoX's own config suite that GPT-NeoX does not define (it stops on them
+# too): the error says what to write instead.
+NOT_GPT_NEOX_KEYS: dict[str, str] = {
+    "decay_lr_to": (
+        "not a GPT-NeoX key (GPT-NeoX stops on it too; its configs/llemma/7B.yml carries it); "
+        "set min_lr to the learning rate the schedule should decay to"
+    ),
 }
 
 # Keys neox adds on top of GPT-NeoX's set.

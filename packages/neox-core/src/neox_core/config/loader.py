@@ -22,7 +22,7 @@ OVERRIDE = "override"
 def _merge(paths: Sequence[str | Path]) -> tuple[dict[str, Entry], dict[str, Any]]:
     merged: dict[str, Entry] = {}
     raw: dict[str, Any] = {}
-    for path in paths:
+    for order, path in enumerate(paths):
         parsed = load_yaml_file(path)
         seen_here: dict[str, str] = {}
         for spelled, value in parsed.values.items():
@@ -41,7 +41,9 @@ def _merge(paths: Sequence[str | Path]) -> tuple[dict[str, Entry], dict[str, Any
             }
             # later files win; blocks such as `optimizer` are replaced whole, as in GPT-NeoX
             merged.pop(key, None)
-            merged[key] = Entry(value=value, source=source, spelled=spelled, nested_sources=nested)
+            merged[key] = Entry(
+                value=value, source=source, spelled=spelled, order=order, nested_sources=nested
+            )
             raw.pop(key, None)
             raw[key] = copy.deepcopy(value)
     return merged, raw
@@ -74,7 +76,7 @@ def load_config(
             continue
         norm = normalise_key(key)
         merged.pop(norm, None)
-        merged[norm] = Entry(value=value, source=OVERRIDE, spelled=key)
+        merged[norm] = Entry(value=value, source=OVERRIDE, spelled=key, order=len(paths))
         raw[norm] = copy.deepcopy(value)
     tr = translate(merged)
     for dotted, value in field_overrides.items():
@@ -140,7 +142,11 @@ def config_from_dict(d: Mapping[str, Any]) -> NeoxConfig:
     cfg = NeoxConfig()
     fields = _field_names()
     for group in GROUPS:
-        values = d.get(group, {})
+        values = dict(d.get(group, {}))
+        if group == "model" and "use_bias" in values:  # before attention/MLP biases split
+            both = values.pop("use_bias")
+            values.setdefault("attention_bias", both)
+            values.setdefault("mlp_bias", both)
         unknown = set(values) - fields[group]
         if unknown:
             raise ConfigError(f"config dict: {group} has no field(s) {sorted(unknown)}")

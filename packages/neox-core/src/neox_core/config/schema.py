@@ -33,13 +33,17 @@ class ModelConfig:
     rotary_pct: float = 1.0
     rotary_emb_base: int = 10000
     gpt_j_residual: bool = False  # parallel residual (attention and MLP read the same input)
-    use_bias: bool = True  # biases on the linear layers
+    attention_bias: bool = True  # GPT-NeoX `use_bias_in_attn_linear` (QKV and output)
+    mlp_bias: bool = True  # GPT-NeoX `use_bias_in_mlp` (both MLP projections)
     tie_embeddings: bool = True  # GPT-NeoX's `no_weight_tying: false` (its default)
     init_method: str = "normal"
     output_layer_init_method: str = "scaled_normal"
     init_std: float = 0.02  # GPT-NeoX `init_method_std`
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
+    # GPT-NeoX `sliding_window_width`: a query sees itself and the w positions before it
+    # (flash-attn window (w, 0)); None = full causal attention
+    sliding_window_width: int | None = None
     checkpoint_activations: bool = False
     # neox-kernels' fused CUDA ops where they run (norms, rotary, activations, linear+CE);
     # false runs the plain PyTorch code everywhere (debugging). GPT-NeoX's *_fusion keys map here.
@@ -55,6 +59,10 @@ class PrecisionConfig:
     loss_scale_window: int = 1000
     hysteresis: int = 2
     min_loss_scale: float = 1.0
+    # GPT-NeoX `fp32_allreduce`: reduce gradients in fp32. neox's gradients are those of the
+    # fp32 master weights, so data-parallel reduction is fp32 either way; tensor-parallel
+    # reductions of bf16/fp16 activations read this switch.
+    fp32_allreduce: bool = False
 
 
 @dataclass
@@ -128,7 +136,29 @@ class LoggingConfig:
     wandb_project: str = "neox"
     wandb_group: str | None = None
     wandb_team: str | None = None
-    wandb_mode: str = "online"  # neox: "online" | "offline" | "disabled"
+    # neox: "online" | "offline" | "disabled"; None = W&B's environment decides (WANDB_MODE)
+    wandb_mode: str | None = None
+    log_grad_norm: bool = False  # per-parameter gradient norms, every step (GPT-NeoX's names)
+    log_param_norm: bool = False  # per-parameter weight norms, every step
+    log_grad_pct_zeros: bool = False  # per-parameter percentage of zero gradients, every step
+
+
+@dataclass
+class FusionConfig:
+    """GPT-NeoX's kernel-fusion switches, as given. They never change what is computed, only
+    how; `neox_core.config.fusion.FUSION_STATUS` says which are wired to a fused kernel."""
+
+    scaled_upper_triang_masked_softmax_fusion: bool = False
+    scaled_masked_softmax_fusion: bool = False
+    bias_gelu_fusion: bool = False
+    bias_dropout_fusion: bool = False
+    rope_fusion: bool = False
+    layernorm_fusion: bool = False
+    rmsnorm_fusion: bool = False
+    use_flashattn_swiglu: bool = False
+    mamba_selective_scan_fusion: bool = False
+    mamba_causal_conv_fusion: bool = False
+    mamba_inner_func_fusion: bool = False
 
 
 @dataclass
@@ -164,6 +194,7 @@ class NeoxConfig:
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     # dotted field ("model.hidden_size") -> "file.yml:LINE" | "default" | "derived" | "override"
@@ -183,6 +214,7 @@ GROUPS: tuple[str, ...] = (
     "data",
     "checkpoint",
     "logging",
+    "fusion",
     "parallel",
     "launcher",
 )

@@ -15,6 +15,7 @@ from neox_core.config.errors import ConfigError
 from neox_core.config.keys import (
     DIRECT,
     IGNORED,
+    NOT_GPT_NEOX_KEYS,
     SPECIAL,
     UNSUPPORTED,
     all_known_keys,
@@ -29,6 +30,8 @@ class Entry:
     value: Any
     source: str  # "file.yml:LINE" or "override"
     spelled: str
+    # position of the file that set it among the merged files (overrides come last)
+    order: int = 0
     # nested key (e.g. ("params", "lr")) -> "file.yml:LINE", for blocks like `optimizer`
     nested_sources: dict[tuple[str, ...], str] = field(default_factory=dict)
 
@@ -108,6 +111,10 @@ def closest_key(key: str) -> str | None:
 
 
 def unknown_key_error(entry: Entry, key: str) -> ConfigError:
+    if key in NOT_GPT_NEOX_KEYS:
+        return ConfigError(
+            f"{entry.source}: unknown key {entry.spelled!r}: {NOT_GPT_NEOX_KEYS[key]}"
+        )
     near = closest_key(key)
     hint = f"; did you mean {near!r}?" if near else ""
     return ConfigError(f"{entry.source}: unknown key {entry.spelled!r}{hint}")
@@ -124,6 +131,7 @@ def _norm_choice(value: Any) -> Any:
 def translate(merged: dict[str, Entry]) -> Translation:
     """Map every merged key; raises on unknown or unsupported keys."""
     out = Translation()
+    merged = _one_data_source(merged, out)
     for key, entry in merged.items():
         if key in DIRECT:
             dotted, kind = DIRECT[key]
@@ -150,6 +158,51 @@ def translate(merged: dict[str, Entry]) -> Translation:
     return out
 
 
+_SPLIT_PATH_KEYS = (
+    "train_data_paths",
+    "valid_data_paths",
+    "test_data_paths",
+    "train_data_weights",
+    "valid_data_weights",
+    "test_data_weights",
+)
+
+
+def _one_data_source(merged: dict[str, Entry], out: Translation) -> dict[str, Entry]:
+    """`data_path` and train/valid/test_data_paths are two ways to say where the data is.
+
+    Set in different files, the later file wins like any other key (a GPT-NeoX model file
+    merged with a local setup file is the common case) and the earlier setting is listed as
+    replaced. Set in the same file, it is an error naming both, as in GPT-NeoX.
+    """
+    single = merged.get("data_path")
+    split = [merged[k] for k in _SPLIT_PATH_KEYS if k in merged]
+    if single is None or single.value is None or not split:
+        return merged
+    latest_split = max(split, key=lambda e: e.order)
+    if latest_split.order == single.order:
+        raise ConfigError(
+            f"{single.source}: data_path and {latest_split.spelled} ({latest_split.source}) "
+            "are both set in this file: give either data_path (split by `split`) or "
+            "train/valid/test_data_paths, not both (GPT-NeoX refuses this too)"
+        )
+    kept = dict(merged)
+    if single.order > latest_split.order:
+        for key in _SPLIT_PATH_KEYS:
+            if key in kept:
+                out.ignored[key] = (
+                    f"{kept.pop(key).source}: replaced by data_path from a later file "
+                    f"({single.source})"
+                )
+    else:
+        kept.pop("data_path")
+        out.ignored["data_path"] = (
+            f"{single.source}: replaced by {latest_split.spelled} from a later file "
+            f"({latest_split.source})"
+        )
+    return kept
+
+
 def _get(out: Translation, key: str, kind: str, default: Any) -> tuple[Any, str | None]:
     entry = out.shape.get(key)
     if entry is None:
@@ -158,11 +211,27 @@ def _get(out: Translation, key: str, kind: str, default: Any) -> tuple[Any, str 
 
 
 def _translate_special(out: Translation) -> None:
+    _attention_kinds(out)
     _precision(out)
     _optimizer(out)
     _zero(out)
     _model_switches(out)
     _misc(out)
+
+
+def _attention_kinds(out: Translation) -> None:
+    """Refuse other layer kinds (Mamba, RWKV, sparse, ...) first: naming them explains the
+    rest (a Mamba config has no pos_emb, for instance). derive.py expands and counts layers."""
+    entry = out.shape.get("attention_config")
+    if entry is None or not isinstance(entry.value, list):
+        return
+    for item in entry.value:
+        if isinstance(item, list) and item and isinstance(item[0], list):
+            for kind in item[0]:
+                if isinstance(kind, str) and kind not in ("global", "flash"):
+                    raise not_supported_error(
+                        entry.source, "attention_config", kind, f"the layer type {kind!r}"
+                    )
 
 
 # -- precision -------------------------------------------------------------------------------
@@ -213,9 +282,18 @@ def _precision(out: Translation) -> None:
                 raise ConfigError(
                     f"{_nested_source(entry, sub)}: unknown key {sub!r} in the fp16 block{hint}"
                 )
-        for sub in ("auto_cast", "consecutive_hysteresis"):
-            if block.get(sub):
-                raise not_supported_error(_nested_source(entry, sub), f"fp16.{sub}", True, sub)
+        if block.get("consecutive_hysteresis"):
+            src = _nested_source(entry, "consecutive_hysteresis")
+            raise not_supported_error(
+                src, "fp16.consecutive_hysteresis", True, "consecutive_hysteresis"
+            )
+        if "auto_cast" in block:
+            src = _nested_source(entry, "auto_cast")
+            coerce(block["auto_cast"], "bool", "fp16.auto_cast", src)
+            out.ignored["fp16.auto_cast"] = (
+                f"{src}: DeepSpeed casts floating-point model inputs to fp16; neox's inputs are "
+                "token ids and autocast picks each op's dtype"
+            )
         enabled = coerce(block.get("enabled", False), "bool", "fp16.enabled", entry.source)
         if block.get("type") == "bfloat16":
             choices.append(("bf16", _nested_source(entry, "type"), "fp16.type"))
@@ -245,12 +323,39 @@ def _precision(out: Translation) -> None:
     if entry is not None:
         block = _block(entry, "bf16")
         for sub in block:
-            if sub != "enabled":
-                raise not_supported_error(
-                    _nested_source(entry, sub), f"bf16.{sub}", block[sub], f"bf16.{sub}"
+            src = _nested_source(entry, sub)
+            if sub == "enabled":
+                continue
+            if sub == "bf16":
+                coerce(block[sub], "bool", "bf16.bf16", src)
+                out.ignored["bf16.bf16"] = (
+                    f"{src}: not read by DeepSpeed or GPT-NeoX; bf16.enabled decides"
                 )
+            elif sub in _FP16_BLOCK_KEYS - {"enabled", "fp16", "type", "auto_cast"}:
+                out.ignored[f"bf16.{sub}"] = f"{src}: bf16 needs no loss scaling (as in DeepSpeed)"
+            else:
+                near = difflib.get_close_matches(sub, ["enabled"], n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise ConfigError(f"{src}: unknown key {sub!r} in the bf16 block{hint}")
         if coerce(block.get("enabled", False), "bool", "bf16.enabled", entry.source):
             choices.append(("bf16", _nested_source(entry, "enabled"), "bf16.enabled"))
+    entry = out.shape.get("amp")
+    if entry is not None and entry.value is not None:
+        block = _block(entry, "amp")
+        for sub in block:
+            if sub not in ("enabled", "opt_level"):
+                raise not_supported_error(
+                    _nested_source(entry, sub), f"amp.{sub}", block[sub], f"apex AMP's {sub}"
+                )
+        if coerce(block.get("enabled", False), "bool", "amp.enabled", entry.source):
+            level = block.get("opt_level", "O1")
+            src = _nested_source(entry, "opt_level")
+            if level not in ("O0", "O1"):
+                raise not_supported_error(
+                    src, "amp.opt_level", level, "apex AMP levels that keep fp16 weights (O2, O3)"
+                )
+            # O1: fp16 autocast with fp32 weights and dynamic loss scaling, as neox's fp16
+            choices.append(("fp16" if level == "O1" else "fp32", src, "amp.opt_level"))
     if choices:
         dtypes = {c[0] for c in choices}
         if len(dtypes) > 1:
@@ -420,17 +525,11 @@ def _model_switches(out: Translation) -> None:
         raise not_supported_error(mlp_src, "mlp_type", mlp_type, f"mlp_type {mlp_type!r}")
 
     attn_bias, attn_src = _get(out, "use_bias_in_attn_linear", "bool", True)
+    out.set("model.attention_bias", attn_bias, attn_src or "default", "use_bias_in_attn_linear")
     mlp_bias, mlp_bias_src = _get(out, "use_bias_in_mlp", "bool", True)
     if mlp_type == "llama":
         mlp_bias, mlp_bias_src = False, mlp_src  # GPT-NeoX's LLaMA MLP has no biases
-    if attn_bias != mlp_bias:
-        raise not_supported_error(
-            attn_src or mlp_bias_src or "default",
-            "use_bias_in_attn_linear",
-            attn_bias,
-            f"linear biases in attention ({attn_bias}) but not the same in the MLP ({mlp_bias})",
-        )
-    out.set("model.use_bias", attn_bias, attn_src or mlp_bias_src or "default", "use_bias_in_*")
+    out.set("model.mlp_bias", mlp_bias, mlp_bias_src or "default", "use_bias_in_mlp")
 
 
 def _misc(out: Translation) -> None:
@@ -453,8 +552,48 @@ def _misc(out: Translation) -> None:
     entry = out.shape.get("checkpoint_num_layers")
     if entry is not None:
         n = coerce(entry.value, "int", "checkpoint_num_layers", entry.source)
-        if n != 1:
+        if n != 1 and not out.values.get("model.checkpoint_activations", False):
+            out.ignored["checkpoint_num_layers"] = (
+                f"{entry.source}: only read with checkpoint_activations, which is off"
+            )
+        elif n != 1:
             raise not_supported_error(
                 entry.source, "checkpoint_num_layers", n, "checkpointing several layers at once"
             )
-        out.ignored["checkpoint_num_layers"] = f"{entry.source}: neox checkpoints each layer"
+        else:
+            out.ignored["checkpoint_num_layers"] = f"{entry.source}: neox checkpoints each layer"
+    _deepspeed_blocks(out)
+
+
+_DTYPE_NAMES = ("fp32", "bf16", "fp16", "float32", "bfloat16", "float16")
+
+
+def _deepspeed_blocks(out: Translation) -> None:
+    """DeepSpeed blocks with one harmless setting each: `data_types`, `deepspeed_extra_args`."""
+    entry = out.shape.get("data_types")
+    if entry is not None and entry.value is not None:
+        for sub, value in _block(entry, "data_types").items():
+            src = _nested_source(entry, sub)
+            if sub != "grad_accum_dtype":
+                raise not_supported_error(src, f"data_types.{sub}", value, f"DeepSpeed's {sub}")
+            if value is not None and value not in _DTYPE_NAMES:
+                raise ConfigError(
+                    f"{src}: data_types.grad_accum_dtype = {value!r}: expected one of "
+                    f"{', '.join(_DTYPE_NAMES)}"
+                )
+            out.ignored["data_types.grad_accum_dtype"] = (
+                f"{src}: neox accumulates gradients in fp32, the dtype of its master weights "
+                "(at least as precise; more memory than bf16/fp16 accumulation)"
+            )
+    entry = out.shape.get("deepspeed_extra_args")
+    if entry is not None and entry.value is not None:
+        for sub, value in _block(entry, "deepspeed_extra_args").items():
+            src = _nested_source(entry, sub)
+            if sub != "comms_logger":
+                raise not_supported_error(
+                    src, f"deepspeed_extra_args.{sub}", value, f"DeepSpeed's {sub}"
+                )
+            out.ignored["deepspeed_extra_args.comms_logger"] = (
+                f"{src}: DeepSpeed's communication logger (a debugging aid); neox does not "
+                "run DeepSpeed"
+            )

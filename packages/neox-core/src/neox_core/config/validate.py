@@ -77,6 +77,7 @@ _NON_NEGATIVE = (
     "precision.initial_scale_power",
     "checkpoint.keep_last_n_checkpoints",
     "checkpoint.iteration",
+    "model.sliding_window_width",
 )
 
 
@@ -171,6 +172,7 @@ def _validate_data(cfg: NeoxConfig, keys: dict[str, str]) -> None:
             raise ConfigError(
                 f"{cfg.sources.get('data.data_path')}: data_path: give either data_path or "
                 "train/valid/test_data_paths, not both"
+                f" (train_data_paths: {cfg.sources.get('data.train_data_paths')})"
             )
     for split, paths in given.items():
         weights = getattr(d, f"{split}_data_weights")

@@ -2,16 +2,16 @@
 
 Reads top to bottom: token embedding -> N x DecoderLayer -> final norm -> LM head. What
 differs between the architectures is configuration (norm kind, activation, parallel residual,
-partial rotary, biases, grouped-query attention, tied head), not code paths.
+partial rotary, biases, grouped-query or sliding-window attention, tied head), not code paths.
 
 Canonical parameter names (the checkpoint format stores these):
 
     embed.weight                                  [padded_vocab, hidden]
     layers.{i}.input_norm.{weight,bias}           bias only with norm_bias
-    layers.{i}.attention.qkv.{weight,bias}        fused QKV, layout in layers.Attention
-    layers.{i}.attention.out.{weight,bias}
+    layers.{i}.attention.qkv.{weight,bias}        fused QKV, layout in layers.Attention;
+    layers.{i}.attention.out.{weight,bias}        biases only with attention_bias
     layers.{i}.post_attention_norm.{weight,bias}
-    layers.{i}.mlp.fc_in.{weight,bias}            SwiGLU: [up; gate]
+    layers.{i}.mlp.fc_in.{weight,bias}            SwiGLU: [up; gate]; biases only with mlp_bias
     layers.{i}.mlp.fc_out.{weight,bias}
     final_norm.{weight,bias}
     lm_head.weight                                absent when tie_embeddings (embed.weight is used)
@@ -43,14 +43,15 @@ class DecoderLayer(nn.Module):
             num_kv_heads=cfg.num_kv_heads or cfg.num_attention_heads,
             rotary_dim=int(head_dim * cfg.rotary_pct),
             rotary_base=cfg.rotary_emb_base,
-            bias=cfg.use_bias,
+            bias=cfg.attention_bias,
             dropout=cfg.attention_dropout,
+            sliding_window=cfg.sliding_window_width,
             fused=fused,
         )
         self.post_attention_norm = make_norm(
             cfg.norm, cfg.hidden_size, cfg.norm_eps, cfg.norm_bias, fused
         )
-        self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, cfg.activation, cfg.use_bias, fused)
+        self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, cfg.activation, cfg.mlp_bias, fused)
         self.hidden_dropout = nn.Dropout(cfg.hidden_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

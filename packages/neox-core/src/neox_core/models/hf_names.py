@@ -1,9 +1,13 @@
-"""Map neox parameter names to and from HF `GPTNeoXForCausalLM` / `LlamaForCausalLM`.
+"""Map neox parameter names to and from HF `GPTNeoXForCausalLM` / `LlamaForCausalLM` /
+`MistralForCausalLM` (LLaMA's names, no biases, sliding-window attention).
 
 neox keeps GPT-NeoX's fused layouts: one `qkv` matrix (per-head [q; k; v] blocks, or all q,
 all k, all v rows with grouped-query attention) and one `fc_in` holding SwiGLU's [up; gate].
 HF GPT-NeoX uses the same per-head fused QKV, so its tensors copy over; HF LLaMA keeps q/k/v
 and gate/up apart, so they are fused and split here. Nothing here imports transformers.
+
+Sliding windows count differently: HF's `sliding_window` W lets a query see W keys including
+itself, GPT-NeoX's `sliding_window_width` w lets it see itself and w before it, so W = w + 1.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ def hf_architecture(cfg: ModelConfig) -> str:
             problems.append("HF GPT-NeoX needs LayerNorm with bias")
         if cfg.activation != "gelu":
             problems.append("HF GPT-NeoX needs GELU")
-        if not cfg.use_bias:
+        if not cfg.mlp_bias:
             problems.append("HF GPT-NeoX's MLP always has biases")
+        if cfg.sliding_window_width is not None:
+            problems.append("HF GPT-NeoX has no sliding-window attention")
         if (cfg.num_kv_heads or cfg.num_attention_heads) != cfg.num_attention_heads:
             problems.append("HF GPT-NeoX has no grouped-query attention")
         name = "GPTNeoXForCausalLM"
@@ -50,6 +56,10 @@ def hf_architecture(cfg: ModelConfig) -> str:
         if cfg.rotary_pct != 1.0:
             problems.append("HF LLaMA rotates whole heads (rotary_pct 1)")
         name = "LlamaForCausalLM"
+        if cfg.sliding_window_width is not None:
+            if cfg.attention_bias or cfg.mlp_bias:
+                problems.append("HF Mistral (sliding-window attention) has no linear biases")
+            name = "MistralForCausalLM"
     if problems:
         raise NameMappingError(f"no HF equivalent for this model: {'; '.join(problems)}")
     return name
@@ -76,18 +86,19 @@ def hf_config_kwargs(cfg: ModelConfig) -> dict[str, Any]:
             "rotary_emb_base": cfg.rotary_emb_base,
             "layer_norm_eps": cfg.norm_eps,
             "use_parallel_residual": cfg.gpt_j_residual,
-            "attention_bias": cfg.use_bias,
+            "attention_bias": cfg.attention_bias,
             "hidden_dropout": 0.0,
         }
-    return {
+    llama_like = {
         **common,
         "num_key_value_heads": cfg.num_kv_heads or cfg.num_attention_heads,
         "hidden_act": "silu",
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": float(cfg.rotary_emb_base),
-        "attention_bias": cfg.use_bias,
-        "mlp_bias": cfg.use_bias,
     }
+    if cfg.sliding_window_width is not None:
+        return {**llama_like, "sliding_window": cfg.sliding_window_width + 1}
+    return {**llama_like, "attention_bias": cfg.attention_bias, "mlp_bias": cfg.mlp_bias}
 
 
 def model_config_from_hf(hf: Mapping[str, Any]) -> ModelConfig:
@@ -123,8 +134,6 @@ def model_config_from_hf(hf: Mapping[str, Any]) -> ModelConfig:
     if model_type == "gpt_neox":
         if hf.get("hidden_act", "gelu") != "gelu":
             raise NameMappingError(f"HF GPT-NeoX hidden_act {hf['hidden_act']!r} is not GELU")
-        if not hf.get("attention_bias", True):
-            raise NameMappingError("HF GPT-NeoX without attention biases is not supported")
         return ModelConfig(
             architecture="gpt_neox",
             num_kv_heads=heads,
@@ -135,15 +144,14 @@ def model_config_from_hf(hf: Mapping[str, Any]) -> ModelConfig:
             rotary_pct=rope.get("partial_rotary_factor", hf.get("rotary_pct", 0.25)),
             rotary_emb_base=int(rope.get("rope_theta", hf.get("rotary_emb_base", 10000))),
             gpt_j_residual=bool(hf.get("use_parallel_residual", True)),
-            use_bias=True,
+            attention_bias=bool(hf.get("attention_bias", True)),
+            mlp_bias=True,
             **common,
         )
-    if model_type == "llama":
+    if model_type in ("llama", "mistral"):
         if hf.get("hidden_act", "silu") != "silu":
-            raise NameMappingError(f"HF LLaMA hidden_act {hf['hidden_act']!r} is not SiLU")
-        attention_bias = bool(hf.get("attention_bias", False))
-        if bool(hf.get("mlp_bias", False)) != attention_bias:
-            raise NameMappingError("HF LLaMA with attention_bias != mlp_bias is not supported")
+            raise NameMappingError(f"HF {model_type} hidden_act {hf['hidden_act']!r} is not SiLU")
+        window = hf.get("sliding_window") if model_type == "mistral" else None
         return ModelConfig(
             architecture="llama",
             num_kv_heads=hf.get("num_key_value_heads") or heads,
@@ -154,10 +162,12 @@ def model_config_from_hf(hf: Mapping[str, Any]) -> ModelConfig:
             rotary_pct=1.0,
             rotary_emb_base=int(rope.get("rope_theta", hf.get("rope_theta", 10000))),
             gpt_j_residual=False,
-            use_bias=attention_bias,
+            attention_bias=bool(hf.get("attention_bias", False)),
+            mlp_bias=bool(hf.get("mlp_bias", False)),
+            sliding_window_width=None if window is None else int(window) - 1,
             **common,
         )
-    raise NameMappingError(f"HF model_type {model_type!r}: neox maps gpt_neox and llama")
+    raise NameMappingError(f"HF model_type {model_type!r}: neox maps gpt_neox, llama and mistral")
 
 
 # -- fused QKV ---------------------------------------------------------------------------------
@@ -198,9 +208,16 @@ _NEOX_HF_GPT_NEOX_LAYER = {
 
 
 def _suffixes(cfg: ModelConfig, module: str) -> tuple[str, ...]:
+    """The tensors of a module ("input_norm", "attention.qkv", "mlp.fc_in", ...)."""
     if "norm" in module:
-        return ("weight", "bias") if cfg.norm_bias else ("weight",)
-    return ("weight", "bias") if cfg.use_bias else ("weight",)
+        bias = cfg.norm_bias
+    elif module.startswith("attention"):
+        bias = cfg.attention_bias
+    elif module.startswith("mlp"):
+        bias = cfg.mlp_bias
+    else:
+        raise ValueError(module)
+    return ("weight", "bias") if bias else ("weight",)
 
 
 def to_hf(state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> Tensors:
@@ -226,12 +243,13 @@ def to_hf(state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> Tensors:
         out[f"{theirs}.post_attention_layernorm.weight"] = state[
             f"{ours}.post_attention_norm.weight"
         ]
-        for suffix in _suffixes(cfg, "linear"):
+        for suffix in _suffixes(cfg, "attention"):
             q, k, v = split_qkv(state[f"{ours}.attention.qkv.{suffix}"], cfg)
             out[f"{theirs}.self_attn.q_proj.{suffix}"] = q
             out[f"{theirs}.self_attn.k_proj.{suffix}"] = k
             out[f"{theirs}.self_attn.v_proj.{suffix}"] = v
             out[f"{theirs}.self_attn.o_proj.{suffix}"] = state[f"{ours}.attention.out.{suffix}"]
+        for suffix in _suffixes(cfg, "mlp"):
             up, gate = state[f"{ours}.mlp.fc_in.{suffix}"].chunk(2, dim=0)
             out[f"{theirs}.mlp.up_proj.{suffix}"] = up
             out[f"{theirs}.mlp.gate_proj.{suffix}"] = gate
@@ -270,7 +288,7 @@ def from_hf(hf_state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> Tensors:
         ours, theirs = f"layers.{i}", f"model.layers.{i}"
         out[f"{ours}.input_norm.weight"] = get(f"{theirs}.input_layernorm.weight")
         out[f"{ours}.post_attention_norm.weight"] = get(f"{theirs}.post_attention_layernorm.weight")
-        for suffix in _suffixes(cfg, "linear"):
+        for suffix in _suffixes(cfg, "attention"):
             out[f"{ours}.attention.qkv.{suffix}"] = fuse_qkv(
                 get(f"{theirs}.self_attn.q_proj.{suffix}"),
                 get(f"{theirs}.self_attn.k_proj.{suffix}"),
@@ -278,6 +296,7 @@ def from_hf(hf_state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> Tensors:
                 cfg,
             )
             out[f"{ours}.attention.out.{suffix}"] = get(f"{theirs}.self_attn.o_proj.{suffix}")
+        for suffix in _suffixes(cfg, "mlp"):
             out[f"{ours}.mlp.fc_in.{suffix}"] = torch.cat(
                 (get(f"{theirs}.mlp.up_proj.{suffix}"), get(f"{theirs}.mlp.gate_proj.{suffix}")),
                 dim=0,

@@ -98,12 +98,27 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat((x_rot, x_pass), dim=-1)
 
 
+def causal_window_mask(q_len: int, kv_len: int, window: int, device: torch.device) -> torch.Tensor:
+    """Boolean [q_len, kv_len] mask (True = attend) of causal attention within a window.
+
+    The queries are the last `q_len` of `kv_len` positions (q_len == kv_len in training; 1 per
+    step with a KV cache), and a query at position i sees keys i - window .. i: itself and the
+    `window` before it, GPT-NeoX's `sliding_window_width` (flash-attn window (w, 0)).
+    """
+    q_pos = torch.arange(kv_len - q_len, kv_len, device=device).unsqueeze(1)
+    k_pos = torch.arange(kv_len, device=device).unsqueeze(0)
+    return (k_pos <= q_pos) & (k_pos >= q_pos - window)
+
+
 class Attention(nn.Module):
     """Causal self-attention with one fused QKV projection and grouped-query support.
 
     Layout of `qkv.weight` rows (GPT-NeoX's, at tensor-parallel size 1):
     - heads == kv_heads: per head, [q_h; k_h; v_h] blocks of head_dim rows (as HF GPTNeoX);
     - grouped-query: all query heads, then all key heads, then all value heads.
+
+    `sliding_window`: each query sees only itself and that many positions before it (None:
+    all earlier positions); see `causal_window_mask`.
     """
 
     def __init__(
@@ -115,9 +130,11 @@ class Attention(nn.Module):
         rotary_base: float,
         bias: bool,
         dropout: float,
+        sliding_window: int | None = None,
         fused: bool = False,
     ) -> None:
         super().__init__()
+        self.sliding_window = sliding_window
         self.fused = fused
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
@@ -156,9 +173,12 @@ class Attention(nn.Module):
             repeat = self.num_heads // self.num_kv_heads
             k = k.repeat_interleave(repeat, dim=1)
             v = v.repeat_interleave(repeat, dim=1)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
+        dropout = self.dropout if self.training else 0.0
+        if self.sliding_window is None or self.sliding_window >= s - 1:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            mask = causal_window_mask(s, s, self.sliding_window, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.out(y.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim))
 
 

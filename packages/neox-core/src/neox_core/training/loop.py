@@ -115,6 +115,7 @@ def train(loop: Loop) -> Progress:
         }
         if scale is not None:
             per_step["train/loss_scale"] = scale
+        per_step.update(result.param_stats)
         loop.trackers.log(per_step, p.iteration)
 
         if p.iteration % loop.log_interval == 0:

@@ -39,7 +39,7 @@ from neox_core.training.throughput import (
     flops_per_token,
     non_embedding_params,
 )
-from neox_core.training.trackers import Trackers
+from neox_core.training.trackers import TrackerError, Trackers
 
 
 def seed_everything(seed: int) -> None:
@@ -123,6 +123,9 @@ def main_train(cfg: NeoxConfig, args: Any = None) -> int:
     except NonFiniteLossError as e:
         print(f"neox-train: stopping: {e}", file=sys.stderr, flush=True)
         return 1
+    except TrackerError as e:
+        print(f"neox-train: error: {e}", file=sys.stderr, flush=True)
+        return 2
     finally:
         stop.uninstall()
         if launch.distributed and torch.distributed.is_initialized():
@@ -271,6 +274,9 @@ def _run(cfg: NeoxConfig, launch: LaunchEnv, device: torch.device, stop: StopReq
             clip_grad=cfg.optimizer.clip_grad,
             on_nan=t.on_nan,
             device=device,
+            log_grad_norm=cfg.logging.log_grad_norm,
+            log_param_norm=cfg.logging.log_param_norm,
+            log_grad_pct_zeros=cfg.logging.log_grad_pct_zeros,
         ),
         train_data=train_data,
         valid_data=valid_data,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from neox_core.models.fused_ops import lm_loss
 from neox_core.training.batch import make_batch
+from neox_core.training.param_stats import parameter_stats
 from neox_core.training.precision import DynamicLossScaler, StaticLossScaler, autocast
 from neox_core.training.schedules import AnnealingSchedule
 
@@ -25,6 +26,8 @@ class StepResult:
     grad_norm: float  # before clipping
     skipped: bool  # the optimizer did not step (overflow or NaN)
     nan: bool  # the loss or the gradients were not finite
+    # per-parameter charts asked for by log_grad_norm / log_param_norm / log_grad_pct_zeros
+    param_stats: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -34,6 +37,9 @@ class StepSettings:
     clip_grad: float
     on_nan: str  # "skip" | "stop"
     device: torch.device
+    log_grad_norm: bool = False
+    log_param_norm: bool = False
+    log_grad_pct_zeros: bool = False
 
 
 def _micro_batches(data: Iterator[dict[str, torch.Tensor]], n: int, device: torch.device):
@@ -74,6 +80,13 @@ def train_step(
     if scale != 1.0:
         for p in params:
             p.grad.div_(scale)  # type: ignore[union-attr]
+    # before clipping, which scales the gradients in place
+    stats = parameter_stats(
+        model,
+        grad_norm=s.log_grad_norm,
+        param_norm=s.log_param_norm,
+        grad_pct_zeros=s.log_grad_pct_zeros,
+    )
     if s.clip_grad > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, s.clip_grad)
     else:
@@ -98,7 +111,7 @@ def train_step(
         optimizer.step()
         schedule.step(optimizer)
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss_value, grad_norm, skipped, nan)
+    return StepResult(loss_value, grad_norm, skipped, nan, stats)
 
 
 @torch.no_grad()
