@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -24,6 +25,8 @@ class StepResult:
     grad_norm: float  # before clipping
     skipped: bool  # the optimizer did not step (overflow or NaN)
     nan: bool  # the loss or the gradients were not finite
+    # a train_impl plug-in's metrics (TRL's names), mean over the micro-batches
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -33,13 +36,37 @@ class StepSettings:
     clip_grad: float
     on_nan: str  # "skip" | "stop"
     device: torch.device
+    impl: Any = None  # a train_impl.TrainImpl plug-in (DPO, KTO, RM, ...); None: LM loss
 
 
 def _micro_batches(data: Iterator[dict[str, torch.Tensor]], n: int, device: torch.device):
     for _ in range(n):
         # copy the loader's (pinned) tensors as they are, then slice on the device
-        sample = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
-        yield make_batch(sample)
+        yield {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
+
+
+def micro_batch_loss(
+    model: torch.nn.Module, sample: dict[str, torch.Tensor], s: StepSettings
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one micro-batch and its metrics: next-token prediction or the plug-in's."""
+
+    def forward(m: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        with autocast(s.precision, s.device):
+            return m(tokens)
+
+    if s.impl is not None:
+        return s.impl.loss(model, sample, forward)
+    batch = make_batch(sample)
+    return masked_lm_loss(forward(model, batch.tokens), batch), {}
+
+
+def mean_metrics(per_micro_batch: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the micro-batches that reported it."""
+    sums: dict[str, list[float]] = {}
+    for metrics in per_micro_batch:
+        for k, v in metrics.items():
+            sums.setdefault(k, []).append(v)
+    return {k: sum(v) / len(v) for k, v in sums.items()}
 
 
 def train_step(
@@ -60,16 +87,15 @@ def train_step(
     gas = s.gradient_accumulation_steps
     scale = scaler.scale if scaler is not None else 1.0
     optimizer.zero_grad(set_to_none=True)
-    losses = []
-    for i, batch in enumerate(_micro_batches(data, gas, s.device)):
+    losses, metrics = [], []
+    for i, sample in enumerate(_micro_batches(data, gas, s.device)):
         sync = getattr(model, "no_sync", None)
         ctx = sync() if sync is not None and i < gas - 1 else contextlib.nullcontext()
         with ctx:
-            with autocast(s.precision, s.device):
-                logits = model(batch.tokens)
-            loss = masked_lm_loss(logits, batch)
+            loss, micro_metrics = micro_batch_loss(model, sample, s)
             (loss * (scale / gas)).backward()
         losses.append(loss.detach())
+        metrics.append(micro_metrics)
     loss_value = torch.stack(losses).mean().item()
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if scale != 1.0:
@@ -99,7 +125,7 @@ def train_step(
         optimizer.step()
         schedule.step(optimizer)
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss_value, grad_norm, skipped, nan)
+    return StepResult(loss_value, grad_norm, skipped, nan, mean_metrics(metrics))
 
 
 @torch.no_grad()
@@ -110,14 +136,25 @@ def evaluate(
     s: StepSettings,
 ) -> float:
     """This rank's mean loss over `eval_iters` x `gradient_accumulation_steps` micro-batches."""
+    return evaluate_with_metrics(model, data, eval_iters, s)[0]
+
+
+@torch.no_grad()
+def evaluate_with_metrics(
+    model: torch.nn.Module,
+    data: Iterator[dict[str, torch.Tensor]],
+    eval_iters: int,
+    s: StepSettings,
+) -> tuple[float, dict[str, float]]:
+    """(mean loss, mean plug-in metrics) of this rank over the eval micro-batches."""
     model.eval()
     try:
-        losses = []
-        for batch in _micro_batches(data, eval_iters * s.gradient_accumulation_steps, s.device):
-            with autocast(s.precision, s.device):
-                logits = model(batch.tokens)
-            losses.append(masked_lm_loss(logits, batch))
-        return torch.stack(losses).mean().item()
+        losses, metrics = [], []
+        for sample in _micro_batches(data, eval_iters * s.gradient_accumulation_steps, s.device):
+            loss, micro_metrics = micro_batch_loss(model, sample, s)
+            losses.append(loss)
+            metrics.append(micro_metrics)
+        return torch.stack(losses).mean().item(), mean_metrics(metrics)
     finally:
         model.train()
 
