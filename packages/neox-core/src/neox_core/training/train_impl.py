@@ -40,10 +40,9 @@ class TrainImpl(Protocol):
         """The trained module (a `CausalLM` or one with the same parameter names)."""
         ...
 
-    def build_datasets(
-        self, cfg: NeoxConfig, counts: tuple[int, int, int], **build: Any
-    ) -> Datasets:
-        """train/valid/test datasets of samples (dicts of arrays) for `loss`."""
+    def build_datasets(self, cfg: NeoxConfig, **kwargs: Any) -> Datasets:
+        """train/valid/test datasets of samples (dicts of arrays) for `loss`; `kwargs` are
+        `neox_core.data.build_datasets`'s (train_iters, ..., build, barrier, log)."""
         ...
 
     def checkpoint_module(self, model: torch.nn.Module, finetune: bool) -> torch.nn.Module:
