@@ -131,7 +131,9 @@ def test_kto_matches_trl() -> None:
     hf, ours = hf_twin(0)
     hf_ref, ours_ref = hf_twin(1)
     trainer = trl_kto(hf, hf_ref, beta, wd, wu)
-    cfg = config(train_impl="kto", kto_beta=beta, kto_desirable_weight=wd, kto_undesirable_weight=wu)
+    cfg = config(
+        train_impl="kto", kto_beta=beta, kto_desirable_weight=wd, kto_undesirable_weight=wu
+    )
     impl = KTO(cfg)
     impl.reference = ours_ref.eval()
     examples = _examples(4, seed=5, kind="kto")
