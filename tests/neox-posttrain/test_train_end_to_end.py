@@ -47,12 +47,12 @@ def test_reward_model_and_kto_train(tmp_path: Path, capsys) -> None:
     (tmp_path / "rm").mkdir()
     rm = pairwise_config(tmp_path / "rm", "rm", **{"train-iters": 2})
     out = _train(rm, capsys)
-    line = [x for x in out.splitlines() if "iteration        2/" in x][0]
+    line = next(x for x in out.splitlines() if "iteration        2/" in x)
     assert " accuracy: " in line and " margin: " in line
     (tmp_path / "kto").mkdir()
     kto = kto_config(tmp_path / "kto", **{"train-iters": 2})
     out = _train(kto, capsys)
-    line = [x for x in out.splitlines() if "iteration        2/" in x][0]
+    line = next(x for x in out.splitlines() if "iteration        2/" in x)
     assert " kl: " in line and " rewards/chosen: " in line
 
 

@@ -189,7 +189,7 @@ def test_reward_model_matches_trl() -> None:
     chats = [([rng.randrange(1, 99) for _ in range(rng.randrange(3, 12))]) for _ in range(6)]
     chosen, rejected = chats[:3], chats[3:]
     # TRL: the chat and one EOS, right-padded; chosen rows first
-    rows = [c + [EOS] for c in chosen + rejected]
+    rows = [[*c, EOS] for c in chosen + rejected]
     width = max(map(len, rows))
     inputs = {
         "input_ids": torch.tensor([r + [127] * (width - len(r)) for r in rows]),
@@ -200,7 +200,7 @@ def test_reward_model_matches_trl() -> None:
 
     # ours: GPT-NeoX's --for-rm layout, tokens chat + [eos, eos], labels -100.. + [-100, eos]
     def doc(chat):
-        return _padded(chat + [EOS, EOS], 0), _padded([-100] * (len(chat) + 1) + [EOS], -100)
+        return _padded([*chat, EOS, EOS], 0), _padded([-100] * (len(chat) + 1) + [EOS], -100)
 
     sample: dict[str, list] = {"pos": [], "pos_label": [], "neg": [], "neg_label": []}
     for side, group in (("pos", chosen), ("neg", rejected)):
