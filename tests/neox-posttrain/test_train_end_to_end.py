@@ -8,6 +8,7 @@ model comes back from `<save>/reference`).
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def _train(cfg: Path, capsys, **overrides) -> str:
 
 def test_dpo_logs_trl_metrics_and_resumes_exactly(tmp_path: Path, capsys) -> None:
     cfg = pairwise_config(tmp_path, "dpo", dpo_beta=0.5)
-    full_out = _train(cfg, capsys)
+    full_out = _train(cfg, capsys, tensorboard_dir=str(tmp_path / "tb"))
     full = losses_in(full_out)
     assert sorted(full) == [1, 2, 3, 4]
     line = next(x for x in full_out.splitlines() if "iteration        4/" in x)
@@ -35,6 +36,16 @@ def test_dpo_logs_trl_metrics_and_resumes_exactly(tmp_path: Path, capsys) -> Non
     ckpt = tmp_path / "ckpt"
     assert (ckpt / "reference" / "latest").is_file()
     assert (ckpt / "latest").read_text().strip() == "global_step4"
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(tmp_path / "tb"))
+        acc.Reload()
+        tags = set(acc.Tags()["scalars"])
+        for tag in ("train/lm_loss", "train/rewards/chosen", "validation/rewards/accuracies"):
+            assert tag in tags, tag
+        assert len(acc.Scalars("train/rewards/margins")) == 4
 
     resumed_out = _train(cfg, capsys, load=str(ckpt), iteration=2, save=str(tmp_path / "again"))
     assert "reference model: loaded from" in resumed_out
@@ -77,3 +88,18 @@ def test_missing_plugin_is_a_clear_error(tmp_path: Path, monkeypatch, capsys) ->
     err = capsys.readouterr().err
     assert "train_impl: dpo needs the neox-posttrain package" in err
     assert f"{cfg}:" in err  # names the file and line that set it
+
+
+def test_cli_help_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from neox_posttrain.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "precompute" in out.stdout and "dpo" in out.stdout
