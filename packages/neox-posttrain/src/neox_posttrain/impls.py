@@ -54,6 +54,12 @@ class SFT(_Base):
 
     name = "sft"
 
+    def build_datasets(self, cfg: NeoxConfig, **kwargs: Any):
+        """Pre-training's datasets (packing, splits, labels) exactly as `normal` reads them."""
+        from neox_core.data import build_datasets
+
+        return build_datasets(cfg.data, **kwargs)
+
     def loss(self, model, sample, forward: Forward):
         b = sequence_batch(sample)
         loss, z = losses.sft_loss(forward(model, b.tokens), b.targets, b.mask, self.pt.z_loss)
