@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import torch
-from twins import config
 
+from neox_core.config import NeoxConfig
+from neox_core.config.schema import PostTrainConfig
 from neox_core.training.batch import make_batch, masked_lm_loss
 from neox_posttrain.batches import last_trained_position
 from neox_posttrain.impls import SFT
 from neox_posttrain.losses import dpo_loss, kto_kl_estimate, kto_loss, reward_loss
+
+
+def config(**posttrain) -> NeoxConfig:
+    return NeoxConfig(posttrain=PostTrainConfig(**posttrain))
 
 
 def _sample() -> dict[str, torch.Tensor]:
