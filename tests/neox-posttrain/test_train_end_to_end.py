@@ -49,6 +49,7 @@ def test_dpo_logs_trl_metrics_and_resumes_exactly(tmp_path: Path, capsys) -> Non
 
     resumed_out = _train(cfg, capsys, load=str(ckpt), iteration=2, save=str(tmp_path / "again"))
     assert "reference model: loaded from" in resumed_out
+    assert (tmp_path / "again" / "reference" / "latest").is_file()  # carried to the new dir
     resumed = losses_in(resumed_out)
     assert sorted(resumed) == [3, 4]
     assert resumed == {i: full[i] for i in resumed}

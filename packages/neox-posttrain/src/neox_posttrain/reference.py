@@ -40,8 +40,7 @@ def reference_model(
     if resumed and stored is not None and (stored / "latest").is_file():
         load_checkpoint(stored, model=ref, weights_only=True)
         log(f" > reference model: loaded from {stored}")
-        return _frozen(ref)
-    if resumed and any(Path(ck.load).glob("global_step*")):
+    elif resumed and any(Path(ck.load).glob("global_step*")):
         print(
             f"neox-train: warning: {ck.load} has no {REFERENCE_DIR}/ (a run saved without one); "
             "the reference model is the resumed policy, not the one the run started from",
@@ -50,9 +49,10 @@ def reference_model(
         )
     if ck.save and rank == 0:
         target = Path(ck.save) / REFERENCE_DIR
-        if not (target / "latest").is_file() or not resumed:
+        # a fresh start (re)writes it; a resumed run keeps what is there, or carries it over
+        if not resumed or not (target / "latest").is_file():
             save_checkpoint(target, 0, model=ref, config=config_to_dict(cfg), save_rng=False)
-            log(f" > reference model: the starting weights, saved to {target}")
+            log(f" > reference model: saved to {target}")
     return _frozen(ref)
 
 
