@@ -43,6 +43,9 @@ def gpt_neox_build_chat(tok, chat, mask: str) -> tuple[list[int], list[int]]:
     if mask == "none":
         tokens = ids(chat)
         return [*tokens, eos], [*tokens, eos]
+    if mask == "rm":  # build_chat(for_rm=True): two EOS, only the second one labelled
+        tokens = ids(chat)
+        return [*tokens, eos, eos], [-100] * (len(tokens) + 1) + [eos]
     tokens, labels = [], []
     for i, turn in enumerate(chat):
         add_gen = False if i == len(chat) - 1 else chat[i + 1]["role"] == "assistant"
@@ -71,7 +74,8 @@ def auto_tok(tok_dir: Path):
 
 
 @pytest.mark.parametrize(
-    ("flag", "mask"), [(None, "assistant"), ("--only-last", "last"), ("--no-mask", "none")]
+    ("flag", "mask"),
+    [(None, "assistant"), ("--only-last", "last"), ("--no-mask", "none"), ("--for-rm", "rm")],
 )
 def test_labels_match_gpt_neox(tok_dir: Path, auto_tok, tmp_path: Path, flag, mask) -> None:
     src = tmp_path / "chat.jsonl"

@@ -130,8 +130,10 @@ def hf_config_json(
     model_cfg: Any,
     dtype: str,
     token_ids: dict[str, Any] | None = None,
+    sequence_classification: bool = False,
 ) -> str:
-    """config.json text of the HF model equivalent to a neox `ModelConfig`."""
+    """config.json text of the HF model equivalent to a neox `ModelConfig` (a one-label
+    `*ForSequenceClassification` for a reward model)."""
     import torch
     import transformers
 
@@ -144,6 +146,9 @@ def hf_config_json(
     config_class = getattr(transformers, arch.replace("ForCausalLM", "Config"))
     kwargs = hf_config_kwargs(model_cfg)
     kwargs.update({k: v for k, v in (token_ids or {}).items() if v is not None})
+    if sequence_classification:
+        arch = arch.replace("ForCausalLM", "ForSequenceClassification")
+        kwargs["num_labels"] = 1
     config = config_class(**kwargs, architectures=[arch])
     config.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     return config.to_json_string(use_diff=False)

@@ -2,7 +2,10 @@
 
 Writes `config.json`, `model-0000k-of-0000n.safetensors` shards with
 `model.safetensors.index.json`, `generation_config.json` and, when given, tokenizer files, so
-`transformers.AutoModelForCausalLM.from_pretrained(<output>)` loads it.
+`transformers.AutoModelForCausalLM.from_pretrained(<output>)` loads it. A reward model
+(neox-posttrain's `train_impl: rm`, a checkpoint with a `score.weight` head) becomes a
+`*ForSequenceClassification` folder with `num_labels: 1` that
+`AutoModelForSequenceClassification` loads; its LM head is not exported.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from neox_ckpt.safetensors_stream import SafetensorsWriter, nbytes
 
 DEFAULT_MAX_SHARD = "5GB"
 _TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
+REWARD_HEAD = "score.weight"  # neox-posttrain's reward head, HF's sequence-classification head
 
 
 @dataclass
@@ -50,6 +54,10 @@ def parse_size(text: str) -> int:
 
 
 def _model_config(ck: NeoxCheckpoint, config_paths: list[str] | None) -> Any:
+    return _config(ck, config_paths).model
+
+
+def _config(ck: NeoxCheckpoint, config_paths: list[str] | None) -> Any:
     from neox_core.config import ConfigError, config_from_dict, load_config
 
     try:
@@ -66,7 +74,7 @@ def _model_config(ck: NeoxCheckpoint, config_paths: list[str] | None) -> Any:
             cfg = config_from_dict(saved)
     except ConfigError as e:
         raise ConversionError(f"config of {ck.dir}: {e}") from None
-    return cfg.model
+    return cfg
 
 
 def _token_ids(ck: NeoxCheckpoint) -> tuple[dict[str, Any], bytes | None]:
@@ -117,13 +125,15 @@ def neox_to_hf(
     from neox_core.models.hf_names import NameMappingError, hf_architecture, to_hf
 
     ck = NeoxCheckpoint(input_dir, iteration)
-    model_cfg = _model_config(ck, config_paths)
+    cfg = _config(ck, config_paths)
+    model_cfg = cfg.model
+    reward = REWARD_HEAD in ck.tensors
     try:
         arch = hf_architecture(model_cfg)
     except NameMappingError as e:
         raise ConversionError(f"{ck.dir}: {e}") from None
-    names = list(ck.tensors)
-    check_against_model(model_cfg, {n: t.full_shape for n, t in ck.tensors.items()}, str(ck.dir))
+    names = [n for n in ck.tensors if n != REWARD_HEAD]
+    check_against_model(model_cfg, {n: ck.tensors[n].full_shape for n in names}, str(ck.dir))
     if precision == "auto":
         precision = precision_name(ck.tensors["embed.weight"].dtype, str(ck.dir))
     if precision not in TORCH_DTYPES:
@@ -132,10 +142,12 @@ def neox_to_hf(
     limit = parse_size(max_shard_size)
 
     def keep(name: str) -> bool:
-        return not (model_cfg.tie_embeddings and name in HF_HEADS)
+        return not ((model_cfg.tie_embeddings or reward) and name in HF_HEADS)
 
     produced = units.plan(to_hf, model_cfg, names, ck.meta)
     planned = {n: t for n, t in produced.items() if keep(n)}
+    if reward:
+        planned[REWARD_HEAD] = ck.meta(REWARD_HEAD)
     shards: list[list[str]] = [[]]
     size = 0
     for n, t in planned.items():
@@ -166,6 +178,9 @@ def neox_to_hf(
             for n, t in progress(stream, total=len(produced), desc="neox-to-hf", unit="tensor"):
                 if keep(n):
                     writers[file_of[n]].write(n, t.to(dtype))
+            if reward:
+                head = ck.read_full(REWARD_HEAD).to(dtype)
+                writers[file_of[REWARD_HEAD]].write(REWARD_HEAD, head)
             for w in writers.values():
                 w.close()
         except BaseException:
@@ -178,8 +193,13 @@ def neox_to_hf(
         )
         if tokenizer is not None:
             _copy_tokenizer(Path(tokenizer), tmp)
+        if reward:
+            pad = getattr(getattr(cfg, "posttrain", None), "rm_pad_token_id", None)
+            if pad is not None:
+                token_ids["pad_token_id"] = pad
         (tmp / "config.json").write_text(
-            hf_config_json(model_cfg, precision, token_ids), encoding="utf-8"
+            hf_config_json(model_cfg, precision, token_ids, sequence_classification=reward),
+            encoding="utf-8",
         )
         if generation is not None:
             (tmp / "generation_config.json").write_bytes(generation)
@@ -187,6 +207,8 @@ def neox_to_hf(
             from transformers import GenerationConfig
 
             GenerationConfig(**token_ids).to_json_file(str(tmp / "generation_config.json"))
+    if reward:
+        arch = arch.replace("ForCausalLM", "ForSequenceClassification")
     return NeoxToHFResult(Path(output_dir), arch, precision, count, total)
 
 

@@ -87,11 +87,14 @@ class ChatEncoder:
         check_messages(messages)
         opts = self._options
         if opts.mask == "rm":
-            # reward models: everything masked but the closing EOS the score is read at
+            # reward models, GPT-NeoX's layout: two closing EOS tokens, only the second one
+            # labelled, so after the shift (inputs[:-1], labels[1:]) the one trained target
+            # sits at the first EOS: the score is read after the whole chat and its EOS
             if self.eos_id is None:
                 raise ChatFormatError("--for-rm needs an EOS token and the tokenizer has none")
             tokens = self._ids(self.render(messages, add_generation_prompt=False))
-            return [*tokens, self.eos_id], [IGNORE_INDEX] * len(tokens) + [self.eos_id]
+            eos = self.eos_id
+            return [*tokens, eos, eos], [IGNORE_INDEX] * (len(tokens) + 1) + [eos]
         if opts.mask == "none":
             tokens = self._ids(self.render(messages, add_generation_prompt=False))
             labels = list(tokens)

@@ -25,6 +25,7 @@ _RULES: tuple[tuple[re.Pattern[str], int | None, int | None], ...] = tuple(
         (r"(^|\.)(out|dense|o_proj|out_proj|wo)\.", 1, None),
         (r"(^|\.)(fc_in|dense_h_to_4h|up_proj|gate_proj|w1|w3)\.", 0, 0),
         (r"(^|\.)(fc_out|dense_4h_to_h|down_proj|w2)\.", 1, None),
+        (r"^score\.", None, None),  # neox-posttrain's reward head [1, hidden]: replicated
     )
 )
 

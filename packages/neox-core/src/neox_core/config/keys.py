@@ -132,6 +132,35 @@ DIRECT: dict[str, tuple[str, str]] = {
     "hysteresis": ("precision.hysteresis", "int"),
     "min_scale": ("precision.min_loss_scale", "float"),
     "fp32_allreduce": ("precision.fp32_allreduce", "bool"),
+    # post-training (GPT-NeoX's train_impl; the objectives live in neox-posttrain)
+    "train_label_data_paths": ("data.label_data_paths", "list[str]?"),
+    "valid_label_data_paths": ("data.valid_label_data_paths", "list[str]?"),
+    "test_label_data_paths": ("data.test_label_data_paths", "list[str]?"),
+    "train_impl": ("posttrain.train_impl", "str"),
+    "dataset_impl": ("posttrain.dataset_impl", "str"),
+    "dpo_beta": ("posttrain.dpo_beta", "float"),
+    "dpo_reference_free": ("posttrain.dpo_reference_free", "bool"),
+    "dpo_fp32": ("posttrain.dpo_fp32", "bool"),
+    "kto_beta": ("posttrain.kto_beta", "float"),
+    "kto_desirable_weight": ("posttrain.kto_desirable_weight", "float"),
+    "kto_undesirable_weight": ("posttrain.kto_undesirable_weight", "float"),
+    "kto_fp32": ("posttrain.kto_fp32", "bool"),
+    "z_loss": ("posttrain.z_loss", "float"),
+    "precompute_model_name": ("posttrain.precompute_model_name", "str?"),
+    "rm_pad_token_id": ("posttrain.rm_pad_token_id", "int?"),  # neox extension
+    **{
+        f"{side}_{split}{kind}_data_paths": (
+            f"posttrain.{side}_{split}{kind}_data_paths",
+            "list[str]?",
+        )
+        for side in ("pos", "neg")
+        for split in ("train", "valid", "test")
+        for kind in ("", "_label")
+    },
+    **{
+        f"{split}_reward_data_paths": (f"posttrain.{split}_reward_data_paths", "list[str]?")
+        for split in ("train", "valid", "test")
+    },
 }
 
 # Keys whose translation needs code (see translate.py).
@@ -316,8 +345,10 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
         "GPT-NeoX's resume switches; neox always resumes with the config's LR schedule and logs what differs from the checkpoint",
     ),
     "use_shared_fs": ((True,), "index building on nodes without a shared filesystem"),
-    "train_impl": (("normal",), "GPT-NeoX's DPO/KTO/RM training (see neox-posttrain)"),
-    "dataset_impl": (("gpt2",), "pairwise/other dataset implementations"),
+    "fp32_reinforce": ((True,), "REINFORCE (online RL)"),
+    "reinforce_leave_one_out": ((False,), "REINFORCE (online RL)"),
+    "kl_impl": (("mse",), "REINFORCE (online RL)"),
+    "kl_div_beta": ((0.1,), "REINFORCE (online RL)"),
     "packing": ((False,), "T5-style packing"),
     "loss_on_targets_only": ((False,), "prefix-LM loss masking"),
     "s3_path": ((None,), "uploading checkpoints to S3"),
@@ -342,7 +373,7 @@ NOT_GPT_NEOX_KEYS: dict[str, str] = {
 
 # Keys neox adds on top of GPT-NeoX's set.
 NEOX_EXTENSIONS: frozenset[str] = frozenset(
-    {"vocab_size", "on_nan", "wandb_mode", "data_parallel_size"}
+    {"vocab_size", "on_nan", "wandb_mode", "data_parallel_size", "rm_pad_token_id"}
 )
 
 

@@ -103,7 +103,9 @@ class DataConfig:
     train_data_weights: list[float] | None = None
     valid_data_weights: list[float] | None = None
     test_data_weights: list[float] | None = None
-    label_data_paths: list[str] | None = None
+    label_data_paths: list[str] | None = None  # train split (GPT-NeoX: train_label_data_paths)
+    valid_label_data_paths: list[str] | None = None
+    test_label_data_paths: list[str] | None = None
     data_path: str | None = None
     split: str = "969, 30, 1"
     seq_length: int = 2048
@@ -185,6 +187,39 @@ class LauncherConfig:
 
 
 @dataclass
+class PostTrainConfig:
+    """GPT-NeoX's post-training keys (`train_impl` and its data); run by neox-posttrain."""
+
+    train_impl: str = "normal"  # "normal" | "dpo" | "kto" | "rm" (a neox.train_impl plug-in)
+    dataset_impl: str = "gpt2"  # "gpt2" | "pairwise" (chosen/rejected pairs)
+    dpo_beta: float = 0.1
+    dpo_reference_free: bool = False
+    dpo_fp32: bool = True
+    kto_beta: float = 0.1
+    kto_desirable_weight: float = 1.0
+    kto_undesirable_weight: float = 1.0
+    kto_fp32: bool = True
+    z_loss: float = 0.0  # rm: z_loss·(r_c² + r_r²); normal (neox): PaLM z-loss on the logits
+    precompute_model_name: str | None = None  # reference log-probs at <data prefix>_<name>
+    pos_train_data_paths: list[str] | None = None
+    neg_train_data_paths: list[str] | None = None
+    pos_valid_data_paths: list[str] | None = None
+    neg_valid_data_paths: list[str] | None = None
+    pos_test_data_paths: list[str] | None = None
+    neg_test_data_paths: list[str] | None = None
+    pos_train_label_data_paths: list[str] | None = None
+    neg_train_label_data_paths: list[str] | None = None
+    pos_valid_label_data_paths: list[str] | None = None
+    neg_valid_label_data_paths: list[str] | None = None
+    pos_test_label_data_paths: list[str] | None = None
+    neg_test_label_data_paths: list[str] | None = None
+    train_reward_data_paths: list[str] | None = None  # KTO: +1 desirable / -1 per token
+    valid_reward_data_paths: list[str] | None = None
+    test_reward_data_paths: list[str] | None = None
+    rm_pad_token_id: int | None = None  # neox: pad id written into an exported reward model
+
+
+@dataclass
 class NeoxConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
@@ -197,6 +232,7 @@ class NeoxConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    posttrain: PostTrainConfig = field(default_factory=PostTrainConfig)
     # dotted field ("model.hidden_size") -> "file.yml:LINE" | "default" | "derived" | "override"
     sources: dict[str, str] = field(default_factory=dict)
     # the merged YAML as given (after merge, before translation), for copying into checkpoints
@@ -217,4 +253,5 @@ GROUPS: tuple[str, ...] = (
     "fusion",
     "parallel",
     "launcher",
+    "posttrain",
 )

@@ -37,11 +37,15 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.wandb_mode": ("online", "offline", "disabled"),
     "precision.dtype": ("fp32", "bf16", "fp16"),
     "launcher.launcher": ("pdsh", "openmpi", "mvapich", "slurm"),
+    "posttrain.train_impl": ("normal", "dpo", "kto", "rm"),
+    "posttrain.dataset_impl": ("gpt2", "pairwise"),
 }
 
 # GPT-NeoX choices that neox does not implement yet
 _NOT_YET: dict[str, tuple[str, ...]] = {
     "schedule.lr_decay_style": ("exponential", "infinite_cosine", "infinite_inv_sqrt"),
+    "posttrain.train_impl": ("reinforce",),  # online RL
+    "posttrain.dataset_impl": ("online",),
 }
 
 _POSITIVE = (
@@ -156,6 +160,7 @@ def validate(cfg: NeoxConfig, keys: dict[str, str]) -> None:
             fail(dotted, f"{what} parallelism is not yet supported by neox")
 
     _validate_data(cfg, keys)
+    _validate_posttrain(cfg, keys)
 
 
 def _validate_data(cfg: NeoxConfig, keys: dict[str, str]) -> None:
@@ -197,3 +202,84 @@ def _validate_data(cfg: NeoxConfig, keys: dict[str, str]) -> None:
             f"{_where(cfg, keys, 'data.split')} = {d.split!r}: expected comma-separated "
             "non-negative proportions such as '969, 30, 1'"
         )
+
+
+def _validate_posttrain(cfg: NeoxConfig, keys: dict[str, str]) -> None:
+    """train_impl needs its data: DPO/RM pairs (dataset_impl pairwise), KTO reward datasets."""
+    pt = cfg.posttrain
+    for dotted in ("posttrain.dpo_beta", "posttrain.kto_beta"):
+        if _value(cfg, dotted) <= 0:
+            raise ConfigError(
+                f"{_where(cfg, keys, dotted)} = {_value(cfg, dotted)}: must be positive"
+            )
+    for dotted in (
+        "posttrain.kto_desirable_weight",
+        "posttrain.kto_undesirable_weight",
+        "posttrain.z_loss",
+    ):
+        if _value(cfg, dotted) < 0:
+            raise ConfigError(
+                f"{_where(cfg, keys, dotted)} = {_value(cfg, dotted)}: must not be negative"
+            )
+    impl = pt.train_impl
+    pairwise = pt.dataset_impl == "pairwise"
+    if impl in ("dpo", "rm") and not pairwise:
+        raise ConfigError(
+            f"{_where(cfg, keys, 'posttrain.train_impl')} = {impl!r}: needs dataset_impl: "
+            "pairwise (chosen/rejected pairs in pos_/neg_*_data_paths)"
+        )
+    if pairwise and impl not in ("dpo", "rm"):
+        raise ConfigError(
+            f"{_where(cfg, keys, 'posttrain.dataset_impl')} = 'pairwise': only train_impl "
+            f"dpo or rm reads pairs (train_impl is {impl!r})"
+        )
+    if pairwise:
+        for split in ("train", "valid", "test"):
+            pos = getattr(pt, f"pos_{split}_data_paths")
+            neg = getattr(pt, f"neg_{split}_data_paths")
+            where = _where(cfg, keys, f"posttrain.pos_{split}_data_paths")
+            if split == "train" and not pos:
+                raise ConfigError(f"{where}: dataset_impl pairwise needs pos_train_data_paths")
+            if (pos is None) != (neg is None) or (pos and len(pos) != len(neg or [])):
+                raise ConfigError(
+                    f"{where}: pos_{split}_data_paths and neg_{split}_data_paths must list "
+                    "the same number of datasets"
+                )
+            for side in ("pos", "neg"):
+                labels = getattr(pt, f"{side}_{split}_label_data_paths")
+                if labels is not None and len(labels) != len(pos or []):
+                    raise ConfigError(
+                        f"{_where(cfg, keys, f'posttrain.{side}_{split}_label_data_paths')}: "
+                        f"{len(labels)} label paths for {len(pos or [])} data paths"
+                    )
+        if cfg.data.train_data_paths or cfg.data.data_path:
+            raise ConfigError(
+                f"{_where(cfg, keys, 'posttrain.dataset_impl')}: dataset_impl pairwise reads "
+                "pos_/neg_*_data_paths; remove train_data_paths/data_path"
+            )
+    if impl == "kto":
+        if not pt.train_reward_data_paths:
+            raise ConfigError(
+                f"{_where(cfg, keys, 'posttrain.train_impl')} = 'kto': needs "
+                "train_reward_data_paths (neox-data tokenize --mode kto writes them)"
+            )
+        if cfg.training.micro_batch_size < 2:
+            raise ConfigError(
+                f"{_where(cfg, keys, 'training.micro_batch_size')} = "
+                f"{cfg.training.micro_batch_size}: KTO estimates its KL reference point from "
+                "the other half of each micro-batch; use at least 2"
+            )
+    for split in ("train", "valid", "test"):
+        rewards = getattr(pt, f"{split}_reward_data_paths")
+        paths = getattr(cfg.data, f"{split}_data_paths")
+        if rewards is not None and len(rewards) != len(paths or []):
+            raise ConfigError(
+                f"{_where(cfg, keys, f'posttrain.{split}_reward_data_paths')}: {len(rewards)} "
+                f"reward paths for {len(paths or [])} {split}_data_paths"
+            )
+        labels = getattr(cfg.data, f"{split}_label_data_paths", None) if split != "train" else None
+        if labels is not None and len(labels) != len(paths or []):
+            raise ConfigError(
+                f"{_where(cfg, keys, f'data.{split}_label_data_paths')}: {len(labels)} label "
+                f"paths for {len(paths or [])} {split}_data_paths"
+            )

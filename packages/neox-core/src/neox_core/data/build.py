@@ -73,7 +73,7 @@ class _Builder:
     ) -> GPTDataset:
         cfg = self.cfg
         tokens = tokens or _open(prefix, key)
-        labels = _open(label_prefix, "label_data_paths") if label_prefix else None
+        labels = _open(label_prefix, f"{name} label_data_paths") if label_prefix else None
         docs = documents if documents is not None else np.arange(len(tokens), dtype=np.int32)
         span = cfg.seq_length + 1 if cfg.pack_impl == "pack_until_overflow" else cfg.seq_length
         maps = load_or_build_index(
@@ -131,14 +131,9 @@ def _weighted(cfg: DataConfig, b: _Builder, counts: tuple[int, int, int]) -> Dat
         ("valid", cfg.valid_data_paths or [], cfg.valid_data_weights),
         ("test", cfg.test_data_paths or [], cfg.test_data_weights),
     )
-    labels = list(cfg.label_data_paths or [])
-    if labels and len(labels) != len(cfg.train_data_paths or []):
-        raise ValueError(
-            f"label_data_paths: {len(labels)} paths for {len(cfg.train_data_paths or [])} "
-            "train_data_paths"
-        )
     out: dict[str, BlendedDataset | None] = {}
     for (split, paths, given), total in zip(sets, counts, strict=True):
+        labels = _split_labels(cfg, split, len(paths))
         if not paths:
             out[split] = None
             continue
@@ -153,14 +148,21 @@ def _weighted(cfg: DataConfig, b: _Builder, counts: tuple[int, int, int]) -> Dat
                 path,
                 n,
                 f"{split}_data_paths",
-                label_prefix=label if split == "train" else None,
+                label_prefix=label,
             )
-            for i, (path, n, label) in enumerate(
-                zip_longest(paths, per_dataset, labels if split == "train" else [])
-            )
+            for i, (path, n, label) in enumerate(zip_longest(paths, per_dataset, labels))
         ]
         out[split] = BlendedDataset(datasets, weights)
     return Datasets(out["train"], out["valid"], out["test"])
+
+
+def _split_labels(cfg: DataConfig, split: str, n_paths: int) -> list[str]:
+    """A split's label datasets: `label_data_paths` (train) or `<split>_label_data_paths`."""
+    key = "label_data_paths" if split == "train" else f"{split}_label_data_paths"
+    labels = list(getattr(cfg, key, None) or [])
+    if labels and len(labels) != n_paths:
+        raise ValueError(f"{key}: {len(labels)} paths for {n_paths} {split}_data_paths")
+    return labels
 
 
 def _split(cfg: DataConfig, b: _Builder, counts: tuple[int, int, int]) -> Datasets:

@@ -14,7 +14,13 @@ from neox_core.training.precision import DynamicLossScaler, StaticLossScaler
 from neox_core.training.schedules import AnnealingSchedule
 from neox_core.training.signals import StopRequest
 from neox_core.training.state import IntervalStats, Progress
-from neox_core.training.step import StepSettings, eval_results, evaluate, train_step
+from neox_core.training.step import (
+    StepSettings,
+    eval_results,
+    evaluate_with_metrics,
+    mean_metrics,
+    train_step,
+)
 from neox_core.training.trackers import Trackers
 
 
@@ -68,8 +74,9 @@ def run_eval(
     if data is None or loop.eval_iters <= 0:
         return None
     # average the loss, then exponentiate (as GPT-NeoX): a mean of per-rank ppls is larger
-    loss = loop.reduce_mean(evaluate(loop.model, data, loop.eval_iters, loop.settings))
-    results = eval_results(loss)
+    loss, metrics = evaluate_with_metrics(loop.model, data, loop.eval_iters, loop.settings)
+    results = eval_results(loop.reduce_mean(loss))
+    results.update(_reduce_metrics(loop, metrics))
     if is_valid:
         loop.progress.valid_samples_consumed += loop.eval_iters * loop.train_batch_size
     loop.log(format_eval_line(chart, prefix, results))
@@ -77,9 +84,15 @@ def run_eval(
     return results
 
 
+def _reduce_metrics(loop: Loop, metrics: dict[str, float]) -> dict[str, float]:
+    """A train_impl plug-in's metrics averaged over ranks (every rank reports the same keys)."""
+    return {k: loop.reduce_mean(v) for k, v in sorted(metrics.items())}
+
+
 def train(loop: Loop) -> Progress:
     """Train until `train_iters` or a stop signal (`loop.stopped`); the caller saves at the end."""
     p, stats = loop.progress, IntervalStats()
+    interval_metrics: list[dict[str, float]] = []  # a plug-in's metrics per applied step
     loop.model.train()
     _sync(loop.settings.device)
     interval_start = time.perf_counter()
@@ -103,9 +116,11 @@ def train(loop: Loop) -> Progress:
         stats.nan += int(result.nan)
         p.skipped_iterations += int(result.skipped)
         p.nan_iterations += int(result.nan)
+        metrics = _reduce_metrics(loop, result.metrics)
         if not result.skipped:
             stats.loss_sum += loss
             stats.applied += 1
+            interval_metrics.append(metrics)
         lr = loop.optimizer.param_groups[0]["lr"]
         scale = loop.scaler.scale if loop.settings.precision == "fp16" and loop.scaler else None
         per_step = {
@@ -113,6 +128,7 @@ def train(loop: Loop) -> Progress:
             "train/learning_rate": lr,
             "train/grad_norm": result.grad_norm,
         }
+        per_step.update({f"train/{k}": v for k, v in metrics.items()})
         if scale is not None:
             per_step["train/loss_scale"] = scale
         per_step.update(result.param_stats)
@@ -135,7 +151,7 @@ def train(loop: Loop) -> Progress:
                     flops_per_iteration=loop.flops_per_iteration,
                     world_size=loop.world_size,
                     peak_flops=loop.peak_flops,
-                    losses={"lm_loss": avg},
+                    losses={"lm_loss": avg, **mean_metrics(interval_metrics)},
                     loss_scale=scale,
                     skipped_iterations=stats.skipped,
                     nan_iterations=stats.nan,
@@ -153,6 +169,7 @@ def train(loop: Loop) -> Progress:
                 p.iteration,
             )
             stats.reset()
+            interval_metrics.clear()
 
         # evaluate first: a checkpoint saved here must count this eval's validation samples,
         # or a resumed run would evaluate the same batch again (eval draws no random numbers)

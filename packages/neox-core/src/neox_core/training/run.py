@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from neox_core.training.throughput import (
     non_embedding_params,
 )
 from neox_core.training.trackers import TrackerError, Trackers
+from neox_core.training.train_impl import TrainImplError, resolve_train_impl
 
 
 def seed_everything(seed: int) -> None:
@@ -123,7 +125,7 @@ def main_train(cfg: NeoxConfig, args: Any = None) -> int:
     except NonFiniteLossError as e:
         print(f"neox-train: stopping: {e}", file=sys.stderr, flush=True)
         return 1
-    except TrackerError as e:
+    except (TrackerError, TrainImplError) as e:
         print(f"neox-train: error: {e}", file=sys.stderr, flush=True)
         return 2
     finally:
@@ -141,7 +143,10 @@ def _run(cfg: NeoxConfig, launch: LaunchEnv, device: torch.device, stop: StopReq
     train_batch_size = t.train_batch_size or t.micro_batch_size * t.gradient_accumulation_steps * dp
     seed_everything(t.seed)
 
-    model = build_model(m, seed=t.seed, dtype="fp32").to(device)
+    impl = resolve_train_impl(cfg)  # None: next-token prediction; else a neox.train_impl plug-in
+    model = (
+        impl.build_model(cfg, t.seed) if impl else build_model(m, seed=t.seed, dtype="fp32")
+    ).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = build_optimizer(
         model,
@@ -172,7 +177,10 @@ def _run(cfg: NeoxConfig, launch: LaunchEnv, device: torch.device, stop: StopReq
 
     progress = Progress()
     if ck.load:
-        progress = _load(cfg, model, optimizer, schedule, scaler, log, launch.rank)
+        loaded = impl.checkpoint_module(model, ck.finetune) if impl else model
+        progress = _load(cfg, loaded, optimizer, schedule, scaler, log, launch.rank)
+    if impl:
+        impl.prepare(model, cfg, device, log)
     schedule.apply(optimizer)
 
     log(f" > model: {m.architecture}, {n_params:,} parameters, {pr.dtype} on {device}")
@@ -181,8 +189,7 @@ def _run(cfg: NeoxConfig, launch: LaunchEnv, device: torch.device, stop: StopReq
     else:
         log(" > checkpoints will not be saved: no `save` directory in the config")
 
-    datasets = build_datasets(
-        cfg.data,
+    datasets = (partial(impl.build_datasets, cfg) if impl else partial(build_datasets, cfg.data))(
         train_iters=t.train_iters,
         eval_interval=t.eval_interval,
         eval_iters=t.eval_iters,
@@ -277,6 +284,7 @@ def _run(cfg: NeoxConfig, launch: LaunchEnv, device: torch.device, stop: StopReq
             log_grad_norm=cfg.logging.log_grad_norm,
             log_param_norm=cfg.logging.log_param_norm,
             log_grad_pct_zeros=cfg.logging.log_grad_pct_zeros,
+            impl=impl,
         ),
         train_data=train_data,
         valid_data=valid_data,

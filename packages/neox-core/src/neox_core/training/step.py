@@ -6,6 +6,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -28,6 +29,8 @@ class StepResult:
     nan: bool  # the loss or the gradients were not finite
     # per-parameter charts asked for by log_grad_norm / log_param_norm / log_grad_pct_zeros
     param_stats: dict[str, float] = field(default_factory=dict)
+    # a train_impl plug-in's metrics (TRL's names), mean over the micro-batches
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,13 +43,36 @@ class StepSettings:
     log_grad_norm: bool = False
     log_param_norm: bool = False
     log_grad_pct_zeros: bool = False
+    impl: Any = None  # a train_impl.TrainImpl plug-in (DPO, KTO, RM, ...); None: LM loss
 
 
 def _micro_batches(data: Iterator[dict[str, torch.Tensor]], n: int, device: torch.device):
     for _ in range(n):
         # copy the loader's (pinned) tensors as they are, then slice on the device
-        sample = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
-        yield make_batch(sample)
+        yield {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
+
+
+def micro_batch_loss(
+    model: torch.nn.Module, sample: dict[str, torch.Tensor], s: StepSettings
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one micro-batch and its metrics: next-token prediction or the plug-in's."""
+
+    def forward(m: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        with autocast(s.precision, s.device):
+            return m(tokens)
+
+    if s.impl is not None:
+        return s.impl.loss(model, sample, forward)
+    return lm_loss(model, make_batch(sample), autocast(s.precision, s.device)), {}
+
+
+def mean_metrics(per_micro_batch: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the micro-batches that reported it."""
+    sums: dict[str, list[float]] = {}
+    for metrics in per_micro_batch:
+        for k, v in metrics.items():
+            sums.setdefault(k, []).append(v)
+    return {k: sum(v) / len(v) for k, v in sums.items()}
 
 
 def train_step(
@@ -67,14 +93,15 @@ def train_step(
     gas = s.gradient_accumulation_steps
     scale = scaler.scale if scaler is not None else 1.0
     optimizer.zero_grad(set_to_none=True)
-    losses = []
-    for i, batch in enumerate(_micro_batches(data, gas, s.device)):
+    losses, metrics = [], []
+    for i, sample in enumerate(_micro_batches(data, gas, s.device)):
         sync = getattr(model, "no_sync", None)
         ctx = sync() if sync is not None and i < gas - 1 else contextlib.nullcontext()
         with ctx:
-            loss = lm_loss(model, batch, autocast(s.precision, s.device))
+            loss, micro_metrics = micro_batch_loss(model, sample, s)
             (loss * (scale / gas)).backward()
         losses.append(loss.detach())
+        metrics.append(micro_metrics)
     loss_value = torch.stack(losses).mean().item()
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if scale != 1.0:
@@ -111,7 +138,7 @@ def train_step(
         optimizer.step()
         schedule.step(optimizer)
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss_value, grad_norm, skipped, nan, stats)
+    return StepResult(loss_value, grad_norm, skipped, nan, stats, mean_metrics(metrics))
 
 
 @torch.no_grad()
@@ -122,12 +149,25 @@ def evaluate(
     s: StepSettings,
 ) -> float:
     """This rank's mean loss over `eval_iters` x `gradient_accumulation_steps` micro-batches."""
+    return evaluate_with_metrics(model, data, eval_iters, s)[0]
+
+
+@torch.no_grad()
+def evaluate_with_metrics(
+    model: torch.nn.Module,
+    data: Iterator[dict[str, torch.Tensor]],
+    eval_iters: int,
+    s: StepSettings,
+) -> tuple[float, dict[str, float]]:
+    """(mean loss, mean plug-in metrics) of this rank over the eval micro-batches."""
     model.eval()
     try:
-        losses = []
-        for batch in _micro_batches(data, eval_iters * s.gradient_accumulation_steps, s.device):
-            losses.append(lm_loss(model, batch, autocast(s.precision, s.device)))
-        return torch.stack(losses).mean().item()
+        losses, metrics = [], []
+        for sample in _micro_batches(data, eval_iters * s.gradient_accumulation_steps, s.device):
+            loss, micro_metrics = micro_batch_loss(model, sample, s)
+            losses.append(loss)
+            metrics.append(micro_metrics)
+        return torch.stack(losses).mean().item(), mean_metrics(metrics)
     finally:
         model.train()
 
