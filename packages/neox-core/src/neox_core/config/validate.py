@@ -37,11 +37,13 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "logging.wandb_mode": ("online", "offline", "disabled"),
     "precision.dtype": ("fp32", "bf16", "fp16"),
     "launcher.launcher": ("pdsh", "openmpi", "mvapich", "slurm"),
+    "generation.text_gen_type": ("unconditional", "input-file", "interactive"),
 }
 
 # GPT-NeoX choices that neox does not implement yet
 _NOT_YET: dict[str, tuple[str, ...]] = {
     "schedule.lr_decay_style": ("exponential", "infinite_cosine", "infinite_inv_sqrt"),
+    "generation.text_gen_type": ("precompute",),
 }
 
 _POSITIVE = (
@@ -63,6 +65,9 @@ _POSITIVE = (
     "parallel.pipe_parallel_size",
     "parallel.data_parallel_size",
     "precision.loss_scale_window",
+    "generation.num_samples",
+    "generation.maximum_tokens",
+    "evaluation.eval_batch_size",
 )
 _NON_NEGATIVE = (
     "training.train_iters",
@@ -77,6 +82,8 @@ _NON_NEGATIVE = (
     "precision.initial_scale_power",
     "checkpoint.keep_last_n_checkpoints",
     "checkpoint.iteration",
+    "generation.temperature",
+    "generation.top_k",
 )
 
 
@@ -128,6 +135,7 @@ def validate(cfg: NeoxConfig, keys: dict[str, str]) -> None:
             "dimensions per head; that must be even",
         )
     check("model.norm_eps", lambda v: v > 0, "must be positive")
+    check("generation.top_p", lambda v: 0 <= v <= 1, "must be in [0, 1] (0 turns it off)")
     check("model.init_std", lambda v: v > 0, "must be positive")
     check("model.hidden_dropout", lambda v: 0 <= v < 1, "must be in [0, 1)")
     check("model.attention_dropout", lambda v: 0 <= v < 1, "must be in [0, 1)")
