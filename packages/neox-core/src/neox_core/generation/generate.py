@@ -67,8 +67,12 @@ def generate_batch(
     recompute: bool = False,
     pad_id: int = 0,
     step: _Step | None = None,
+    limits: Sequence[int] | None = None,
 ) -> list[Generated]:
     """Continue every prompt (a non-empty token list) by up to `max_new_tokens` tokens.
+
+    `limits` caps rows separately (e.g. to stay within the model's context); a row that
+    reaches its cap is not `finished`.
 
     With `recompute` (GPT-NeoX's switch) nothing is cached between steps: every step runs the
     whole sequence again, which gives the same tokens more slowly.
@@ -103,6 +107,8 @@ def generate_batch(
             out[i].append(listed[i])
             if stop_check is not None and stop_check(i, out[i]):
                 done[i] = finished[i] = True
+            elif limits is not None and len(out[i]) >= limits[i]:
+                done[i] = True
         if all(done) or t == max_new_tokens - 1:
             break
         # rows that are done keep decoding a pad token nobody reads; shapes stay fixed
@@ -135,6 +141,7 @@ def generate(
     recompute: bool = False,
     pad_id: int = 0,
     compile: bool = False,
+    limits: Sequence[int] | None = None,
 ) -> list[Generated]:
     """`generate_batch` over `prompts` in batches of `batch_size`, in order.
 
@@ -167,5 +174,6 @@ def generate(
             recompute=recompute,
             pad_id=pad_id,
             step=step,
+            limits=None if limits is None else limits[start : start + batch_size],
         )
     return results
