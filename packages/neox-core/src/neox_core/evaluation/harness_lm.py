@@ -48,7 +48,7 @@ class NeoxLM(TemplateLM):
         self.batch_size = batch_size
         self.max_gen_toks = max_gen_toks
         self.seed = seed
-        self.device = model.head_weight().device
+        self._device = model.head_weight().device
 
     @property
     def eot_token_id(self) -> int:
