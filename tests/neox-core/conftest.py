@@ -74,7 +74,9 @@ def _tokenizer_folder(root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def inference_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, InferenceCheckpoint]:
+def inference_checkpoints(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, InferenceCheckpoint]:
     pytest.importorskip("transformers")
     from neox_ckpt.cli import main as ckpt
 
@@ -86,9 +88,23 @@ def inference_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     for name in ("pythia", "llama"):
         hf_src, neox, export = root / f"hf_{name}", root / f"neox_{name}", root / f"export_{name}"
         _hf_model(name).save_pretrained(hf_src)
-        assert ckpt(["hf-to-neox", "--hf-model", str(hf_src), "--output-dir", str(neox), "--tp", "2"]) == 0
-        assert ckpt(
-            ["neox-to-hf", "--input-dir", str(neox), "--output-dir", str(export), "--tokenizer", str(tok)]
-        ) == 0
+        assert (
+            ckpt(["hf-to-neox", "--hf-model", str(hf_src), "--output-dir", str(neox), "--tp", "2"])
+            == 0
+        )
+        assert (
+            ckpt(
+                [
+                    "neox-to-hf",
+                    "--input-dir",
+                    str(neox),
+                    "--output-dir",
+                    str(export),
+                    "--tokenizer",
+                    str(tok),
+                ]
+            )
+            == 0
+        )
         out[name] = InferenceCheckpoint(name, neox, (str(neox / "neox.yml"), str(tok_yml)), export)
     return out

@@ -43,9 +43,7 @@ def test_seeded_sampling_repeats_and_seeds_differ() -> None:
     assert next_tokens(logits, SamplingParams(), None).tolist() == logits.argmax(-1).tolist()
 
 
-@pytest.mark.parametrize(
-    "kw", [dict(temperature=-1.0), dict(top_k=-2), dict(top_p=1.5)]
-)
+@pytest.mark.parametrize("kw", [dict(temperature=-1.0), dict(top_k=-2), dict(top_p=1.5)])
 def test_bad_parameters_are_refused(kw) -> None:
     with pytest.raises(ValueError):
         SamplingParams(**kw)

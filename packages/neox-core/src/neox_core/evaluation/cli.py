@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from neox_core.config import ConfigError
     from neox_core.evaluation.run import run_eval_cli
     from neox_core.generation.loading import load_inference_config
+    from neox_data.tokenizer import TokenizerError
 
     overrides: dict[str, object] = {}
     if args.tasks:
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_inference_config(args.configs, overrides)
         return run_eval_cli(cfg, args)
-    except (ConfigError, CheckpointError) as exc:
+    except (ConfigError, CheckpointError, TokenizerError) as exc:
         print(f"neox-eval: error: {exc}", file=sys.stderr)
         return 2
 

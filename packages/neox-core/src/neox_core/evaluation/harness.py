@@ -93,8 +93,8 @@ def run_tasks(
     report = HarnessReport(None)
     for task in tasks:
         if task not in known:
-            report.failures[task] = (
-                f"unknown task {task!r}" + ("" if include_path else " (no eval_include_path set)")
+            report.failures[task] = f"unknown task {task!r}" + (
+                "" if include_path else " (no eval_include_path set)"
             )
             log(f"eval_tasks: task {task} failed: {report.failures[task]}")
             continue
@@ -112,7 +112,7 @@ def run_tasks(
                 torch_random_seed=seed,
                 fewshot_random_seed=seed,
             )
-        except Exception as e:  # noqa: BLE001 (one bad task must not end the run)
+        except Exception as e:
             report.failures[task] = f"{type(e).__name__}: {e}"
             log(f"eval_tasks: task {task} failed: {report.failures[task]}")
             continue

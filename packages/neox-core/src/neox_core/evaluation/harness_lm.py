@@ -18,8 +18,8 @@ from lm_eval.models.utils import Collator
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from neox_core.generation.samples import cut_at_stop
 from neox_core.generation.generate import generate
+from neox_core.generation.samples import cut_at_stop
 from neox_core.generation.sampling import SamplingParams
 
 # ((context, continuation) or None, context tokens, continuation tokens)
@@ -54,7 +54,9 @@ class NeoxLM(TemplateLM):
     def eot_token_id(self) -> int:
         return self.tokenizer.eod
 
-    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+    def tok_encode(
+        self, string: str, add_special_tokens: bool | None = None, **kwargs
+    ) -> list[int]:
         return self.tokenizer.encode(string)
 
     def tok_decode(self, tokens: Sequence[int]) -> str:
@@ -93,9 +95,7 @@ class NeoxLM(TemplateLM):
         pbar.close()
         return ordered.get_original(out)
 
-    def loglikelihood_rolling(
-        self, requests: list[Any], disable_tqdm: bool = False
-    ) -> list[float]:
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         windows: list[TokenRequest] = []
         owners: list[int] = []
         for i, (text,) in enumerate(req.args for req in requests):

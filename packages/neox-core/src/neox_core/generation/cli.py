@@ -21,9 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("configs", nargs="+", metavar="CFG", help="GPT-NeoX YAML config files")
     parser.add_argument("--load", help="checkpoint save directory (default: the config's load)")
     parser.add_argument("--iteration", type=int, help="step to load (default: latest)")
-    parser.add_argument(
-        "--text-gen-type", choices=("unconditional", "input-file", "interactive")
-    )
+    parser.add_argument("--text-gen-type", choices=("unconditional", "input-file", "interactive"))
     parser.add_argument("--sample-input-file", help="prompts file (overrides the config)")
     parser.add_argument("--sample-output-file", help="JSONL output file (overrides the config)")
     parser.add_argument("--seed", type=int, help="sampling seed (default: the config's seed)")
@@ -54,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from neox_core.generation.loading import load_inference_config
     from neox_core.generation.run import run_generation
     from neox_core.generation.samples import PromptFileError
+    from neox_data.tokenizer import TokenizerError
 
     try:
         cfg = load_inference_config(args.configs, _overrides(args))
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             dtype=args.dtype,
         )
-    except (ConfigError, CheckpointError, PromptFileError) as exc:
+    except (ConfigError, CheckpointError, PromptFileError, TokenizerError) as exc:
         print(f"neox-generate: error: {exc}", file=sys.stderr)
         return 2
 

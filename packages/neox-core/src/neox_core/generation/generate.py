@@ -27,13 +27,35 @@ class Generated:
 
 
 class _Step:
-    """One forward over the cache; compiled once per shape when `compile` is set."""
+    """One forward over the cache; compiled once per shape when `compile` is set.
 
-    def __init__(self, model: CausalLM, compile: bool) -> None:
+    `compile` is True (torch.compile's default mode) or a mode name such as
+    "reduce-overhead" (CUDA graphs: the cache is marked static so it can be captured).
+    """
+
+    def __init__(self, model: CausalLM, compile: bool | str) -> None:
         self.model = model
+        self.compiled = bool(compile)
+        self.caches: dict[tuple[int, int], KVCache] = {}
         self.fn = forward_cached
         if compile:
-            self.fn = torch.compile(forward_cached, dynamic=False)
+            mode = compile if isinstance(compile, str) else None
+            self.fn = torch.compile(forward_cached, dynamic=False, mode=mode)
+
+    def new_cache(self, batch: int, slots: int) -> KVCache:
+        """A zeroed cache; compiled steps reuse one per shape so CUDA graphs stay valid."""
+        if not self.compiled:
+            return allocate_cache(self.model, batch, slots)
+        cache = self.caches.get((batch, slots))
+        if cache is None:
+            cache = allocate_cache(self.model, batch, slots)
+            for t in (*cache.keys, *cache.values, cache.valid, cache.cos, cache.sin):
+                torch._dynamo.mark_static_address(t)
+            self.caches[(batch, slots)] = cache
+        else:
+            for t in (*cache.keys, *cache.values, cache.valid):
+                t.zero_()
+        return cache
 
     def __call__(
         self, cache: KVCache, ids: torch.Tensor, slots: torch.Tensor, real: torch.Tensor
@@ -92,7 +114,7 @@ def generate_batch(
     done = [False] * b
     finished = [False] * b
 
-    cache = allocate_cache(model, b, slots_total)
+    cache = step.new_cache(b, slots_total)
     logits = step(cache, ids, torch.arange(width, device=device), real)[:, -1]
     history = ids
     for t in range(max_new_tokens):
@@ -119,7 +141,7 @@ def generate_batch(
         if recompute:
             history = torch.cat([history, feed], dim=1)
             real = torch.cat([real, live], dim=1)
-            cache = allocate_cache(model, b, slots_total)
+            cache = step.new_cache(b, slots_total)
             n = history.shape[1]
             logits = step(cache, history, torch.arange(n, device=device), real)[:, -1]
         else:
@@ -140,7 +162,7 @@ def generate(
     stop_check: StopCheck | None = None,
     recompute: bool = False,
     pad_id: int = 0,
-    compile: bool = False,
+    compile: bool | str = False,
     limits: Sequence[int] | None = None,
 ) -> list[Generated]:
     """`generate_batch` over `prompts` in batches of `batch_size`, in order.

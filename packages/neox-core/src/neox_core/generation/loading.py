@@ -102,7 +102,9 @@ def load_inference_model(
     root = load_dir or cfg.checkpoint.load or cfg.checkpoint.save
     if root is None:
         raise CheckpointError("no checkpoint to load: set `load` in the config or pass --load")
-    ckpt = resolve_checkpoint_dir(root, iteration if iteration is not None else cfg.checkpoint.iteration)
+    ckpt = resolve_checkpoint_dir(
+        root, iteration if iteration is not None else cfg.checkpoint.iteration
+    )
     manifest = read_manifest(ckpt)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     weights = merged_weights(ckpt)
@@ -125,7 +127,9 @@ def build_tokenizer_for(cfg: NeoxConfig):  # -> neox_data.tokenizer.Tokenizer
 
     d = cfg.data
     return build_tokenizer(
-        TokenizerSpec(tokenizer_type=d.tokenizer_type, vocab_file=d.vocab_file, merge_file=d.merge_file)
+        TokenizerSpec(
+            tokenizer_type=d.tokenizer_type, vocab_file=d.vocab_file, merge_file=d.merge_file
+        )
     )
 
 

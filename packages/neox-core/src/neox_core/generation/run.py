@@ -53,7 +53,9 @@ def run_generation(
         read_prompts(g.sample_input_file, g.prompt_end) if g.text_gen_type == "input-file" else []
     )
     tokenizer = build_tokenizer_for(cfg)
-    loaded = load_inference_model(cfg, load_dir=load_dir, iteration=iteration, device=device, dtype=dtype)
+    loaded = load_inference_model(
+        cfg, load_dir=load_dir, iteration=iteration, device=device, dtype=dtype
+    )
     gen = text_generator(
         cfg, loaded.model, tokenizer, cfg.training.seed if seed is None else seed, batch_size
     )
@@ -64,7 +66,5 @@ def run_generation(
     contexts = prompts if g.text_gen_type == "input-file" else [""] * g.num_samples
     samples = gen.complete(contexts)
     write_samples(g.sample_output_file, samples)
-    stdout.write(
-        f"neox-generate: wrote {len(samples)} sample(s) to {g.sample_output_file}\n"
-    )
+    stdout.write(f"neox-generate: wrote {len(samples)} sample(s) to {g.sample_output_file}\n")
     return 0

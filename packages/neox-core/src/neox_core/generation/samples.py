@@ -117,7 +117,9 @@ class TextGenerator:
         )
         self.calls += 1
         duration = (time.perf_counter() - started) / max(1, len(contexts))
-        samples = [Sample(c, "", 0, False, m, duration) for c, m in zip(contexts, messages, strict=True)]
+        samples = [
+            Sample(c, "", 0, False, m, duration) for c, m in zip(contexts, messages, strict=True)
+        ]
         for k, (j, res) in enumerate(zip(runnable, results, strict=True)):
             text, stopped = cut_at_stop(tok.decode(res.tokens), per_row_stops[j])
             s = samples[j]
