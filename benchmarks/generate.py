@@ -160,15 +160,18 @@ def main(argv: list[str] | None = None) -> int:
             2, shape["vocab_size"], (batch, prompt), generator=torch.Generator().manual_seed(batch)
         ).to(device)
         candidates: list[tuple[str, Callable[[], Callable[[int], object]]]] = [
-            ("transformers dynamic cache", lambda: hf_runner(hf, ids, static=False)),
-            ("transformers static cache (+compile on CUDA)", lambda: hf_runner(hf, ids, True)),
-            ("neox KV cache, eager", lambda: neox_runner(neox, ids, None)),
+            ("transformers dynamic cache", lambda ids=ids: hf_runner(hf, ids, static=False)),
+            (
+                "transformers static cache (+compile on CUDA)",
+                lambda ids=ids: hf_runner(hf, ids, True),
+            ),
+            ("neox KV cache, eager", lambda ids=ids: neox_runner(neox, ids, None)),
         ]
         if compile_mode:
             candidates.append(
                 (
                     f"neox KV cache, compiled ({compile_mode})",
-                    lambda: neox_runner(neox, ids, compile_mode),
+                    lambda ids=ids: neox_runner(neox, ids, compile_mode),
                 )
             )
         for label, make in candidates:

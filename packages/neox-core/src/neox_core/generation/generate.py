@@ -16,6 +16,8 @@ from neox_core.generation.kv_cache import KVCache, allocate_cache, forward_cache
 from neox_core.generation.sampling import SamplingParams, next_tokens
 from neox_core.models.decoder import CausalLM
 
+GREEDY = SamplingParams()
+
 # (row index in the batch, tokens generated so far) -> stop now
 StopCheck = Callable[[int, list[int]], bool]
 
@@ -82,7 +84,7 @@ def generate_batch(
     prompts: Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
-    params: SamplingParams = SamplingParams(),
+    params: SamplingParams = GREEDY,
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
     stop_check: StopCheck | None = None,
@@ -155,7 +157,7 @@ def generate(
     prompts: Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
-    params: SamplingParams = SamplingParams(),
+    params: SamplingParams = GREEDY,
     eos_id: int | None = None,
     seed: int | None = None,
     batch_size: int = 1,
