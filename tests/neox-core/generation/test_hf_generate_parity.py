@@ -63,7 +63,7 @@ def test_cached_forward_matches_the_model(pair) -> None:
     torch.testing.assert_close(cached, full, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("batch_size", [1, 5])
+@pytest.mark.parametrize("batch_size", [pytest.param(1, marks=pytest.mark.slow), 5])
 def test_greedy_equals_transformers_generate(pair, batch_size) -> None:
     ours, hf = pair
     prompts = _prompts()
@@ -73,6 +73,7 @@ def test_greedy_equals_transformers_generate(pair, batch_size) -> None:
     assert not any(g.finished for g in got)  # no eos given: every row ran to the cap
 
 
+@pytest.mark.slow
 def test_padded_batch_equals_one_prompt_at_a_time(pair) -> None:
     ours, _ = pair
     prompts = _prompts()
