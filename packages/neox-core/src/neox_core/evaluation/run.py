@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from neox_core.config.schema import NeoxConfig
@@ -27,7 +28,10 @@ def run_eval_cli(cfg: NeoxConfig, args: argparse.Namespace) -> int:
 
     tasks = cfg.evaluation.eval_tasks
     if not tasks:
-        print("neox-eval: error: no tasks: pass --tasks or set eval_tasks in the config")
+        print(
+            "neox-eval: error: no tasks: pass --tasks or set eval_tasks in the config",
+            file=sys.stderr,
+        )
         return 2
     loaded = load_inference_model(
         cfg, load_dir=args.load, iteration=args.iteration, device=args.device, dtype=args.dtype
