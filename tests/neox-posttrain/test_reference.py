@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from posttrain_runs import kto_config, pairwise_config
 
 from neox_core.checkpoint import save_checkpoint
 from neox_core.config import load_config
@@ -16,7 +17,6 @@ from neox_data.indexed_dataset import MMapIndexedDataset
 from neox_posttrain.cli import main as posttrain_main
 from neox_posttrain.data import build_posttrain_datasets
 from neox_posttrain.impls import DPO, KTO
-from runs import kto_config, pairwise_config
 
 
 def _with_reference_checkpoint(cfg_path: Path, tmp_path: Path) -> Path:

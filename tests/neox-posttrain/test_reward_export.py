@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from posttrain_runs import EOS, pairwise_config
 
 from neox_ckpt.cli import main as ckpt_main
 from neox_core.checkpoint import load_checkpoint
 from neox_core.config import load_config
 from neox_core.training.run import main_train
 from neox_posttrain.reward_model import RewardModel
-from runs import EOS, pairwise_config
 
 transformers = pytest.importorskip("transformers")
 

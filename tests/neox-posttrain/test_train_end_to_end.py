@@ -12,11 +12,11 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from posttrain_runs import kto_config, losses_in, pairwise_config
 
 from neox_core.config import load_config
 from neox_core.training.run import main_train
 from neox_posttrain.cli import main as posttrain_main
-from runs import kto_config, losses_in, pairwise_config
 
 
 def _train(cfg: Path, capsys, **overrides) -> str:

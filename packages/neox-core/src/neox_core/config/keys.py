@@ -161,6 +161,22 @@ DIRECT: dict[str, tuple[str, str]] = {
         f"{split}_reward_data_paths": (f"posttrain.{split}_reward_data_paths", "list[str]?")
         for split in ("train", "valid", "test")
     },
+    # generation (neox-generate) and evaluation (neox-eval, eval_tasks during training)
+    "text_gen_type": ("generation.text_gen_type", "str"),
+    "sample_input_file": ("generation.sample_input_file", "str?"),
+    "sample_output_file": ("generation.sample_output_file", "str"),
+    "num_samples": ("generation.num_samples", "int"),
+    "maximum_tokens": ("generation.maximum_tokens", "int"),
+    "prompt_end": ("generation.prompt_end", "str"),
+    "temperature": ("generation.temperature", "float"),
+    "top_k": ("generation.top_k", "int"),
+    "top_p": ("generation.top_p", "float"),
+    "recompute": ("generation.recompute", "bool"),
+    "stop_strings": ("generation.stop_strings", "list[str]?"),  # neox extension
+    "eval_tasks": ("evaluation.eval_tasks", "list[str]?"),
+    "eval_results_prefix": ("evaluation.eval_results_prefix", "str"),
+    "eval_include_path": ("evaluation.eval_include_path", "str?"),  # neox extension
+    "eval_batch_size": ("evaluation.eval_batch_size", "int?"),  # neox extension
 }
 
 # Keys whose translation needs code (see translate.py).
@@ -245,19 +261,6 @@ IGNORED: dict[str, str] = {
     "save_iters": _LAUNCH,
     "deepscale": "deprecated in GPT-NeoX itself",
     "deepscale_config": "deprecated in GPT-NeoX itself",
-    "text_gen_type": _GEN,
-    "temperature": _GEN,
-    "top_p": _GEN,
-    "top_k": _GEN,
-    "return_logits": _GEN,
-    "maximum_tokens": _GEN,
-    "prompt_end": _GEN,
-    "sample_input_file": _GEN,
-    "sample_output_file": _GEN,
-    "num_samples": _GEN,
-    "recompute": _GEN,
-    "eval_results_prefix": _GEN,
-    "eval_tasks": _GEN,
     "short_seq_prob": "used only by BERT-style data, not by GPT training",
     "onnx_safe": "an ONNX-export workaround",
     "param_sharing_style": "only meaningful with num_unique_layers, which must be unset",
@@ -360,6 +363,7 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "te_layernorm_mlp": ((False,), "Transformer Engine layers"),
     "te_mha": ((False,), "Transformer Engine layers"),
     "te_fp8_mha": ((False,), "Transformer Engine FP8 attention"),
+    "return_logits": ((False,), "generated logits in neox-generate's output"),
 }
 
 # Keys found in GPT-NeoX's own config suite that GPT-NeoX does not define (it stops on them
@@ -373,7 +377,16 @@ NOT_GPT_NEOX_KEYS: dict[str, str] = {
 
 # Keys neox adds on top of GPT-NeoX's set.
 NEOX_EXTENSIONS: frozenset[str] = frozenset(
-    {"vocab_size", "on_nan", "wandb_mode", "data_parallel_size", "rm_pad_token_id"}
+    {
+        "vocab_size",
+        "on_nan",
+        "wandb_mode",
+        "data_parallel_size",
+        "rm_pad_token_id",
+        "stop_strings",
+        "eval_include_path",
+        "eval_batch_size",
+    }
 )
 
 

@@ -220,6 +220,33 @@ class PostTrainConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """What `neox-generate` (GPT-NeoX's generate.py) reads; training ignores it."""
+
+    text_gen_type: str = "unconditional"  # "unconditional" | "input-file" | "interactive"
+    sample_input_file: str | None = None
+    sample_output_file: str = "samples.txt"
+    num_samples: int = 1  # unconditional samples to draw
+    maximum_tokens: int = 64  # new tokens per sample
+    prompt_end: str = "\n"  # separates prompts in sample_input_file
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 0.0  # 0 = off
+    recompute: bool = False  # True: no KV cache, the whole sequence runs every step
+    stop_strings: list[str] | None = None  # neox extension: end a sample at any of these
+
+
+@dataclass
+class EvalConfig:
+    """lm-evaluation-harness runs: `neox-eval` and `eval_tasks` at training's eval steps."""
+
+    eval_tasks: list[str] | None = None
+    eval_results_prefix: str = ""
+    eval_include_path: str | None = None  # neox extension: a folder of local task YAMLs
+    eval_batch_size: int | None = None  # neox extension: None -> micro_batch_size
+
+
+@dataclass
 class NeoxConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
@@ -233,6 +260,8 @@ class NeoxConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     posttrain: PostTrainConfig = field(default_factory=PostTrainConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
     # dotted field ("model.hidden_size") -> "file.yml:LINE" | "default" | "derived" | "override"
     sources: dict[str, str] = field(default_factory=dict)
     # the merged YAML as given (after merge, before translation), for copying into checkpoints
@@ -254,4 +283,6 @@ GROUPS: tuple[str, ...] = (
     "parallel",
     "launcher",
     "posttrain",
+    "generation",
+    "evaluation",
 )

@@ -39,6 +39,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "launcher.launcher": ("pdsh", "openmpi", "mvapich", "slurm"),
     "posttrain.train_impl": ("normal", "dpo", "kto", "rm"),
     "posttrain.dataset_impl": ("gpt2", "pairwise"),
+    "generation.text_gen_type": ("unconditional", "input-file", "interactive"),
 }
 
 # GPT-NeoX choices that neox does not implement yet
@@ -46,6 +47,7 @@ _NOT_YET: dict[str, tuple[str, ...]] = {
     "schedule.lr_decay_style": ("exponential", "infinite_cosine", "infinite_inv_sqrt"),
     "posttrain.train_impl": ("reinforce",),  # online RL
     "posttrain.dataset_impl": ("online",),
+    "generation.text_gen_type": ("precompute",),
 }
 
 _POSITIVE = (
@@ -67,6 +69,9 @@ _POSITIVE = (
     "parallel.pipe_parallel_size",
     "parallel.data_parallel_size",
     "precision.loss_scale_window",
+    "generation.num_samples",
+    "generation.maximum_tokens",
+    "evaluation.eval_batch_size",
 )
 _NON_NEGATIVE = (
     "training.train_iters",
@@ -82,6 +87,8 @@ _NON_NEGATIVE = (
     "checkpoint.keep_last_n_checkpoints",
     "checkpoint.iteration",
     "model.sliding_window_width",
+    "generation.temperature",
+    "generation.top_k",
 )
 
 
@@ -133,6 +140,7 @@ def validate(cfg: NeoxConfig, keys: dict[str, str]) -> None:
             "dimensions per head; that must be even",
         )
     check("model.norm_eps", lambda v: v > 0, "must be positive")
+    check("generation.top_p", lambda v: 0 <= v <= 1, "must be in [0, 1] (0 turns it off)")
     check("model.init_std", lambda v: v > 0, "must be positive")
     check("model.hidden_dropout", lambda v: 0 <= v < 1, "must be in [0, 1)")
     check("model.attention_dropout", lambda v: 0 <= v < 1, "must be in [0, 1)")

@@ -55,6 +55,8 @@ class Loop:
     reduce_step: Callable[[float, bool], tuple[float, bool]]
     log: Callable[[str], None]
     stopped: bool = False  # set when the ranks agreed to stop on a signal
+    # eval_tasks: lm-evaluation-harness at eval steps (neox_core.evaluation.during_training)
+    harness: Callable[[int], None] | None = None
 
 
 def _sync(device: torch.device) -> None:
@@ -175,6 +177,8 @@ def train(loop: Loop) -> Progress:
         # or a resumed run would evaluate the same batch again (eval draws no random numbers)
         if loop.eval_interval and p.iteration % loop.eval_interval == 0:
             run_eval(loop, f"iteration {p.iteration}")
+            if loop.harness is not None:
+                loop.harness(p.iteration)
         if loop.save is not None and is_save_iteration(
             p.iteration, loop.checkpoint_factor, loop.extra_save_iters
         ):

@@ -27,6 +27,7 @@ from neox_core.checkpoint import (
 )
 from neox_core.checkpoint.sharding import fused_tp_blocks
 from neox_core.config import NeoxConfig, config_to_dict, with_world_size
+from neox_core.evaluation.during_training import build_training_harness
 from neox_core.training.launch import LaunchEnv, init_process_group, pick_device, read_launch_env
 from neox_core.training.loop import Loop, run_eval, train
 from neox_core.training.optimizer import build_optimizer
@@ -306,6 +307,14 @@ def _run(cfg: NeoxConfig, launch: LaunchEnv, device: torch.device, stop: StopReq
         reduce_mean=_reduce_mean(launch),
         reduce_step=_reduce_step(launch),
         log=log,
+        harness=build_training_harness(
+            cfg,
+            trained,
+            trackers=trackers,
+            log=log,
+            rank=launch.rank,
+            barrier=torch.distributed.barrier if launch.distributed else None,
+        ),
     )
     try:
         if ck.save and ck.extra_save_iters and 0 in ck.extra_save_iters and progress.iteration == 0:
