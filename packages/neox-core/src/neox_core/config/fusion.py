@@ -26,8 +26,8 @@ _WHY_NOT: dict[str, str] = {
         "attention runs in scaled_dot_product_attention, which fuses the masked softmax already"
     ),
     "bias_gelu_fusion": (
-        "no fused kernel wired yet; note GPT-NeoX's fused kernel uses the tanh approximation "
-        "of GELU, neox always computes exact GELU as HF's GPT-NeoX models do"
+        "neox's fused GeLU is switched by `fused_kernels` and computes exact GELU as HF's "
+        "GPT-NeoX models do; GPT-NeoX's fused kernel uses the tanh approximation"
     ),
     "mamba_selective_scan_fusion": "Mamba layers are not supported",
     "mamba_causal_conv_fusion": "Mamba layers are not supported",
@@ -39,4 +39,8 @@ def inactive_reason(key: str) -> str | None:
     """Why switch `key`, when on, has no effect in neox; None when it is wired."""
     if FUSION_STATUS.get(key) is not None:
         return None
-    return _WHY_NOT.get(key, "no fused kernel is wired to it yet; PyTorch ops compute the same")
+    return _WHY_NOT.get(
+        key,
+        "neox's own fused kernels (norms, rotary, SwiGLU/GeLU, linear + cross-entropy) are "
+        "switched by the neox key `fused_kernels` (on by default where they run), not per kernel",
+    )

@@ -132,6 +132,7 @@ DIRECT: dict[str, tuple[str, str]] = {
     "hysteresis": ("precision.hysteresis", "int"),
     "min_scale": ("precision.min_loss_scale", "float"),
     "fp32_allreduce": ("precision.fp32_allreduce", "bool"),
+    "fused_kernels": ("model.fused_kernels", "bool"),  # neox extension: neox-kernels' ops
     # post-training (GPT-NeoX's train_impl; the objectives live in neox-posttrain)
     "train_label_data_paths": ("data.label_data_paths", "list[str]?"),
     "valid_label_data_paths": ("data.valid_label_data_paths", "list[str]?"),
@@ -383,6 +384,7 @@ NEOX_EXTENSIONS: frozenset[str] = frozenset(
         "wandb_mode",
         "data_parallel_size",
         "rm_pad_token_id",
+        "fused_kernels",
         "stop_strings",
         "eval_include_path",
         "eval_batch_size",
