@@ -5,7 +5,8 @@ The Hub allows 96 characters of `[A-Za-z0-9._-]` per repository name, no `--` or
 
 1. A name that is already valid and fits is used unchanged.
 2. Otherwise: every run of other characters becomes `-`; `--`/`..` runs collapse to one.
-3. Too long: whole words (split on `-`, `_`, `.`) found in `ABBREVIATIONS` are shortened.
+3. Too long: phrases in `PHRASES`, then whole words (split on `-`, `_`, `.`) in
+   `ABBREVIATIONS` are shortened (case-insensitive).
 4. Still too long: cut to fit.
 5. Whenever rule 2, 3 or 4 changed the name, `-<6 hex of sha256(original)>` is appended, so two
    different originals never share a repository name (the suffix is part of the 96).
@@ -40,8 +41,6 @@ ABBREVIATIONS: dict[str, str] = {
     "instruct": "inst",
     "experiment": "exp",
     "checkpoint": "ckpt",
-    "learning": "l",
-    "rate": "r",
     "warmup": "wu",
     "cooldown": "cd",
     "batch": "bs",
@@ -56,6 +55,9 @@ ABBREVIATIONS: dict[str, str] = {
     "multilingual": "ml",
     "version": "v",
 }
+
+# multi-word phrases (any of - _ . between the words), shortened before single words
+PHRASES: dict[str, str] = {"learning-rate": "lr", "batch-size": "bs", "sequence-length": "seqlen"}
 
 _VALID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
@@ -87,6 +89,11 @@ def _sanitize(text: str) -> str:
 
 
 def _abbreviate(text: str) -> str:
+    for phrase, short in PHRASES.items():
+        words = phrase.split("-")
+        text = re.sub(
+            r"(?i)(?<![A-Za-z0-9])" + r"[-_.]".join(words) + r"(?![A-Za-z0-9])", short, text
+        )
     parts = re.split(r"([-_.])", text)
     return "".join(ABBREVIATIONS.get(p.lower(), p) for p in parts)
 
