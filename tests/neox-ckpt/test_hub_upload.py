@@ -199,8 +199,10 @@ def test_half_finished_revision_is_completed(experiment, hub, tmp_path) -> None:
     assert "lab/sfm-tiny-run" not in hub.state.repos
 
 
-def test_private_and_skip_neox(experiment, hub, tmp_path) -> None:
-    assert _run(experiment, hub, tmp_path, "--skip-neox-upload", "--private", "--steps", "20") == 0
+def test_private_skip_neox_and_delay(experiment, hub, tmp_path, capsys) -> None:
+    args = ["--skip-neox-upload", "--private", "--steps", "20", "--upload-delay", "0.2"]
+    assert _run(experiment, hub, tmp_path, *args) == 0
+    assert "waiting 0 s before uploading (--upload-delay 0.2)" in capsys.readouterr().out
     assert set(hub.state.repos) == {"lab/sfm-tiny-run"}
     assert hub.state.repos["lab/sfm-tiny-run"].private
 
