@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from neox_ckpt import __version__
+from neox_ckpt.errors import ConversionError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -93,6 +94,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size to write (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline stages to write (default 1)")
     _force(p)
+
+    p = sub.add_parser(
+        "upload",
+        help="publish an experiment's checkpoints to the HF Hub (HF format and raw neox)",
+        description="Each global_step<N> -> HF (bf16) as revision global_step<N> of "
+        "<org>/sfm-<experiment> (last step also on main) and the raw neox checkpoint as revision "
+        "global_step<N> of <org>/neox-ckpt-<model>. The token comes from huggingface_hub "
+        "(HF_TOKEN or `hf auth login`).",
+    )
+    p.add_argument("experiment_dir", help="experiment directory (its save dir or checkpoints/)")
+    p.add_argument("--org", required=True, help="Hub user or organisation")
+    p.add_argument("--steps", default="all", help="all (default), N,M,... or A-B (inclusive)")
+    p.add_argument("--experiment", help="experiment name (default: the directory's name)")
+    p.add_argument("--model", help="name for neox-ckpt-<model> (default: the experiment name)")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--upload-neox-only", action="store_true", help="raw neox checkpoints only")
+    only.add_argument("--skip-neox-upload", action="store_true", help="HF conversions only")
+    p.add_argument(
+        "--precision", choices=("auto", *PRECISIONS), default="bf16", help="HF dtype (bf16)"
+    )
+    p.add_argument("--tokenizer", help="tokenizer folder or tokenizer.json for the HF repo")
+    p.add_argument("--max-retries", type=int, default=20, help="retries per target (20)")
+    p.add_argument(
+        "--retry-min-wait", type=float, default=120.0, help="first backoff in seconds (120)"
+    )
+    p.add_argument(
+        "--retry-max-wait", type=float, default=3600.0, help="longest backoff in seconds (3600)"
+    )
+    p.add_argument("--upload-delay", default="0", help="seconds to wait first, or random (0-12 h)")
+    p.add_argument("--private", action="store_true", help="create the repositories private")
+    p.add_argument("--dry-run", action="store_true", help="print repos, revisions, sizes only")
+    p.add_argument(
+        "--state-file", help="progress file (default: EXPERIMENT_DIR/hub_upload_state.json)"
+    )
+    p.add_argument("--name-map", help="shared JSON short name -> experiment, checked for clashes")
+    p.add_argument("--endpoint", help="Hub URL (default: huggingface_hub's, i.e. HF_ENDPOINT)")
     return parser
 
 
@@ -163,7 +200,41 @@ def _run(args: argparse.Namespace) -> int:
             force=args.force,
         )
         print(f"wrote {step} (weights only; start from it with finetune: true)")
+    elif args.command == "upload":
+        _upload(args)
     return 0
+
+
+def _upload(args: argparse.Namespace) -> None:
+    import logging
+
+    from neox_ckpt.hub_upload import UploadOptions, upload
+    from neox_ckpt.retry import RetryPolicy
+
+    if args.max_retries < 0 or args.retry_min_wait < 0 or args.retry_max_wait < args.retry_min_wait:
+        raise ConversionError(
+            "--max-retries must be >= 0 and 0 <= --retry-min-wait <= --retry-max-wait"
+        )
+    logging.basicConfig(level=logging.WARNING, format="neox-ckpt upload: %(message)s")
+    logging.getLogger("neox_ckpt.upload").setLevel(logging.INFO)
+    opts = UploadOptions(
+        org=args.org,
+        steps=args.steps,
+        experiment=args.experiment,
+        model=args.model,
+        upload_neox_only=args.upload_neox_only,
+        skip_neox_upload=args.skip_neox_upload,
+        precision=args.precision,
+        tokenizer=args.tokenizer,
+        private=args.private,
+        dry_run=args.dry_run,
+        upload_delay=args.upload_delay,
+        state_file=args.state_file,
+        name_map=args.name_map,
+        endpoint=args.endpoint,
+        retry=RetryPolicy(args.max_retries, args.retry_min_wait, args.retry_max_wait),
+    )
+    upload(args.experiment_dir, opts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from neox_ckpt.errors import ConversionError
-
     try:
         return _run(args)
     except ConversionError as e:
