@@ -78,7 +78,33 @@ def format_dry_run(cfg: NeoxConfig, paths: list[str]) -> str:
         f"tokens per step: {cfg.training.train_batch_size * seq:,} "
         f"(train_batch_size {cfg.training.train_batch_size} x seq_length {seq})",
     ]
+    lines += _layout_lines(cfg)
     return "\n".join(lines)
+
+
+def _layout_lines(cfg: NeoxConfig) -> list[str]:
+    """The parallel layout the config implies (world = DP x TP) and what each ZeRO stage shards."""
+    p = cfg.parallel
+    world = p.data_parallel_size * p.tensor_parallel_size * p.pipe_parallel_size
+    shards = {0: "nothing (DDP)", 1: "optimizer state", 2: "optimizer state, gradients"}
+    what = shards.get(p.zero_stage, "optimizer state, gradients, parameters")
+    offload = [
+        n for n, on in (("optimizer", p.offload_optimizer), ("params", p.offload_param)) if on
+    ]
+    lines = [
+        f"layout: world {world} = data-parallel {p.data_parallel_size} x tensor-parallel "
+        f"{p.tensor_parallel_size}{' (sequence parallel)' if p.sequence_parallel else ''}; "
+        f"ZeRO stage {p.zero_stage} shards {what} over data-parallel ranks"
+        + (f"; CPU offload: {', '.join(offload)}" if offload else ""),
+    ]
+    try:
+        from neox_core import memory_estimate
+    except ImportError:  # the estimate ships with the multi-rank checkpoint work
+        return lines
+    estimate = getattr(memory_estimate, "format_memory_estimate", None)
+    if estimate is not None:
+        lines += ["", *str(estimate(cfg)).splitlines()]
+    return lines
 
 
 def _run_training(cfg: NeoxConfig, args: argparse.Namespace) -> int:
