@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from neox_core.training.batch import make_batch, masked_lm_loss
+from neox_core.distributed.grad_norm import clip_grad_norm, total_grad_norm
+from neox_core.distributed.loss import lm_loss
+from neox_core.training.batch import make_batch
 from neox_core.training.precision import DynamicLossScaler, StaticLossScaler, autocast
 from neox_core.training.schedules import AnnealingSchedule
 
@@ -67,19 +69,17 @@ def train_step(
         with ctx:
             with autocast(s.precision, s.device):
                 logits = model(batch.tokens)
-            loss = masked_lm_loss(logits, batch)
+            # vocabulary-parallel under TP (logits sharded on the vocab); F.cross_entropy else
+            loss = lm_loss(logits, batch.labels, batch.loss_mask)
             (loss * (scale / gas)).backward()
         losses.append(loss.detach())
     loss_value = torch.stack(losses).mean().item()
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if scale != 1.0:
         for p in params:
-            p.grad.div_(scale)  # type: ignore[union-attr]
-    if s.clip_grad > 0:
-        norm = torch.nn.utils.clip_grad_norm_(params, s.clip_grad)
-    else:
-        norms = [torch.linalg.vector_norm(p.grad) for p in params]  # type: ignore[arg-type]
-        norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+            p.grad.div_(scale)  # type: ignore[union-attr]  (DTensor: divides its local piece)
+    # the norm of the whole model's gradient on every rank, also when TP/ZeRO shard them
+    norm = clip_grad_norm(params, s.clip_grad) if s.clip_grad > 0 else total_grad_norm(params)
     grad_norm = float(norm)
     loss_ok, grads_ok = math.isfinite(loss_value), math.isfinite(grad_norm)
     if s.precision == "fp16" and scaler is not None:
@@ -116,7 +116,7 @@ def evaluate(
         for batch in _micro_batches(data, eval_iters * s.gradient_accumulation_steps, s.device):
             with autocast(s.precision, s.device):
                 logits = model(batch.tokens)
-            losses.append(masked_lm_loss(logits, batch))
+            losses.append(lm_loss(logits, batch.labels, batch.loss_mask))
         return torch.stack(losses).mean().item()
     finally:
         model.train()
