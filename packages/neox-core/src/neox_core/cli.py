@@ -101,9 +101,10 @@ def _layout_lines(cfg: NeoxConfig) -> list[str]:
         from neox_core import memory_estimate
     except ImportError:  # the estimate ships with the multi-rank checkpoint work
         return lines
-    estimate = getattr(memory_estimate, "format_memory_estimate", None)
-    if estimate is not None:
-        lines += ["", *str(estimate(cfg)).splitlines()]
+    from neox_core.distributed.parallel_dims import ParallelDims
+
+    dims = ParallelDims(dp=p.data_parallel_size, tp=p.tensor_parallel_size, pp=p.pipe_parallel_size)
+    lines += ["", *memory_estimate.format_memory_estimate(cfg, dims).splitlines()]
     return lines
 
 
