@@ -2,7 +2,8 @@
 
 Each worker run checks, per variant, the logits, the vocabulary-parallel cross entropy (with
 -100 labels), the loss and every gradient mapped back to the canonical layout, then 10 AdamW
-steps with gradient clipping (loss and gradient norm per step, weights at the end).
+steps with gradient clipping (loss and gradient norm per step, weights at the end). Numbers are
+relative (see tp_parity.py); the test prints them (`-s`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def _parity(
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
     results = json.loads(out.read_text())
     assert sorted(results) == sorted(r.split(":")[0] for r in runs)
+    assert all(results.values())
     for key, diffs in results.items():
         print(key, {k: f"{v:.1e}" for k, v in diffs.items()})
         for what, value in diffs.items():
@@ -50,6 +52,7 @@ def test_tp2_matches_one_process(torchrun, workers: Path, tmp_path: Path) -> Non
             "llama-mha-ckpt:3",  # activation checkpointing recomputes through the collectives
             "neox-parallel-untied+sp:10",
             "llama-gqa+sp:10",
+            "dropout",  # own masks per rank on shards, checkpointing replays them
         ],
     )
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch
 import torch.distributed as dist
-from _common import VARIANTS, init_gloo
+from _common import VARIANTS, init_gloo, llama
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
@@ -124,15 +124,57 @@ def run_variant(name: str, sp: bool, steps: int, tp_mesh, tp: int) -> dict[str, 
     return out
 
 
+def dropout_checks(tp_mesh, tp: int) -> dict[str, float]:
+    """With dropout: masks on sequence shards (SP) differ between TP ranks, masks on replicated
+    activations (no SP) are equal, the default random stream stays in step on all ranks, and
+    activation checkpointing recomputes the same masks (same loss and gradients)."""
+    out = {}
+    for sp in (False, True):
+        cfg = llama(hidden_dropout=0.3, attention_dropout=0.3)
+        base = build_model(cfg, seed=7)
+        plain, ckpt = copy.deepcopy(base), copy.deepcopy(base)
+        ckpt.checkpoint_activations = True
+        apply_tensor_parallel(plain, tp_mesh, sequence_parallel=sp)
+        apply_tensor_parallel(ckpt, tp_mesh, sequence_parallel=sp)
+        masks: list[torch.Tensor] = []
+        hook = plain.layers[0].hidden_dropout.register_forward_hook(
+            lambda m, a, o, masks=masks: masks.append((o == 0) & (a[0] != 0))
+        )
+        tokens, labels, mask = batch(0, cfg, 16)
+        losses, grads = [], []
+        for model in (plain, ckpt):
+            torch.manual_seed(11)
+            lm_loss(model(tokens), labels, mask).backward()
+            losses.append(lm_loss(model(tokens), labels, mask).detach())  # 2nd draw, no grad
+            grads.append(canonical(model, cfg, tp, grads=True))
+        hook.remove()
+        key = "sp" if sp else "tp"
+        out[f"ckpt_same_grads_{key}"] = max(rel(grads[1][n], grads[0][n]) for n in grads[0])
+        out[f"ckpt_same_loss_{key}"] = abs(float(losses[1] - losses[0]))
+        first = masks[0].contiguous()
+        gathered = [torch.empty_like(first) for _ in range(tp)]
+        dist.all_gather(gathered, first)
+        same = all(torch.equal(g, gathered[0]) for g in gathered)
+        assert first.any() and same != sp, (sp, same)
+        after = torch.rand(4)
+        everywhere = [torch.empty_like(after) for _ in range(tp)]
+        dist.all_gather(everywhere, after)
+        assert all(torch.equal(e, after) for e in everywhere), "default RNG out of step"
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", required=True, help="comma list of VARIANT[+sp]:STEPS")
+    ap.add_argument("--runs", required=True, help="comma list of VARIANT[+sp]:STEPS or dropout")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     rank, world = init_gloo()
     mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("tp",))
     results = {}
     for run in args.runs.split(","):
+        if run == "dropout":
+            results[run] = dropout_checks(mesh, world)
+            continue
         key, steps = run.split(":")
         name, _, sp = key.partition("+")
         results[key] = run_variant(name, sp == "sp", int(steps), mesh, world)

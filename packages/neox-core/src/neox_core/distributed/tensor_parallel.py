@@ -171,6 +171,44 @@ def _replicated_head_input(sequence_parallel: bool):
     return hook
 
 
+class _RankDropoutRng:
+    """Hooks that give dropout inside a module its own random stream per TP rank.
+
+    Dropout on activations that are sharded over TP ranks (attention heads; the hidden states
+    between regions under SP) must draw different masks on every rank, while dropout on
+    replicated activations must draw the same; Megatron keeps a separate "model-parallel" CUDA
+    RNG state for the former. Here the pre-hook draws one seed from the default generator
+    (the same draw on every rank, so the default streams stay in step), seeds the generators
+    with it and the TP rank, and the post-hook restores the default state. The stream is a
+    function of the default state, so activation checkpointing (which restores that state
+    before recomputing) replays the same masks.
+    """
+
+    def __init__(self, tp_rank: int) -> None:
+        self.tp_rank = tp_rank
+        self.saved: list[tuple[torch.Tensor, list[torch.Tensor] | None]] = []
+
+    def pre(self, mod: nn.Module, args: tuple) -> None:
+        if not mod.training:
+            return
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+        self.saved.append((torch.get_rng_state(), cuda))
+        torch.manual_seed(seed + 104729 * (self.tp_rank + 1))
+
+    def post(self, mod: nn.Module, args: tuple, out: object) -> None:
+        if not mod.training:
+            return
+        cpu, cuda = self.saved.pop()
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+    def attach(self, module: nn.Module) -> None:
+        module.register_forward_pre_hook(self.pre)
+        module.register_forward_hook(self.post)
+
+
 def _check_sequence_length(tp: int):
     def hook(mod: nn.Module, args: tuple) -> None:
         seq = args[0].shape[1]
@@ -201,6 +239,7 @@ def apply_tensor_parallel(model: CausalLM, tp_mesh: DeviceMesh, *, sequence_para
     _permute_fused_rows(model, tp)
 
     sp = sequence_parallel
+    rng = _RankDropoutRng(tp_mesh.get_local_rank())
     norm_style: ParallelStyle = SequenceParallel() if sp else _ReplicateParallel()
     region_out = Shard(1) if sp else Replicate()
     parallelize_module(
@@ -242,3 +281,7 @@ def apply_tensor_parallel(model: CausalLM, tp_mesh: DeviceMesh, *, sequence_para
             )
         attn.num_heads = heads // tp
         attn.num_kv_heads = max(kv_heads // tp, 1)
+        if cfg.attention_dropout > 0:  # dropout on this rank's heads
+            rng.attach(attn)
+        if sp and cfg.hidden_dropout > 0:  # dropout on this rank's sequence shard
+            rng.attach(layer.hidden_dropout)
