@@ -26,7 +26,9 @@ def _local_square_sums(grads: Iterable[torch.Tensor]) -> torch.Tensor | None:
                 g = g.redistribute(
                     g.device_mesh, [Replicate() if pl.is_partial() else pl for pl in g.placements]
                 )
-            shard_dims = tuple(i for i, pl in enumerate(g.placements) if pl.is_shard())
+            # Shard and FSDP2's _StridedShard (TP and ZeRO on one dim) split the elements;
+            # only Replicate repeats them
+            shard_dims = tuple(i for i, pl in enumerate(g.placements) if not pl.is_replicate())
             key = (id(g.device_mesh), shard_dims)
             groups.setdefault(key, [g.device_mesh, shard_dims])  # type: ignore[list-item]
             groups[key].append(g.to_local().detach().float().pow(2).sum())
