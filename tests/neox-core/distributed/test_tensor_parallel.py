@@ -27,6 +27,8 @@ def _parity(
     assert all(results.values())
     for key, diffs in results.items():
         print(key, {k: f"{v:.1e}" for k, v in diffs.items()})
+        if key == "activations":  # ratios, checked in the worker
+            continue
         for what, value in diffs.items():
             assert value < TOL, (key, what, value)
     return results
@@ -53,6 +55,7 @@ def test_tp2_matches_one_process(torchrun, workers: Path, tmp_path: Path) -> Non
             "neox-parallel-untied+sp:10",
             "llama-gqa+sp:10",
             "dropout",  # own masks per rank on shards, checkpointing replays them
+            "activations",  # saved for backward per rank: SP < TP < one process
         ],
     )
 

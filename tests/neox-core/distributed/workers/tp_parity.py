@@ -163,17 +163,56 @@ def dropout_checks(tp_mesh, tp: int) -> dict[str, float]:
     return out
 
 
+def saved_activation_bytes(model: torch.nn.Module, tokens: torch.Tensor) -> int:
+    """Bytes this rank keeps for backward in one forward, parameters not counted."""
+    params = set()
+    for p in model.parameters():
+        local = p.to_local() if isinstance(p, DTensor) else p
+        params.add(local.untyped_storage().data_ptr())
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        local = t.to_local() if isinstance(t, DTensor) else t
+        local = getattr(local, "elem", local)  # an in-flight functional collective's result
+        storage = local.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(tokens)
+    return sum(seen.values())
+
+
+def activation_checks(tp_mesh, tp: int) -> dict[str, float]:
+    """Saved activations per rank: TP cuts those inside the regions, SP also those between."""
+    cfg = VARIANTS["llama-gqa"]
+    tokens = batch(0, cfg, 32)[0]
+    ref = build_model(cfg, seed=7)
+    tp_only, sp = copy.deepcopy(ref), copy.deepcopy(ref)
+    apply_tensor_parallel(tp_only, tp_mesh, sequence_parallel=False)
+    apply_tensor_parallel(sp, tp_mesh, sequence_parallel=True)
+    one = saved_activation_bytes(ref, tokens)
+    with_tp = saved_activation_bytes(tp_only, tokens)
+    with_sp = saved_activation_bytes(sp, tokens)
+    assert with_sp < with_tp < one, (one, with_tp, with_sp)
+    return {"tp_over_one": with_tp / one, "sp_over_one": with_sp / one}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", required=True, help="comma list of VARIANT[+sp]:STEPS or dropout")
+    ap.add_argument(
+        "--runs", required=True, help="comma list of VARIANT[+sp]:STEPS, dropout, activations"
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     rank, world = init_gloo()
     mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("tp",))
     results = {}
     for run in args.runs.split(","):
-        if run == "dropout":
-            results[run] = dropout_checks(mesh, world)
+        if run in ("dropout", "activations"):
+            check = dropout_checks if run == "dropout" else activation_checks
+            results[run] = check(mesh, world)
             continue
         key, steps = run.split(":")
         name, _, sp = key.partition("+")
