@@ -82,6 +82,8 @@ def train(
     save: str | None = None,
     save_every: int = 0,
     load: str | None = None,
+    iteration: int | None = None,
+    out: str | None = None,
 ) -> dict:
     """Train to `steps`; the losses (mean over ranks) by step, save and load seconds."""
     from neox_core.checkpoint import Checkpointer
@@ -92,8 +94,11 @@ def train(
     ckpt = Checkpointer(model, optimizer, mesh=mesh, model_cfg=cfg)
     dp_rank, dp = mesh["dp"].get_local_rank(), mesh["dp"].size()
     start, result = 0, {"losses": {}, "save_seconds": []}
+    from neox_core.checkpoint.local_layout import local_tensor
+
+    result["local_param_elements"] = sum(local_tensor(p).numel() for p in model.parameters())
     if load:
-        start = ckpt.load(load).iteration
+        start = ckpt.load(load, iteration).iteration
         result["load_seconds"] = ckpt.last_load_seconds
     rows = GLOBAL_BATCH // dp
     for step in range(start, steps):
@@ -106,6 +111,8 @@ def train(
         value = loss.detach().clone()
         dist.all_reduce(value)
         result["losses"][step + 1] = value.item() / world
+        if out and dist.get_rank() == 0:  # as we go: a killed run still leaves its losses
+            Path(out).write_text(json.dumps(result))
         if save and save_every and (step + 1) % save_every == 0:
             ckpt.save(save, step + 1, {"iteration": step + 1})
             result["save_seconds"].append(ckpt.last_save_seconds)
@@ -113,20 +120,23 @@ def train(
 
 
 def resume_scenario(args: argparse.Namespace) -> dict:
-    """For each layout: an uninterrupted run that also saves half-way, then a resume from that
-    checkpoint at every layout."""
+    """For each layout: an uninterrupted run that also saves half-way, then resumes from that
+    checkpoint at the first layout and at every other layout."""
     layouts = [tuple(int(v) for v in s.split("x")) for s in args.layouts.split(",")]
     half = args.steps // 2
     out: dict = {}
     root = Path(args.save)
-    for tp, zero in layouts:
+    for i, (tp, zero) in enumerate(layouts):
         name = f"tp{tp}z{zero}"
         out[f"full_{name}"] = train(
             args.model, tp, zero, args.steps, save=str(root / name), save_every=half
         )
-        for tp2, zero2 in layouts:
-            key = f"resume_{name}_at_tp{tp2}z{zero2}"
-            out[key] = train(args.model, tp2, zero2, args.steps, load=str(root / name))
+        for j, (tp2, zero2) in enumerate(layouts):
+            if i == j and i > 0:
+                continue  # exactness at the same layout is shown by the first layout
+            out[f"resume_{name}_at_tp{tp2}z{zero2}"] = train(
+                args.model, tp2, zero2, args.steps, load=str(root / name), iteration=half
+            )
     return out
 
 
@@ -168,6 +178,7 @@ def main() -> None:
             save=args.save,
             save_every=args.save_every,
             load=args.load,
+            out=args.out,
         )
     if rank == 0:
         Path(args.out).write_text(json.dumps(result))
