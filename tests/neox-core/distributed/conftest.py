@@ -1,7 +1,8 @@
 """Shared helpers for multi-process tests: launch a worker script under torchrun (gloo, CPU).
 
 Use the `torchrun` fixture: `run = torchrun(workers / "x.py", 2, "--flag", "value")`, then check
-`run.returncode` (stdout and stderr are captured as text). Worker scripts live in `workers/`
+`run.returncode` (stdout and stderr are captured as text). A module runs as
+`torchrun("-m", 2, "neox_core.cli", "cfg.yml")`. Worker scripts live in `workers/`
 and may import `workers/_common.py` (tiny model configs, process-group setup) by putting
 their own folder on `sys.path`.
 """
