@@ -9,6 +9,7 @@ training finished or stopped cleanly on SIGTERM/SIGUSR1 (after saving), 1 on a N
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
 from collections.abc import Callable, Iterator
@@ -113,11 +114,22 @@ def main_train(cfg: NeoxConfig, args: Any = None) -> int:
 
 
 def _shutdown(launch: LaunchEnv) -> None:
-    """Leave the process group together: no rank tears its group down while a peer still
-    talks to it (a gloo peer then aborts: "terminate called without an active exception")."""
-    if launch.distributed and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    """Leave the process group together and while Python is fully alive.
+
+    A gloo worker thread that drops the last reference to a tensor created in Python takes
+    the GIL to free it; if that happens while the interpreter is finalizing, the thread is
+    killed inside C++ and the process aborts ("terminate called without an active
+    exception", SIGABRT after a good run). So: free what still holds process groups and
+    tensors (DDP/FSDP2 hooks form reference cycles, loaders own worker threads) with a
+    collection now, let every rank finish its collectives (barrier), and destroy the groups
+    here, which joins gloo's threads, rather than at interpreter exit.
+    """
+    if not (launch.distributed and torch.distributed.is_initialized()):
+        return
+    gc.collect()
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    gc.collect()
 
 
 # -- the run, as a table of contents -------------------------------------------------------
