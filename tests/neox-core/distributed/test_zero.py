@@ -67,6 +67,10 @@ def test_layout_errors_name_keys_and_numbers(tmp_path) -> None:
     assert ParallelDims.from_config(cfg, 8) == ParallelDims(dp=2, tp=4)
     with pytest.raises(ConfigError, match=r"world size 6 is not divisible by .* = 4 x 1"):
         ParallelDims.from_config(cfg, 6)
+    with pytest.raises(ConfigError, match=r"key/value rows .* must split into 8 equal parts"):
+        tiny_kv = tmp_path / "kv.yml"
+        tiny_kv.write_text('{"hidden-size": 16, "model-parallel-size": 8, "intermediate_size": 64}')
+        load_config([cfg_file, tiny_kv])
     bad = tmp_path / "bad.yml"
     bad.write_text('{"num_kv_heads": 3, "num-attention-heads": 6, "hidden-size": 48}')
     with pytest.raises(ConfigError, match=r"model-parallel-size = 4 does not divide num_attention"):

@@ -41,6 +41,12 @@ def check_model_split(cfg: NeoxConfig, keys: dict[str, str] | None = None) -> No
             f"{tp_where} = {tp} neither divides num_kv_heads = {kv} nor is a multiple of it "
             f"({_src(cfg, keys, 'model.num_kv_heads', 'num_kv_heads')})"
         )
+    head_dim = m.hidden_size // heads
+    if tp > kv and (kv * head_dim) % tp:
+        raise ConfigError(
+            f"{tp_where} = {tp} > num_kv_heads = {kv}: the {kv} x {head_dim} key/value rows "
+            f"(num_kv_heads x hidden_size / num_attention_heads) must split into {tp} equal parts"
+        )
     inter = m.intermediate_size
     if inter is not None and inter % tp:
         raise ConfigError(
