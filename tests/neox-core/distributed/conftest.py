@@ -28,15 +28,18 @@ def free_port() -> int:
 
 
 def run_torchrun(
-    script: Path | str, nproc: int, *args: str, timeout: float = 300
+    script: Path | str, nproc: int, *args: str, timeout: float = 300, cuda: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m torch.distributed.run` with `nproc` CPU processes on a free local port."""
+    """`python -m torch.distributed.run` with `nproc` processes on a free local port; CUDA is
+    hidden from them unless `cuda`."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
         "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script), *args,
     ]  # fmt: skip
     # one thread per rank: the machine is small and ranks would fight over cores
-    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if not cuda:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 

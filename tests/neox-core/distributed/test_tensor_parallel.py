@@ -23,10 +23,11 @@ TOL = 1e-5
 
 
 def _parity(
-    torchrun, workers: Path, tmp_path: Path, nproc: int, runs: list[str]
+    torchrun, workers: Path, tmp_path: Path, nproc: int, runs: list[str], device: str = "cpu"
 ) -> dict[str, dict[str, float]]:
     out = tmp_path / "parity.json"
-    run = torchrun(workers / "tp_parity.py", nproc, "--runs", ",".join(runs), "--out", str(out))
+    args = ("--runs", ",".join(runs), "--out", str(out), "--device", device)
+    run = torchrun(workers / "tp_parity.py", nproc, *args, cuda=device == "cuda")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
     results = json.loads(out.read_text())
     assert sorted(results) == sorted(r.split(":")[0] for r in runs)
@@ -79,6 +80,13 @@ def test_tp4_matches_one_process(torchrun, workers: Path, tmp_path: Path) -> Non
             "neox-sequential-tied+sp:3",
         ],
     )
+
+
+@pytest.mark.gpu
+def test_tp_code_on_one_gpu_under_nccl(torchrun, workers: Path, tmp_path: Path) -> None:
+    """The DTensor TP/SP paths and the vocabulary-parallel loss on a 1-rank NCCL mesh."""
+    runs = ["neox-parallel-untied+sp:3", "llama-gqa:3", "llama-mqa-bias-tied+sp:3"]
+    _parity(torchrun, workers, tmp_path, 1, runs, device="cuda")
 
 
 _TRAIN_CONFIG = """\

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -62,12 +63,15 @@ def batch(step: int, cfg, seq: int) -> tuple[torch.Tensor, torch.Tensor, torch.T
     tokens = torch.randint(0, cfg.vocab_size, (2, seq + 1), generator=g)
     mask = (torch.rand(2, seq, generator=g) > 0.2).float()
     labels = torch.where(mask > 0, tokens[:, 1:], torch.zeros_like(tokens[:, 1:]))
-    return tokens[:, :-1].contiguous(), labels, mask
+    return tokens[:, :-1].to(DEVICE), labels.to(DEVICE), mask.to(DEVICE)
+
+
+DEVICE = torch.device("cpu")
 
 
 def run_variant(name: str, sp: bool, steps: int, tp_mesh, tp: int) -> dict[str, float]:
     cfg = VARIANTS[name]
-    ref = build_model(cfg, seed=7)
+    ref = build_model(cfg, seed=7, device=DEVICE)
     model = copy.deepcopy(ref)
     apply_tensor_parallel(model, tp_mesh, sequence_parallel=sp)
     assert all(isinstance(p, DTensor) for p in model.parameters()), "plain tensor left"
@@ -205,9 +209,19 @@ def main() -> None:
         "--runs", required=True, help="comma list of VARIANT[+sp]:STEPS, dropout, activations"
     )
     ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU a rank)")
     args = ap.parse_args()
-    rank, world = init_gloo()
-    mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("tp",))
+    global DEVICE
+    if args.device == "cuda":
+        local = int(os.environ["LOCAL_RANK"])
+        DEVICE = torch.device("cuda", local)
+        torch.cuda.set_device(DEVICE)
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 comparisons
+        dist.init_process_group("nccl", device_id=DEVICE)
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = init_gloo()
+    mesh = init_device_mesh(DEVICE.type, (world,), mesh_dim_names=("tp",))
     results = {}
     for run in args.runs.split(","):
         if run in ("dropout", "activations"):

@@ -226,13 +226,12 @@ def apply_tensor_parallel(model: CausalLM, tp_mesh: DeviceMesh, *, sequence_para
 
     Call before data parallelism and before building the optimizer. Afterwards `model(tokens)`
     returns logits as a DTensor sharded on the vocabulary; compute the loss with
-    `neox_core.distributed.loss.lm_loss`.
+    `neox_core.distributed.loss.lm_loss`. `parallelize()` calls it only for TP > 1; on a 1-rank
+    mesh it still converts the model (the DTensor code paths on one GPU, under NCCL).
     """
     cfg = model.config
     tp = tp_mesh.size()
     check_tensor_parallel_layout(cfg, tp)
-    if tp == 1:
-        return
     heads = cfg.num_attention_heads
     kv_heads = cfg.num_kv_heads or heads
     head_dim = cfg.hidden_size // heads
