@@ -18,6 +18,7 @@ from neox_core.checkpoint import Checkpointer, CheckpointError, save_checkpoint
 from neox_core.checkpoint.placement import (
     Region,
     chunk_region,
+    index_grid,
     overlap,
     tp_concat_rows,
     tp_shard_rows,
@@ -70,6 +71,22 @@ def test_chunk_regions_and_overlap_across_layouts() -> None:
     assert overlap(Region((np.array([0, 1]), np.arange(3))), chunk) is None
     with pytest.raises(ValueError, match="outside"):
         chunk_region(info, (3, 0), (2, 3))
+
+
+@pytest.mark.parametrize(
+    "positions",
+    [([1, 2, 3], [4, 5]), ([0, 2, 5], [4, 5]), ([1, 2], [0, 3, 9]), ([0, 5], [1, 7, 8])],
+)
+def test_index_grid_selects_the_cartesian_product(positions) -> None:
+    """Slices for contiguous runs, index tensors elsewhere: the same cells as numpy's ix_."""
+    x = torch.arange(60.0).view(6, 10)
+    ps = [np.array(p) for p in positions]
+    expected = torch.from_numpy(x.numpy()[np.ix_(*ps)])
+    assert torch.equal(x[index_grid(ps)], expected)
+    y = torch.zeros(6, 10)
+    y[index_grid(ps)] = expected
+    assert torch.equal(torch.from_numpy(y.numpy()[np.ix_(*ps)]), expected)
+    assert int((y != 0).sum()) == int((expected != 0).sum())
 
 
 def _model_and_optimizer(seed: int = 7):

@@ -106,8 +106,20 @@ def overlap(target: Region, source: Region) -> tuple[list[np.ndarray], list[np.n
     return tpos, spos
 
 
-def index_grid(positions: Sequence[np.ndarray]) -> tuple[torch.Tensor, ...]:
-    """Broadcastable index tensors selecting the Cartesian product of `positions`."""
+def index_grid(positions: Sequence[np.ndarray]) -> tuple[torch.Tensor | slice, ...]:
+    """An index selecting the Cartesian product of `positions`: slices where a dimension's
+    positions are a contiguous run (a view, no gather), index tensors elsewhere."""
+    contiguous = [
+        len(p) > 0 and int(p[-1]) - int(p[0]) + 1 == len(p) and bool(np.all(np.diff(p) == 1))
+        for p in positions
+    ]
+    if all(contiguous):
+        return tuple(slice(int(p[0]), int(p[-1]) + 1) for p in positions)
+    if sum(not c for c in contiguous) == 1:  # one advanced index keeps its place
+        return tuple(
+            slice(int(p[0]), int(p[-1]) + 1) if c else torch.from_numpy(np.ascontiguousarray(p))
+            for p, c in zip(positions, contiguous, strict=True)
+        )
     n = len(positions)
     return tuple(
         torch.from_numpy(np.ascontiguousarray(p)).view([-1 if i == d else 1 for i in range(n)])
