@@ -161,6 +161,9 @@ def test_weights_that_do_not_fit_are_named(tmp_path: Path) -> None:
     other = build_model(ModelConfig(**{**CFG.__dict__, "tie_embeddings": True}), seed=1)
     with pytest.raises(CheckpointError, match=r"unexpected \['lm_head.weight'\]"):
         Checkpointer(other, None).load(tmp_path, weights_only=True)
+    padded = build_model(ModelConfig(**{**CFG.__dict__, "padded_vocab_size": 128}), seed=1)
+    with pytest.raises(CheckpointError, match="make_vocab_size_divisible_by"):
+        Checkpointer(padded, None).load(tmp_path, weights_only=True)
     wider = build_model(ModelConfig(**{**CFG.__dict__, "intermediate_size": 64}), seed=1)
     with pytest.raises(CheckpointError, match=r"fc_in\.weight is"):
         Checkpointer(wider, None).load(tmp_path, weights_only=True)

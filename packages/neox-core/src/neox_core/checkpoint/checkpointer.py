@@ -381,6 +381,16 @@ class Checkpointer:
                 f"{ckpt}: weights do not fit the model: missing {missing[:5]}, "
                 f"unexpected {unexpected[:5]}"
             )
+        for name in ("embed.weight", "lm_head.weight"):
+            if name in state and index.full_shape(name)[0] != state[name].shape[0]:
+                raise CheckpointError(
+                    f"{ckpt}: {name} has {index.full_shape(name)[0]} rows (padded vocabulary), "
+                    f"this model {state[name].shape[0]}: GPT-NeoX pads the vocabulary to a "
+                    "multiple of make_vocab_size_divisible_by x model_parallel_size, so another "
+                    "TP size can pad differently; set make_vocab_size_divisible_by so that both "
+                    "layouts pad to the same size (padded rows take part in the softmax, so "
+                    "they cannot be added or dropped without changing the loss)"
+                )
         targets = dict(self.model.named_parameters())
         targets.update(self.model.named_buffers())
         with torch.no_grad():
