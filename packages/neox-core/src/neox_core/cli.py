@@ -38,8 +38,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def format_dry_run(cfg: NeoxConfig, paths: list[str]) -> str:
-    """The dry-run report: grouped values with sources, parameters and FLOPs."""
+def format_dry_run(cfg: NeoxConfig, paths: list[str], *, memory: bool = True) -> str:
+    """The dry-run report: grouped values with sources, parameters, FLOPs and the layout.
+
+    `memory` adds the per-rank memory estimate, which sizes a model on the meta device and so
+    is the one part of the dry run that imports torch (nothing is allocated, no GPU touched).
+    """
     import dataclasses
 
     from neox_core.config.schema import GROUPS
@@ -78,11 +82,11 @@ def format_dry_run(cfg: NeoxConfig, paths: list[str]) -> str:
         f"tokens per step: {cfg.training.train_batch_size * seq:,} "
         f"(train_batch_size {cfg.training.train_batch_size} x seq_length {seq})",
     ]
-    lines += _layout_lines(cfg)
+    lines += _layout_lines(cfg, memory)
     return "\n".join(lines)
 
 
-def _layout_lines(cfg: NeoxConfig) -> list[str]:
+def _layout_lines(cfg: NeoxConfig, memory: bool) -> list[str]:
     """The parallel layout the config implies (world = DP x TP) and what each ZeRO stage shards."""
     p = cfg.parallel
     world = p.data_parallel_size * p.tensor_parallel_size * p.pipe_parallel_size
@@ -97,6 +101,8 @@ def _layout_lines(cfg: NeoxConfig) -> list[str]:
         f"ZeRO stage {p.zero_stage} shards {what} over data-parallel ranks"
         + (f"; CPU offload: {', '.join(offload)}" if offload else ""),
     ]
+    if not memory:
+        return lines
     try:
         from neox_core import memory_estimate
     except ImportError:  # the estimate ships with the multi-rank checkpoint work
