@@ -1,8 +1,9 @@
 """tools/config_coverage.py: classifies a GPT-NeoX checkout's configs and rewrites its table.
 
 A stand-in checkout is written here (the real one is GPT-NeoX's repository, not vendored): a
-config that dry-runs, one refused only for a parallelism key (pending), one refused for good,
-a post-training config, and a setup file that must be left out.
+config that dry-runs, one at tensor-parallel size 2 (dry-runs), one refused only for pipeline
+parallelism (pending: open work), one refused for good, a post-training config, and a setup
+file that must be left out.
 """
 
 from __future__ import annotations
@@ -46,12 +47,15 @@ def checkout(tmp_path: Path) -> Path:
         "configs/small.yml": MODEL,
         "configs/big-tp.yml": {**MODEL, "model_parallel_size": 2},
         "configs/moe.yml": {**MODEL, "moe_num_experts": 8},
+        "configs/pipe.yml": {**MODEL, "pipe_parallel_size": 2},
         "configs/local_setup.yml": {"data_path": "data/enwik8/enwik8_text_document"},
         "post-training/configs/dpo.yml": {
             **MODEL,
             "train_impl": "dpo",
+            "dataset_impl": "pairwise",
             "dpo_beta": 0.1,
             "pos_train_data_paths": ["chosen"],
+            "neg_train_data_paths": ["rejected"],
         },
     }
     for rel, keys in files.items():
@@ -65,6 +69,7 @@ def test_statuses_and_the_written_table(checkout: Path, tmp_path: Path, capsys) 
     assert tool.suite_configs(checkout) == [
         "configs/big-tp.yml",
         "configs/moe.yml",
+        "configs/pipe.yml",
         "configs/small.yml",
         "post-training/configs/dpo.yml",
     ]
@@ -75,15 +80,19 @@ def test_statuses_and_the_written_table(checkout: Path, tmp_path: Path, capsys) 
     assert "old table" not in text and text.startswith("# Config\n\nbefore") and "after" in text
     rows = {line.split("|")[1].strip(" `"): line for line in text.splitlines() if "| `" in line}
     assert "| dry-runs | " in rows["configs/small.yml"]
-    assert "| pending | " in rows["configs/big-tp.yml"]
-    assert "parallelism (helpers par-*): `model_parallel_size`" in rows["configs/big-tp.yml"]
+    assert "| dry-runs | " in rows["configs/big-tp.yml"]
+    assert "| pending | " in rows["configs/pipe.yml"]
+    assert (
+        "pipeline parallelism (not yet supported): `pipe_parallel_size`" in rows["configs/pipe.yml"]
+    )
     assert (
         "| refused |" in rows["configs/moe.yml"]
         and "moe_num_experts = 8" in rows["configs/moe.yml"]
     )
     dpo = rows["post-training/configs/dpo.yml"]
-    assert "| pending | " in dpo and "`train_impl`, `dpo_beta`, `pos_train_data_paths`" in dpo
-    assert "1 of 4 configs dry-run as written" in text and "2 more are refused only" in text
+    # accepted keys; refused because the setup file's data_path clashes with pairwise data
+    assert "| refused | " in dpo and "dataset_impl pairwise reads pos_/neg_" in dpo
+    assert "2 of 5 configs dry-run as written" in text and "1 more are refused only" in text
     # rerunnable: the same input gives the same document
     first = doc.read_text()
     assert tool.main(["--gpt-neox", str(checkout), "--write", "--doc", str(doc)]) == 0

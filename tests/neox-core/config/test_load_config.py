@@ -78,7 +78,21 @@ def test_unsupported_key_at_its_harmless_value_is_accepted_and_listed(tiny, writ
         ('{"lr_decay_style": "cosin"}', r"lr_decay_style = 'cosin': expected one of"),
         ('{"init_method": "magic"}', r"init_method = 'magic': expected one of"),
         ('{"seq_length": 4096}', r"max-position-embeddings = 128: must be at least seq_length"),
-        ('{"model_parallel_size": 2}', r"model_parallel_size = 2: tensor parallelism is not yet"),
+        ('{"model_parallel_size": 3}', r"model_parallel_size = 3 does not divide num_attention"),
+        (
+            '{"num_kv_heads": 2, "model_parallel_size": 4, "intermediate_size": 30}',
+            r"model_parallel_size = 4 does not divide the MLP width intermediate_size = 30",
+        ),
+        ('{"zero_optimization": {"stage": 4}}', r"zero_optimization.stage = 4: expected a ZeRO"),
+        (
+            '{"zero_optimization": {"stage": 2, "offload_param": {"device": "cpu"}}}',
+            r"offload_param = True: parameter offload needs ZeRO stage 3",
+        ),
+        (
+            '{"zero_optimization": {"stage": 1, "bucket": 5}}',
+            r"unknown key zero_optimization.'bucket'",
+        ),
+        ('{"sequence_parallel": true}', r"sequence_parallel = True: sequence parallelism needs"),
         ('{"pipe_parallel_size": 4}', r"pipe_parallel_size = 4: pipeline parallelism is not yet"),
         ('{"min_lr": 1.0}', r"min_lr = 1.0: must not exceed lr"),
         ('{"split": "a,b"}', r"split = 'a,b': expected comma-separated"),
@@ -150,15 +164,33 @@ def test_precision_blocks(tiny, write) -> None:
         load_config([tiny, typo])
 
 
-def test_zero_stage_1_accepted_stage_2_rejected(tiny, write) -> None:
-    z1 = write("z1.yml", '{"zero_optimization": {"stage": 1, "overlap_comm": true}}')
-    assert "zero_optimization" in load_config([tiny, z1]).ignored
-    z2 = write("z2.yml", '{"zero_optimization": {"stage": 2}}')
-    with pytest.raises(ConfigError, match=r"zero_optimization.stage = 2.*not yet supported"):
-        load_config([tiny, z2])
-    off = write("off.yml", '{"zero_optimization": {"stage": 1, "cpu_offload": true}}')
-    with pytest.raises(ConfigError, match=r"cpu_offload.*not yet supported"):
-        load_config([tiny, off])
+def test_zero_block_maps_stage_and_offload_and_reports_knobs(tiny, write) -> None:
+    z = write(
+        "z.yml",
+        """{"zero_optimization": {"stage": 3, "overlap_comm": true, "reduce_bucket_size": 5e8,
+             "offload_optimizer": {"device": "cpu", "pin_memory": true},
+             "offload_param": {"device": "cpu"}},
+            "model-parallel-size": 2, "sequence_parallel": true}""",
+    )
+    cfg = load_config([tiny, z])
+    p = cfg.parallel
+    assert (p.zero_stage, p.offload_optimizer, p.offload_param) == (3, True, True)
+    assert (p.tensor_parallel_size, p.sequence_parallel) == (2, True)
+    assert "overlap" in cfg.ignored["zero_optimization.overlap_comm"]
+    assert "z.yml" in cfg.ignored["zero_optimization.reduce_bucket_size"]
+    assert cfg.sources["parallel.zero_stage"].startswith(str(z))
+    old = write("old.yml", '{"zero_optimization": {"stage": 1, "cpu_offload": true}}')
+    assert load_config([tiny, old]).parallel.offload_optimizer
+    nvme = write(
+        "nvme.yml", '{"zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}}'
+    )
+    with pytest.raises(
+        ConfigError, match=r"offload_param.device = 'nvme': NVMe offload is not yet"
+    ):
+        load_config([tiny, nvme])
+    pp = write("pp.yml", '{"pipe_parallel_size": 2}')
+    with pytest.raises(ConfigError, match=r"pipeline parallelism is not yet supported"):
+        load_config([tiny, pp])
 
 
 def test_attention_config_is_expanded_and_checked(tiny, write) -> None:

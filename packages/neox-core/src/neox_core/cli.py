@@ -38,8 +38,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def format_dry_run(cfg: NeoxConfig, paths: list[str]) -> str:
-    """The dry-run report: grouped values with sources, parameters and FLOPs."""
+def format_dry_run(cfg: NeoxConfig, paths: list[str], *, memory: bool = True) -> str:
+    """The dry-run report: grouped values with sources, parameters, FLOPs and the layout.
+
+    `memory` adds the per-rank memory estimate, which sizes a model on the meta device and so
+    is the one part of the dry run that imports torch (nothing is allocated, no GPU touched).
+    """
     import dataclasses
 
     from neox_core.config.schema import GROUPS
@@ -78,7 +82,36 @@ def format_dry_run(cfg: NeoxConfig, paths: list[str]) -> str:
         f"tokens per step: {cfg.training.train_batch_size * seq:,} "
         f"(train_batch_size {cfg.training.train_batch_size} x seq_length {seq})",
     ]
+    lines += _layout_lines(cfg, memory)
     return "\n".join(lines)
+
+
+def _layout_lines(cfg: NeoxConfig, memory: bool) -> list[str]:
+    """The parallel layout the config implies (world = DP x TP) and what each ZeRO stage shards."""
+    p = cfg.parallel
+    world = p.data_parallel_size * p.tensor_parallel_size * p.pipe_parallel_size
+    shards = {0: "nothing (DDP)", 1: "optimizer state", 2: "optimizer state, gradients"}
+    what = shards.get(p.zero_stage, "optimizer state, gradients, parameters")
+    offload = [
+        n for n, on in (("optimizer", p.offload_optimizer), ("params", p.offload_param)) if on
+    ]
+    lines = [
+        f"layout: world {world} = data-parallel {p.data_parallel_size} x tensor-parallel "
+        f"{p.tensor_parallel_size}{' (sequence parallel)' if p.sequence_parallel else ''}; "
+        f"ZeRO stage {p.zero_stage} shards {what} over data-parallel ranks"
+        + (f"; CPU offload: {', '.join(offload)}" if offload else ""),
+    ]
+    if not memory:
+        return lines
+    try:
+        from neox_core import memory_estimate
+    except ImportError:  # the estimate ships with the multi-rank checkpoint work
+        return lines
+    from neox_core.distributed.parallel_dims import ParallelDims
+
+    dims = ParallelDims(dp=p.data_parallel_size, tp=p.tensor_parallel_size, pp=p.pipe_parallel_size)
+    lines += ["", *memory_estimate.format_memory_estimate(cfg, dims).splitlines()]
+    return lines
 
 
 def _run_training(cfg: NeoxConfig, args: argparse.Namespace) -> int:

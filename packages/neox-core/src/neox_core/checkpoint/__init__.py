@@ -1,5 +1,6 @@
-"""neox checkpoint format v1: `<save>/global_step<N>/` + `latest`, safetensors + JSON."""
+"""neox checkpoint format v2: `<save>/global_step<N>/` + `latest`, safetensors + JSON."""
 
+from neox_core.checkpoint.checkpointer import Checkpointer, unwrap_model
 from neox_core.checkpoint.layout import FORMAT_VERSION, list_step_dirs, step_dir_name
 from neox_core.checkpoint.load import (
     CheckpointError,
@@ -18,6 +19,7 @@ from neox_core.checkpoint.sharding import ShardInfo, shard_infos, tp_split_dim
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
+    "Checkpointer",
     "LoadedCheckpoint",
     "Ranks",
     "ShardInfo",
@@ -34,4 +36,5 @@ __all__ = [
     "shard_infos",
     "step_dir_name",
     "tp_split_dim",
+    "unwrap_model",
 ]

@@ -1,4 +1,4 @@
-"""Names inside a checkpoint directory (format v1, see docs/formats/checkpoint.md)."""
+"""Names inside a checkpoint directory (format v2, see docs/formats/checkpoint.md)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 FORMAT_NAME = "neox-checkpoint"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 LATEST_FILE = "latest"
 MANIFEST_FILE = "manifest.json"

@@ -44,6 +44,13 @@ class ShardInfo:
     # ranks separately, e.g. SwiGLU [up; gate] or grouped-query [q; k; v]; None = one block
     tp_blocks: tuple[int, ...] | None = None
 
+    def shard_shape(self) -> tuple[int, ...]:
+        """The shape of the stored piece (the full shape cut along `tp_dim`)."""
+        shape = list(self.full_shape)
+        if self.tp_dim is not None:
+            shape[self.tp_dim] //= self.tp_world_size
+        return tuple(shape)
+
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
         d["full_shape"] = list(self.full_shape)

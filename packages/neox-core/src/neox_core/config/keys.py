@@ -115,6 +115,7 @@ DIRECT: dict[str, tuple[str, str]] = {
     # parallel
     "model_parallel_size": ("parallel.tensor_parallel_size", "int"),
     "data_parallel_size": ("parallel.data_parallel_size", "int?"),  # neox extension
+    "sequence_parallel": ("parallel.sequence_parallel", "bool"),
     # launcher
     "launcher": ("launcher.launcher", "str"),
     "hostfile": ("launcher.hostfile", "str?"),
@@ -226,7 +227,6 @@ IGNORED: dict[str, str] = {
         "a no-op mathematically (scores divided and re-multiplied by the layer number)"
     ),
     "use_cpu_initialization": "where weights are initialised, not their values",
-    "output_layer_parallelism": "how the head splits under tensor parallelism (not in use)",
     "partition_activations": "splits checkpointed activations across tensor-parallel ranks",
     "synchronize_each_layer": "a CUDA synchronise per checkpointed layer (debugging aid)",
     "contiguous_checkpointing": "a DeepSpeed memory-layout option for checkpointed activations",
@@ -277,7 +277,7 @@ _NYS = "not yet supported by neox"
 
 # key -> (values that are harmless and accepted, what the feature is)
 UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
-    "sequence_parallel": ((False,), "Megatron sequence parallelism"),
+    "output_layer_parallelism": (("column",), "a row-parallel output layer"),
     "num_unique_layers": ((None,), "parameter sharing across layers"),
     "sparsity_config": ((None, {}), "DeepSpeed sparse attention"),
     "gpt_j_tied": ((False,), "tied layer norms in the parallel residual"),

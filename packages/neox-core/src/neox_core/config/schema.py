@@ -168,6 +168,10 @@ class ParallelConfig:
     tensor_parallel_size: int = 1  # GPT-NeoX `model_parallel_size`
     pipe_parallel_size: int = 1
     data_parallel_size: int = 1  # set from WORLD_SIZE at launch; 1 in a dry run unless given
+    sequence_parallel: bool = False  # Megatron sequence parallelism inside the TP group
+    zero_stage: int = 0  # GPT-NeoX `zero_optimization.stage`: 0 DDP .. 3 FSDP2 (params sharded)
+    offload_optimizer: bool = False  # zero_optimization `cpu_offload` / `offload_optimizer`
+    offload_param: bool = False  # zero_optimization `offload_param` (stage 3)
 
 
 @dataclass

@@ -432,18 +432,62 @@ def _optimizer(out: Translation) -> None:
 
 # -- ZeRO ------------------------------------------------------------------------------------
 
-_ZERO_HARMLESS = {
-    "stage",
-    "allgather_partitions",
-    "allgather_bucket_size",
-    "overlap_comm",
-    "reduce_scatter",
-    "reduce_bucket_size",
-    "contiguous_gradients",
-    "round_robin_gradients",
-    "elastic_checkpoint",
-    "load_from_fp32_weights",
+# DeepSpeed ZeRO tuning knobs: accepted, without effect, each with the reason
+ZERO_NO_EFFECT: dict[str, str] = {
+    "allgather_partitions": "FSDP2 always all-gathers parameters per layer (fully_shard unit)",
+    "allgather_bucket_size": "FSDP2 all-gathers one layer's parameters at a time, not buckets",
+    "reduce_scatter": "FSDP2 always reduce-scatters gradients under ZeRO 2/3",
+    "reduce_bucket_size": "gradients are reduced per layer (FSDP2) or per DDP bucket (25 MiB)",
+    "overlap_comm": "FSDP2 and DDP always overlap communication with backward compute",
+    "contiguous_gradients": "FSDP2 keeps each rank's gradient shards in one flat buffer",
+    "round_robin_gradients": "a DeepSpeed CPU-offload gradient ordering; FSDP2 has its own",
+    "elastic_checkpoint": "neox checkpoints reshard on load at any layout",
+    "load_from_fp32_weights": "neox checkpoints hold the fp32 weights the optimizer updates",
+    "sub_group_size": "a DeepSpeed ZeRO-3 optimizer-step chunking; the step runs on local shards",
+    "stage3_max_live_parameters": "FSDP2 keeps at most the current and prefetched layer gathered",
+    "stage3_max_reuse_distance": "FSDP2 reshards each layer after its forward",
+    "stage3_prefetch_bucket_size": "FSDP2 prefetches the next layer, not a byte budget",
+    "stage3_param_persistence_threshold": "FSDP2 shards every parameter of a wrapped layer",
+    "stage3_gather_16bit_weights_on_model_save": "neox saves each rank's shards, no gather",
+    "stage3_gather_fp16_weights_on_model_save": "neox saves each rank's shards, no gather",
+    "memory_efficient_linear": "a DeepSpeed ZeRO-3 linear-layer variant",
+    "ignore_unused_parameters": "every parameter of the model is used",
+    "legacy_stage1": "one stage-1 implementation",
+    "cpu_offload_params": "an older spelling; use offload_param",
+    "cpu_offload_use_pin_memory": "FSDP2's CPU offload pins its host memory itself",
 }
+_OFFLOAD_BLOCK_KEYS = {
+    "device",
+    "pin_memory",
+    "buffer_count",
+    "buffer_size",
+    "fast_init",
+    "nvme_path",
+    "max_in_cpu",
+    "pipeline_read",
+    "pipeline_write",
+    "ratio",
+}
+
+
+def _offload(entry: Entry, sub: str, value: Any) -> bool:
+    """`offload_optimizer`/`offload_param`: a mapping with `device` cpu|none (or a bool)."""
+    src = _nested_source(entry, sub)
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{src}: zero_optimization.{sub}: expected a mapping, got {value!r}")
+    unknown = sorted(set(value) - _OFFLOAD_BLOCK_KEYS)
+    if unknown:
+        raise ConfigError(f"{src}: zero_optimization.{sub}: unknown key(s) {', '.join(unknown)}")
+    device = str(value.get("device", "none")).lower()
+    if device == "nvme":
+        raise not_supported_error(src, f"zero_optimization.{sub}.device", "nvme", "NVMe offload")
+    if device not in ("cpu", "none"):
+        raise ConfigError(
+            f"{src}: zero_optimization.{sub}.device = {device!r}: expected cpu or none"
+        )
+    return device == "cpu"
 
 
 def _zero(out: Translation) -> None:
@@ -451,28 +495,30 @@ def _zero(out: Translation) -> None:
     if entry is None or entry.value is None:
         return
     block = _block(entry, "zero_optimization")
-    stage = coerce(block.get("stage", 0), "int", "zero_optimization.stage", entry.source)
-    if stage not in (0, 1):
-        raise not_supported_error(
-            _nested_source(entry, "stage"),
-            "zero_optimization.stage",
-            stage,
-            "ZeRO stage 2 and 3 (sharded gradients/parameters)",
-        )
+    stage_src = _nested_source(entry, "stage")
+    stage = coerce(block.get("stage", 0), "int", "zero_optimization.stage", stage_src)
+    out.set("parallel.zero_stage", stage, stage_src, "zero_optimization.stage")
     for sub, value in block.items():
-        if sub in _ZERO_HARMLESS:
+        src = _nested_source(entry, sub)
+        if sub == "stage":
             continue
-        if sub == "cpu_offload" and not value:
-            continue
-        if sub in ("offload_optimizer", "offload_param") and not value:
-            continue
-        raise not_supported_error(
-            _nested_source(entry, sub), f"zero_optimization.{sub}", value, f"ZeRO {sub}"
-        )
-    out.ignored["zero_optimization"] = (
-        f"{entry.source}: ZeRO stage {stage} only shards optimizer state to save memory; "
-        "neox keeps the full optimizer state on each data-parallel rank (same numbers)"
-    )
+        if sub == "cpu_offload":
+            on = coerce(value, "bool", "zero_optimization.cpu_offload", src)
+            if on:
+                out.set("parallel.offload_optimizer", True, src, "zero_optimization.cpu_offload")
+        elif sub in ("offload_optimizer", "offload_param"):
+            if _offload(entry, sub, value):
+                out.set(f"parallel.{sub}", True, src, f"zero_optimization.{sub}")
+        elif sub in ZERO_NO_EFFECT:
+            out.ignored[f"zero_optimization.{sub}"] = f"{src}: {ZERO_NO_EFFECT[sub]}"
+        else:
+            near = difflib.get_close_matches(
+                sub,
+                ["stage", "cpu_offload", "offload_optimizer", "offload_param", *ZERO_NO_EFFECT],
+                n=1,
+            )
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"{src}: unknown key zero_optimization.{sub!r}{hint}")
 
 
 # -- model switches --------------------------------------------------------------------------

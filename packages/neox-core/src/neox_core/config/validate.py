@@ -162,10 +162,22 @@ def validate(cfg: NeoxConfig, keys: dict[str, str]) -> None:
     check("checkpoint.checkpoint_factor", lambda v: v > 0, "must be positive")
     check("checkpoint.extra_save_iters", lambda v: all(i >= 0 for i in v), "must be >= 0")
 
-    for dotted in ("parallel.tensor_parallel_size", "parallel.pipe_parallel_size"):
-        if _value(cfg, dotted) > 1:
-            what = "tensor" if "tensor" in dotted else "pipeline"
-            fail(dotted, f"{what} parallelism is not yet supported by neox")
+    if cfg.parallel.pipe_parallel_size > 1:
+        fail(
+            "parallel.pipe_parallel_size",
+            "pipeline parallelism is not yet supported by neox (use 0 or 1; tensor parallelism "
+            "via model_parallel_size and ZeRO via zero_optimization are)",
+        )
+    check("parallel.zero_stage", lambda v: v in (0, 1, 2, 3), "expected a ZeRO stage 0, 1, 2 or 3")
+    if cfg.parallel.offload_param and cfg.parallel.zero_stage != 3:
+        fail("parallel.offload_param", "parameter offload needs ZeRO stage 3")
+    if cfg.parallel.offload_optimizer and cfg.parallel.zero_stage == 0:
+        fail("parallel.offload_optimizer", "optimizer offload needs ZeRO stage 1, 2 or 3")
+    if cfg.parallel.sequence_parallel and cfg.parallel.tensor_parallel_size == 1:
+        fail("parallel.sequence_parallel", "sequence parallelism needs model_parallel_size > 1")
+    from neox_core.distributed.parallel_dims import check_model_split
+
+    check_model_split(cfg, keys)
 
     _validate_data(cfg, keys)
     _validate_posttrain(cfg, keys)

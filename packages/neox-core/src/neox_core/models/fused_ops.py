@@ -86,18 +86,22 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def lm_loss(model: nn.Module, batch, precision_ctx) -> torch.Tensor:
     """The masked LM loss of a micro-batch: fused linear + cross-entropy where fusion is on.
 
-    `precision_ctx` is the autocast context of the forward. The plain path is exactly
-    `masked_lm_loss(model(tokens), batch)`.
+    `precision_ctx` is the autocast context of the forward. The plain path is
+    `neox_core.distributed.loss.lm_loss` on `model(tokens)` (vocabulary-parallel under TP).
     """
-    from neox_core.training.batch import masked_lm_loss
+    from torch.distributed.tensor import DTensor
+
+    from neox_core.distributed.loss import lm_loss as plain_lm_loss
 
     inner = _unwrap(model)
     enabled = getattr(getattr(inner, "config", None), "fused_kernels", False)
-    fused = use_fused(enabled, batch.tokens)
-    if not fused or not hasattr(inner, "head_weight"):
+    fused = use_fused(enabled, batch.tokens) and hasattr(inner, "head_weight")
+    # a sharded head (tensor parallel, or FSDP2 between steps) takes the vocabulary-parallel
+    # loss on the model's own (possibly sharded) logits
+    if not fused or isinstance(inner.head_weight(), DTensor):
         with precision_ctx:
             logits = model(batch.tokens)
-        return masked_lm_loss(logits, batch)
+        return plain_lm_loss(logits, batch.labels, batch.loss_mask)
     with precision_ctx:
         hidden = model(batch.tokens, return_hidden=True)
         labels = torch.where(batch.loss_mask > 0, batch.labels, torch.full_like(batch.labels, -100))

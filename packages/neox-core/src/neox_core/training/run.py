@@ -2,12 +2,18 @@
 
 `main_train(cfg)` is what `neox_core.cli` calls. It returns the process exit code: 0 when
 training finished or stopped cleanly on SIGTERM/SIGUSR1 (after saving), 1 on a NaN stop.
+
+`_run` reads as the table of contents of a run; each `build_*` step below makes one part
+(model and its parallel layout, optimizer and schedule, data, checkpointer, trackers).
 """
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,24 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from neox_core.checkpoint import (
-    CheckpointError,
-    Ranks,
-    capture_rng_state,
-    delete_old_checkpoints,
-    layout,
-    load_checkpoint,
-    resolve_checkpoint_dir,
-    save_checkpoint,
-)
-from neox_core.checkpoint.sharding import fused_tp_blocks
+from neox_core.checkpoint import Checkpointer, CheckpointError, layout, resolve_checkpoint_dir
 from neox_core.config import NeoxConfig, config_to_dict, with_world_size
+from neox_core.distributed.parallel_dims import ParallelDims
 from neox_core.evaluation.during_training import build_training_harness
 from neox_core.training.launch import LaunchEnv, init_process_group, pick_device, read_launch_env
 from neox_core.training.loop import Loop, run_eval, train
 from neox_core.training.optimizer import build_optimizer
 from neox_core.training.precision import DynamicLossScaler, StaticLossScaler
-from neox_core.training.schedules import build_schedule
+from neox_core.training.schedules import AnnealingSchedule, build_schedule
 from neox_core.training.signals import StopRequest
 from neox_core.training.state import Progress
 from neox_core.training.step import NonFiniteLossError, StepSettings
@@ -42,7 +39,10 @@ from neox_core.training.throughput import (
     non_embedding_params,
 )
 from neox_core.training.trackers import TrackerError, Trackers
-from neox_core.training.train_impl import TrainImplError, resolve_train_impl
+from neox_core.training.train_impl import TrainImpl, TrainImplError, resolve_train_impl
+
+Log = Callable[[str], None]
+Scaler = DynamicLossScaler | StaticLossScaler | None
 
 
 def seed_everything(seed: int) -> None:
@@ -61,7 +61,7 @@ def config_file_texts(cfg: NeoxConfig) -> dict[str, str]:
     return {Path(p).name: text for p, text in files.items()}
 
 
-def _make_logger(rank: int):
+def _make_logger(rank: int) -> Log:
     def log(msg: str) -> None:
         if rank == 0:
             print(msg, flush=True)
@@ -69,53 +69,38 @@ def _make_logger(rank: int):
     return log
 
 
-def _reduce_mean(launch: LaunchEnv):
+def _all_reduce_sum(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if torch.distributed.get_backend() == "nccl":
+        t = t.cuda()
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def _reduce_mean(launch: LaunchEnv) -> Callable[[float], float]:
+    """The mean over all ranks (TP ranks hold the same value, so it is the data-parallel mean)."""
     if not launch.distributed:
         return lambda x: x
-
-    def reduce(x: float) -> float:
-        t = torch.tensor([x], dtype=torch.float64)
-        if torch.distributed.get_backend() == "nccl":
-            t = t.cuda()
-        torch.distributed.all_reduce(t)
-        return float(t.item()) / launch.world_size
-
-    return reduce
+    return lambda x: _all_reduce_sum([x])[0] / launch.world_size
 
 
-def _reduce_step(launch: LaunchEnv):
+def _reduce_step(launch: LaunchEnv) -> Callable[[float, bool], tuple[float, bool]]:
     """The step's mean loss and whether any rank was asked to stop, in one all-reduce."""
     if not launch.distributed:
         return lambda loss, stop: (loss, stop)
 
     def reduce(loss: float, stop: bool) -> tuple[float, bool]:
-        t = torch.tensor([loss, float(stop)], dtype=torch.float64)
-        if torch.distributed.get_backend() == "nccl":
-            t = t.cuda()
-        torch.distributed.all_reduce(t)  # a sum: any rank's 1 makes the flag positive
-        total, stops = t.tolist()
+        total, stops = _all_reduce_sum([loss, float(stop)])  # any rank's 1 makes it positive
         return total / launch.world_size, stops > 0
 
     return reduce
-
-
-def _gather_rng_states(launch: LaunchEnv, device: torch.device):
-    """Every rank's RNG state (its own device's CUDA state only), for rank 0 to save.
-
-    all_gather_object rather than gather_object: with gather_object, gloo aborted at exit
-    ("terminate called without an active exception") in about 1 run of 4 here.
-    """
-    if not launch.distributed:
-        return None
-    gathered: list = [None] * launch.world_size
-    torch.distributed.all_gather_object(gathered, capture_rng_state(device))
-    return dict(enumerate(gathered)) if launch.rank == 0 else None
 
 
 def main_train(cfg: NeoxConfig, args: Any = None) -> int:
     """Train as configured; see the module docstring for the exit codes."""
     launch = read_launch_env()
     log = _make_logger(launch.rank)
+    ParallelDims.from_config(cfg, launch.world_size)  # layout errors before any allocation
     device = pick_device(launch)
     init_process_group(launch, device)
     if launch.world_size > 1 or cfg.parallel.data_parallel_size != 1:
@@ -131,34 +116,137 @@ def main_train(cfg: NeoxConfig, args: Any = None) -> int:
         return 2
     finally:
         stop.uninstall()
-        if launch.distributed and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        _shutdown(launch)
+
+
+def _shutdown(launch: LaunchEnv) -> None:
+    """Leave the process group together and while Python is fully alive.
+
+    A gloo worker thread that drops the last reference to a tensor created in Python takes
+    the GIL to free it; if that happens while the interpreter is finalizing, the thread is
+    killed inside C++ and the process aborts ("terminate called without an active
+    exception", SIGABRT after a good run). So: free what still holds process groups and
+    tensors (DDP/FSDP2 hooks form reference cycles, loaders own worker threads) with a
+    collection now, let every rank finish its collectives (barrier), and destroy the groups
+    here, which joins gloo's threads, rather than at interpreter exit.
+    """
+    if not (launch.distributed and torch.distributed.is_initialized()):
+        return
+    gc.collect()
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    gc.collect()
+
+
+# -- the run, as a table of contents -------------------------------------------------------
 
 
 def _run(cfg: NeoxConfig, launch: LaunchEnv, device: torch.device, stop: StopRequest, log) -> int:
-    from neox_core.data import build_datasets, make_loader
+    seed_everything(cfg.training.seed)
+    dims = ParallelDims.from_config(cfg, launch.world_size)
+    impl = resolve_objective(cfg, dims)
+    model = build_parallel_model(cfg, dims, device, log, impl)
+    opt = build_optimizer_and_schedule(cfg, model)
+    checkpointer = build_checkpointer(cfg, model, opt, device, log)
+    progress = restore(cfg, checkpointer, opt, launch.rank, log, impl)
+    if impl:
+        impl.prepare(model.module, cfg, device, log)
+    opt.schedule.apply(opt.optimizer)
+    data = build_data(cfg, model, progress, launch, device, log, impl)
+    trackers = build_trackers(cfg, launch)
+    loop = build_loop(
+        cfg, model, opt, data, progress, checkpointer, trackers, launch, stop, log, impl
+    )
+    try:
+        train_and_finish(cfg, loop, data)
+    finally:
+        trackers.close()
+    return 0
+
+
+# -- the training objective ------------------------------------------------------------------
+
+
+def resolve_objective(cfg: NeoxConfig, dims: ParallelDims) -> TrainImpl | None:
+    """None for next-token prediction; else the `train_impl` plug-in (DPO, KTO, RM, ...)."""
+    impl = resolve_train_impl(cfg)
+    if impl is not None and (dims.tp > 1 or cfg.parallel.zero_stage > 0):
+        source = cfg.sources.get("posttrain.train_impl", "config")
+        raise TrainImplError(
+            f"{source}: train_impl {cfg.posttrain.train_impl} (or z_loss) with "
+            f"model_parallel_size {dims.tp} and ZeRO stage {cfg.parallel.zero_stage} is not yet "
+            "supported: post-training objectives run with model_parallel_size 1 and ZeRO "
+            "stage 0 (data parallel) for now"
+        )
+    return impl
+
+
+# -- model and its parallel layout ---------------------------------------------------------
+
+
+@dataclass
+class ParallelModel:
+    module: torch.nn.Module  # parameters as the checkpoints name them (DTensors under TP/ZeRO)
+    trained: torch.nn.Module  # what the loop calls: `module`, or its DDP wrapper
+    mesh: Any  # DeviceMesh ("dp", "tp"), None in a single process
+    dims: ParallelDims
+
+
+def build_parallel_model(
+    cfg: NeoxConfig, dims: ParallelDims, device: torch.device, log: Log, impl: TrainImpl | None
+) -> ParallelModel:
+    """Build the fp32 model on this rank's device, then TP and the ZeRO stage around it."""
     from neox_core.models import build_model
 
-    t, ck, m = cfg.training, cfg.checkpoint, cfg.model
-    dp = launch.world_size // (cfg.parallel.tensor_parallel_size * cfg.parallel.pipe_parallel_size)
-    train_batch_size = t.train_batch_size or t.micro_batch_size * t.gradient_accumulation_steps * dp
-    seed_everything(t.seed)
-
-    impl = resolve_train_impl(cfg)  # None: next-token prediction; else a neox.train_impl plug-in
+    seed = cfg.training.seed
     model = (
-        impl.build_model(cfg, t.seed) if impl else build_model(m, seed=t.seed, dtype="fp32")
+        impl.build_model(cfg, seed) if impl else build_model(cfg.model, seed=seed, dtype="fp32")
     ).to(device)
     n_params = sum(p.numel() for p in model.parameters())
+    log(
+        f" > model: {cfg.model.architecture}, {n_params:,} parameters, {cfg.precision.dtype} "
+        f"on {device}"
+    )
+    if not torch.distributed.is_initialized():
+        return ParallelModel(model, model, None, dims)
+    from neox_core.distributed.mesh import build_mesh
+    from neox_core.distributed.parallelize import parallelize
+
+    mesh = build_mesh(dims, device.type)
+    trained = parallelize(model, mesh, cfg, device)
+    p = cfg.parallel
+    log(
+        f" > parallel: {dims.describe()}"
+        + (" (sequence parallel)" if p.sequence_parallel else "")
+        + f", ZeRO stage {p.zero_stage}"
+        + (", CPU offload" if (p.offload_optimizer or p.offload_param) else "")
+    )
+    return ParallelModel(model, trained, mesh, dims)
+
+
+# -- optimizer and schedule ----------------------------------------------------------------
+
+
+@dataclass
+class OptimizerParts:
+    optimizer: torch.optim.Optimizer
+    schedule: AnnealingSchedule
+    scaler: Scaler
+
+
+def build_optimizer_and_schedule(cfg: NeoxConfig, model: ParallelModel) -> OptimizerParts:
+    """AdamW over the parameters parallelize left (local shards), the LR schedule, fp16 scaler."""
+    o, t = cfg.optimizer, cfg.training
     optimizer = build_optimizer(
-        model,
-        type=cfg.optimizer.type,
-        lr=cfg.optimizer.lr,
-        betas=cfg.optimizer.betas,
-        eps=cfg.optimizer.eps,
-        weight_decay=cfg.optimizer.weight_decay,
+        model.module,
+        type=o.type,
+        lr=o.lr,
+        betas=o.betas,
+        eps=o.eps,
+        weight_decay=o.weight_decay,
     )
     schedule = build_schedule(
-        lr=cfg.optimizer.lr,
+        lr=o.lr,
         min_lr=cfg.schedule.min_lr,
         warmup=cfg.schedule.warmup,
         lr_decay_iters=cfg.schedule.lr_decay_iters,
@@ -166,176 +254,55 @@ def _run(cfg: NeoxConfig, launch: LaunchEnv, device: torch.device, stop: StopReq
         decay_style=cfg.schedule.lr_decay_style,
     )
     pr = cfg.precision
-    scaler: DynamicLossScaler | StaticLossScaler | None = None
+    scaler: Scaler = None
     if pr.dtype == "fp16":
         scaler = (
-            DynamicLossScaler.from_config(
+            StaticLossScaler(float(pr.loss_scale))
+            if pr.loss_scale
+            else DynamicLossScaler.from_config(
                 pr.initial_scale_power, pr.loss_scale_window, pr.hysteresis, pr.min_loss_scale
             )
-            if not pr.loss_scale
-            else StaticLossScaler(float(pr.loss_scale))
         )
+    return OptimizerParts(optimizer, schedule, scaler)
 
-    progress = Progress()
-    if ck.load:
-        loaded = impl.checkpoint_module(model, ck.finetune) if impl else model
-        progress = _load(cfg, loaded, optimizer, schedule, scaler, log, launch.rank)
-    if impl:
-        impl.prepare(model, cfg, device, log)
-    schedule.apply(optimizer)
 
-    log(f" > model: {m.architecture}, {n_params:,} parameters, {pr.dtype} on {device}")
+# -- checkpointer --------------------------------------------------------------------------
+
+
+def build_checkpointer(
+    cfg: NeoxConfig, model: ParallelModel, opt: OptimizerParts, device: torch.device, log: Log
+) -> Checkpointer:
+    """Every rank saves and loads its own shards; any layout loads (see checkpoint/)."""
+    ck = cfg.checkpoint
     if ck.save:
         log(f" > saving checkpoints to {Path(ck.save).resolve()} (global_step<N>/ and latest)")
     else:
         log(" > checkpoints will not be saved: no `save` directory in the config")
-
-    datasets = (partial(impl.build_datasets, cfg) if impl else partial(build_datasets, cfg.data))(
-        train_iters=t.train_iters,
-        eval_interval=t.eval_interval,
-        eval_iters=t.eval_iters,
-        train_batch_size=train_batch_size,
-        seed=t.seed,
-        build=launch.rank == 0,
-        barrier=torch.distributed.barrier if launch.distributed else None,
+    return Checkpointer(
+        model.module,
+        opt.optimizer,
+        mesh=model.mesh,
+        model_cfg=cfg.model,
+        device=device,
+        config=config_to_dict(cfg),
+        config_files=config_file_texts(cfg),
+        keep_last_n=ck.keep_last_n_checkpoints,
         log=log,
     )
-    if datasets.train is None:
-        raise ValueError("data: the training split is empty")
-    pin = device.type == "cuda"
-    loader_kw = dict(
-        micro_batch_size=t.micro_batch_size,
-        dp_rank=launch.rank // (launch.world_size // dp),
-        dp_size=dp,
-        num_workers=cfg.data.num_workers,
-        pin_memory=pin,
-    )
-    train_data = make_loader(
-        datasets.train, start_sample=progress.train_samples_consumed, **loader_kw
-    )
-    valid_data = (
-        make_loader(datasets.valid, start_sample=progress.valid_samples_consumed, **loader_kw)
-        if datasets.valid is not None and t.eval_iters > 0
-        else None
-    )
-
-    trained: torch.nn.Module = model
-    if launch.distributed:
-        trained = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    config_dict = config_to_dict(cfg)
-    config_files = config_file_texts(cfg)
-    blocks = fused_tp_blocks(
-        (n for n, _ in model.named_parameters()),
-        num_heads=m.num_attention_heads,
-        num_kv_heads=m.num_kv_heads or m.num_attention_heads,
-        head_dim=m.hidden_size // m.num_attention_heads,
-        intermediate_size=m.intermediate_size or 0,
-        gated_mlp=m.activation == "swiglu",
-    )
-
-    def save(p: Progress) -> None:
-        rng_states = _gather_rng_states(launch, device)
-        if launch.rank == 0:
-            path = save_checkpoint(
-                ck.save,  # type: ignore[arg-type]
-                p.iteration,
-                model=model,
-                optimizer=optimizer,
-                trainer_state=p.to_trainer_state(
-                    schedule.state_dict(), scaler.state_dict() if scaler else None
-                ),
-                config=config_dict,
-                config_files=config_files,
-                ranks=Ranks(dp_world_size=dp),
-                tp_blocks=blocks,
-                rng_states=rng_states,
-            )
-            delete_old_checkpoints(ck.save, ck.keep_last_n_checkpoints)  # type: ignore[arg-type]
-            log(f" > saved checkpoint {path}")
-        if launch.distributed:
-            torch.distributed.barrier()
-        p.last_saved = p.iteration
-
-    trackers = Trackers(
-        tensorboard_dir=cfg.logging.tensorboard_dir,
-        use_wandb=cfg.logging.use_wandb,
-        wandb_project=cfg.logging.wandb_project,
-        wandb_group=cfg.logging.wandb_group,
-        wandb_team=cfg.logging.wandb_team,
-        wandb_mode=cfg.logging.wandb_mode,
-        config=config_dict,
-        rank=launch.rank,
-    )
-    n_flops = non_embedding_params(model, tied_embeddings=m.tie_embeddings)
-    per_token = flops_per_token(n_flops, m.num_layers, m.hidden_size, cfg.data.seq_length)
-    loop = Loop(
-        model=trained,
-        optimizer=optimizer,
-        schedule=schedule,
-        scaler=scaler,
-        settings=StepSettings(
-            precision=pr.dtype,
-            gradient_accumulation_steps=t.gradient_accumulation_steps,
-            clip_grad=cfg.optimizer.clip_grad,
-            on_nan=t.on_nan,
-            device=device,
-            log_grad_norm=cfg.logging.log_grad_norm,
-            log_param_norm=cfg.logging.log_param_norm,
-            log_grad_pct_zeros=cfg.logging.log_grad_pct_zeros,
-            impl=impl,
-        ),
-        train_data=train_data,
-        valid_data=valid_data,
-        progress=progress,
-        train_iters=t.train_iters,
-        train_batch_size=train_batch_size,
-        seq_length=cfg.data.seq_length,
-        log_interval=max(1, cfg.logging.log_interval),
-        eval_interval=t.eval_interval,
-        eval_iters=t.eval_iters,
-        checkpoint_factor=ck.checkpoint_factor,
-        extra_save_iters=ck.extra_save_iters,
-        flops_per_iteration=per_token * train_batch_size * cfg.data.seq_length,
-        peak_flops=H100_BF16_PEAK_FLOPS,
-        world_size=launch.world_size,
-        trackers=trackers,
-        stop=stop,
-        save=save if ck.save else None,
-        reduce_mean=_reduce_mean(launch),
-        reduce_step=_reduce_step(launch),
-        log=log,
-        harness=build_training_harness(
-            cfg,
-            trained,
-            trackers=trackers,
-            log=log,
-            rank=launch.rank,
-            barrier=torch.distributed.barrier if launch.distributed else None,
-        ),
-    )
-    try:
-        if ck.save and ck.extra_save_iters and 0 in ck.extra_save_iters and progress.iteration == 0:
-            save(progress)
-        log(" > training ...")
-        train(loop)
-        if ck.save and progress.iteration and progress.last_saved != progress.iteration:
-            save(progress)
-        if not loop.stopped and progress.iteration >= t.train_iters:
-            run_eval(loop, "the end of training for val data")
-            if datasets.test is not None and t.eval_iters > 0:
-                test_data = make_loader(datasets.test, **loader_kw)  # type: ignore[arg-type]
-                run_eval(loop, "the end of training for test data", test_data, "test")
-    finally:
-        trackers.close()
-    return 0
 
 
-def _load(cfg: NeoxConfig, model, optimizer, schedule, scaler, log, rank: int = 0) -> Progress:
+def restore(
+    cfg: NeoxConfig,
+    checkpointer: Checkpointer,
+    opt: OptimizerParts,
+    rank: int,
+    log: Log,
+    impl: TrainImpl | None = None,
+) -> Progress:
+    """Resume from `load` (weights, optimizer, RNG, schedule, scaler), or start at 0."""
     ck = cfg.checkpoint
-    assert ck.load is not None
+    if not ck.load:
+        return Progress()
     try:
         ckpt = resolve_checkpoint_dir(ck.load, ck.iteration)
     except CheckpointError:
@@ -351,26 +318,203 @@ def _load(cfg: NeoxConfig, model, optimizer, schedule, scaler, log, rank: int = 
             file=sys.stderr,
             flush=True,
         )
-    loaded = load_checkpoint(
-        ck.load,
-        model=model,
-        optimizer=None if ck.finetune else optimizer,
-        iteration=ck.iteration,
-        weights_only=ck.finetune,
-        restore_rng=own_rng,
-        ranks=Ranks(global_rank=rank),  # the optimizer state is dp rank 0's (replicated)
-    )
+    if impl is not None and ck.finetune:
+        # a plug-in may start from a plain LM checkpoint (a reward model from an SFT one)
+        target = impl.checkpoint_module(checkpointer.model, True)
+        if target is not checkpointer.model:
+            # (plug-ins run unsharded: resolve_objective refuses TP and ZeRO for them)
+            checkpointer = Checkpointer(
+                target, None, model_cfg=cfg.model, device=checkpointer.device, log=log
+            )
+    loaded = checkpointer.load(ck.load, ck.iteration, weights_only=ck.finetune, restore_rng=own_rng)
     if ck.finetune:
         log(f" > loaded weights from {loaded.path} (finetune: starting at iteration 0)")
         return Progress()
     state = loaded.trainer_state
-    changed = schedule.load_state_dict(state["scheduler"])
+    changed = opt.schedule.load_state_dict(state["scheduler"])
     if changed:
         log(
             " > lr schedule: the config differs from the checkpoint (checkpoint -> config, "
             f"the config's values are used): {', '.join(changed)}"
         )
-    if scaler is not None and state.get("loss_scaler"):
-        scaler.load_state_dict(state["loss_scaler"])
+    if opt.scaler is not None and state.get("loss_scaler"):
+        opt.scaler.load_state_dict(state["loss_scaler"])
     log(f" > resumed from {loaded.path} at iteration {loaded.iteration}")
     return Progress.from_trainer_state(loaded.iteration, state)
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    train: Iterator[dict[str, torch.Tensor]]
+    valid: Iterator[dict[str, torch.Tensor]] | None
+    make_test: Callable[[], Iterator[dict[str, torch.Tensor]] | None]
+    train_batch_size: int
+
+
+def build_data(
+    cfg: NeoxConfig,
+    model: ParallelModel,
+    progress: Progress,
+    launch: LaunchEnv,
+    device: torch.device,
+    log: Log,
+    impl: TrainImpl | None = None,
+) -> Data:
+    """Loaders for this data-parallel rank; the TP ranks of one group read the same samples."""
+    from neox_core.data import build_datasets, make_loader
+
+    t = cfg.training
+    dp_rank, dp_size = 0, model.dims.dp
+    if model.mesh is not None:
+        from neox_core.distributed.mesh import dp_rank_and_size
+
+        dp_rank, dp_size = dp_rank_and_size(model.mesh)
+    train_batch_size = (
+        t.train_batch_size or t.micro_batch_size * t.gradient_accumulation_steps * dp_size
+    )
+    datasets = (partial(impl.build_datasets, cfg) if impl else partial(build_datasets, cfg.data))(
+        train_iters=t.train_iters,
+        eval_interval=t.eval_interval,
+        eval_iters=t.eval_iters,
+        train_batch_size=train_batch_size,
+        seed=t.seed,
+        build=launch.rank == 0,
+        barrier=torch.distributed.barrier if launch.distributed else None,
+        log=log,
+    )
+    if datasets.train is None:
+        raise ValueError("data: the training split is empty")
+    loader_kw = dict(
+        micro_batch_size=t.micro_batch_size,
+        dp_rank=dp_rank,
+        dp_size=dp_size,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    valid = None
+    if datasets.valid is not None and t.eval_iters > 0:
+        valid = make_loader(
+            datasets.valid, start_sample=progress.valid_samples_consumed, **loader_kw
+        )
+
+    def make_test():
+        if datasets.test is None or t.eval_iters <= 0:
+            return None
+        return make_loader(datasets.test, **loader_kw)  # type: ignore[arg-type]
+
+    return Data(
+        train=make_loader(
+            datasets.train, start_sample=progress.train_samples_consumed, **loader_kw
+        ),
+        valid=valid,
+        make_test=make_test,
+        train_batch_size=train_batch_size,
+    )
+
+
+# -- trackers and the loop -----------------------------------------------------------------
+
+
+def build_trackers(cfg: NeoxConfig, launch: LaunchEnv) -> Trackers:
+    lg = cfg.logging
+    return Trackers(
+        tensorboard_dir=lg.tensorboard_dir,
+        use_wandb=lg.use_wandb,
+        wandb_project=lg.wandb_project,
+        wandb_group=lg.wandb_group,
+        wandb_team=lg.wandb_team,
+        wandb_mode=lg.wandb_mode,
+        config=config_to_dict(cfg),
+        rank=launch.rank,
+    )
+
+
+def build_loop(
+    cfg: NeoxConfig,
+    model: ParallelModel,
+    opt: OptimizerParts,
+    data: Data,
+    progress: Progress,
+    checkpointer: Checkpointer,
+    trackers: Trackers,
+    launch: LaunchEnv,
+    stop: StopRequest,
+    log: Log,
+    impl: TrainImpl | None = None,
+) -> Loop:
+    t, ck, m = cfg.training, cfg.checkpoint, cfg.model
+
+    def save(p: Progress) -> None:
+        scaler = opt.scaler.state_dict() if opt.scaler else None
+        state = p.to_trainer_state(opt.schedule.state_dict(), scaler)
+        checkpointer.save(ck.save, p.iteration, state)  # type: ignore[arg-type]
+        p.last_saved = p.iteration
+
+    # model FLOPs of the whole model (DTensor numel is the global size) per iteration; the
+    # log line divides by the world size: TFLOPS and MFU per GPU under any layout
+    n_flops = non_embedding_params(model.module, tied_embeddings=m.tie_embeddings)
+    per_token = flops_per_token(n_flops, m.num_layers, m.hidden_size, cfg.data.seq_length)
+    return Loop(
+        model=model.trained,
+        optimizer=opt.optimizer,
+        schedule=opt.schedule,
+        scaler=opt.scaler,
+        settings=StepSettings(
+            precision=cfg.precision.dtype,
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            clip_grad=cfg.optimizer.clip_grad,
+            on_nan=t.on_nan,
+            device=checkpointer.device or torch.device("cpu"),
+            log_grad_norm=cfg.logging.log_grad_norm,
+            log_param_norm=cfg.logging.log_param_norm,
+            log_grad_pct_zeros=cfg.logging.log_grad_pct_zeros,
+            impl=impl,
+        ),
+        train_data=data.train,
+        valid_data=data.valid,
+        progress=progress,
+        train_iters=t.train_iters,
+        train_batch_size=data.train_batch_size,
+        seq_length=cfg.data.seq_length,
+        log_interval=max(1, cfg.logging.log_interval),
+        eval_interval=t.eval_interval,
+        eval_iters=t.eval_iters,
+        checkpoint_factor=ck.checkpoint_factor,
+        extra_save_iters=ck.extra_save_iters,
+        flops_per_iteration=per_token * data.train_batch_size * cfg.data.seq_length,
+        peak_flops=H100_BF16_PEAK_FLOPS,
+        world_size=launch.world_size,
+        trackers=trackers,
+        stop=stop,
+        save=save if ck.save else None,
+        reduce_mean=_reduce_mean(launch),
+        reduce_step=_reduce_step(launch),
+        log=log,
+        harness=build_training_harness(
+            cfg,
+            model.trained,
+            trackers=trackers,
+            log=log,
+            rank=launch.rank,
+            barrier=torch.distributed.barrier if launch.distributed else None,
+        ),
+    )
+
+
+def train_and_finish(cfg: NeoxConfig, loop: Loop, data: Data) -> None:
+    """Train; save the last step; evaluate on validation and test data at the end."""
+    ck, p = cfg.checkpoint, loop.progress
+    if loop.save and ck.extra_save_iters and 0 in ck.extra_save_iters and p.iteration == 0:
+        loop.save(p)
+    loop.log(" > training ...")
+    train(loop)
+    if loop.save and p.iteration and p.last_saved != p.iteration:
+        loop.save(p)
+    if not loop.stopped and p.iteration >= cfg.training.train_iters:
+        run_eval(loop, "the end of training for val data")
+        test_data = data.make_test()
+        if test_data is not None:
+            run_eval(loop, "the end of training for test data", test_data, "test")

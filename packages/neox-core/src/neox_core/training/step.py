@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from neox_core.distributed.grad_norm import clip_grad_norm, total_grad_norm
 from neox_core.models.fused_ops import lm_loss
 from neox_core.training.batch import make_batch
 from neox_core.training.param_stats import parameter_stats
@@ -106,7 +107,7 @@ def train_step(
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if scale != 1.0:
         for p in params:
-            p.grad.div_(scale)  # type: ignore[union-attr]
+            p.grad.div_(scale)  # type: ignore[union-attr]  (DTensor: divides its local piece)
     # before clipping, which scales the gradients in place
     stats = parameter_stats(
         model,
@@ -114,11 +115,8 @@ def train_step(
         param_norm=s.log_param_norm,
         grad_pct_zeros=s.log_grad_pct_zeros,
     )
-    if s.clip_grad > 0:
-        norm = torch.nn.utils.clip_grad_norm_(params, s.clip_grad)
-    else:
-        norms = [torch.linalg.vector_norm(p.grad) for p in params]  # type: ignore[arg-type]
-        norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+    # the norm of the whole model's gradient on every rank, also when TP/ZeRO shard them
+    norm = clip_grad_norm(params, s.clip_grad) if s.clip_grad > 0 else total_grad_norm(params)
     grad_norm = float(norm)
     loss_ok, grads_ok = math.isfinite(loss_value), math.isfinite(grad_norm)
     if s.precision == "fp16" and scaler is not None:

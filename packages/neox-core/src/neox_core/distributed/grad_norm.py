@@ -1,0 +1,71 @@
+"""The global gradient norm and clipping for plain and DTensor gradients (TP, FSDP2, both).
+
+`torch.nn.utils.clip_grad_norm_` cannot stack norms of DTensors that live on different meshes
+(TP-only, FSDP-only and 2-D parameters can mix). Here each gradient contributes the sum of
+squares of its local piece; pieces sharded over a mesh dimension are summed over that
+dimension's group, replicated ones are counted once. One all-reduce per distinct
+(mesh, sharded dims) group, so a step costs a handful of collectives, not one per parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor, Replicate
+
+
+def _local_square_sums(grads: Iterable[torch.Tensor]) -> torch.Tensor | None:
+    total: torch.Tensor | None = None
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for g in grads:
+        if isinstance(g, DTensor):
+            if any(pl.is_partial() for pl in g.placements):  # pending sums: finish them first
+                g = g.redistribute(
+                    g.device_mesh, [Replicate() if pl.is_partial() else pl for pl in g.placements]
+                )
+            # Shard and FSDP2's _StridedShard (TP and ZeRO on one dim) split the elements;
+            # only Replicate repeats them
+            shard_dims = tuple(i for i, pl in enumerate(g.placements) if not pl.is_replicate())
+            key = (id(g.device_mesh), shard_dims)
+            groups.setdefault(key, [g.device_mesh, shard_dims])  # type: ignore[list-item]
+            groups[key].append(g.to_local().detach().float().pow(2).sum())
+        else:
+            sq = g.detach().float().pow(2).sum()
+            total = sq if total is None else total + sq
+    for mesh, shard_dims, *sums in groups.values():
+        part = torch.stack(sums).sum()  # type: ignore[arg-type]
+        for dim in shard_dims:  # type: ignore[union-attr]
+            dist.all_reduce(part, group=mesh.get_group(dim))  # type: ignore[union-attr]
+        total = part if total is None else total + part.to(total.device)
+    return total
+
+
+def total_grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all gradients together, as one process holding every gradient would see."""
+    grads = [p.grad for p in params if p.grad is not None]
+    squares = _local_square_sums(grads)
+    if squares is None:
+        return torch.zeros(())
+    return squares.sqrt()
+
+
+def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale gradients so their global norm is at most `max_norm`; returns the norm before.
+
+    As torch's clip_grad_norm_: coefficient max_norm / (norm + 1e-6), clamped to 1; a
+    non-finite norm leaves the gradients as they are (the step is skipped by the caller).
+    """
+    params = list(params)
+    norm = total_grad_norm(params)
+    value = float(norm)
+    if max_norm > 0 and math.isfinite(value):
+        coef = min(1.0, max_norm / (value + 1e-6))
+        if coef < 1.0:
+            for p in params:
+                if p.grad is not None:
+                    grad = p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
+                    grad.mul_(coef)
+    return norm

@@ -1,0 +1,241 @@
+"""Worker: a tensor-parallel model against the same model in one process, on every rank.
+
+For each variant: build the model (same seed everywhere), keep a plain copy as the one-process
+reference, split the other with `apply_tensor_parallel` over all ranks, then compare logits,
+loss and every gradient (mapped back to the canonical layout), and run STEPS AdamW steps
+with gradient clipping on both, comparing loss and gradient norm at each step and the final
+weights. Rank 0 writes the largest relative differences as JSON to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch
+import torch.distributed as dist
+from _common import VARIANTS, init_gloo, llama
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor
+
+from neox_core.distributed.loss import lm_loss, vocab_parallel_cross_entropy
+from neox_core.distributed.tensor_parallel import apply_tensor_parallel
+from neox_core.distributed.tp_layout import tp_global_to_canonical, tp_param_layout
+from neox_core.models import build_model
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| relative to max |b| (0 when both are zero)."""
+    scale = b.abs().max().item()
+    diff = (a - b).abs().max().item()
+    return diff / scale if scale > 0 else diff
+
+
+def canonical(model: torch.nn.Module, cfg, tp: int, grads: bool) -> dict[str, torch.Tensor]:
+    layout = tp_param_layout(cfg)
+    out = {}
+    for name, p in model.named_parameters():
+        t = p.grad if grads else p.detach()
+        if isinstance(t, DTensor):
+            t = t.full_tensor()
+        dim, blocks = layout[name]
+        out[name] = tp_global_to_canonical(t, dim, tp, blocks)
+    return out
+
+
+def grad_norm_and_clip(params: list[torch.nn.Parameter], max_norm: float) -> float:
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads)
+    if isinstance(total, DTensor):
+        total = total.full_tensor()
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return float(total)
+
+
+def batch(step: int, cfg, seq: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + step)
+    tokens = torch.randint(0, cfg.vocab_size, (2, seq + 1), generator=g)
+    mask = (torch.rand(2, seq, generator=g) > 0.2).float()
+    labels = torch.where(mask > 0, tokens[:, 1:], torch.zeros_like(tokens[:, 1:]))
+    return tokens[:, :-1].to(DEVICE), labels.to(DEVICE), mask.to(DEVICE)
+
+
+DEVICE = torch.device("cpu")
+
+
+def run_variant(name: str, sp: bool, steps: int, tp_mesh, tp: int) -> dict[str, float]:
+    cfg = VARIANTS[name]
+    ref = build_model(cfg, seed=7, device=DEVICE)
+    model = copy.deepcopy(ref)
+    apply_tensor_parallel(model, tp_mesh, sequence_parallel=sp)
+    assert all(isinstance(p, DTensor) for p in model.parameters()), "plain tensor left"
+
+    seq = 16
+    tokens, labels, mask = batch(0, cfg, seq)
+    ref_logits = ref(tokens)
+    logits = model(tokens)
+    assert isinstance(logits, DTensor), type(logits)
+    out = {"logits": rel(logits.full_tensor(), ref_logits)}
+
+    # vocabulary-parallel cross entropy with -100 labels, forward and gradient
+    ignore = labels.clone()
+    ignore[:, ::3] = -100
+    ref_ce = vocab_parallel_cross_entropy(ref_logits, ignore)
+    ce = vocab_parallel_cross_entropy(logits, ignore)
+    out["ce_tokens"] = rel(ce, ref_ce)
+    assert float(ce.detach()[:, ::3].abs().max()) == 0.0
+
+    # Adam divides by sqrt(v) + eps: with eps 1e-8 a round-off difference of 1e-9 in a near-zero
+    # gradient becomes a whole-lr step of either sign, so one-process runs that differ only in
+    # summation order drift apart elementwise; eps 1e-6 keeps the comparison meaningful
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, eps=1e-6, weight_decay=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-6, weight_decay=0.1)
+    loss_rel = grad_rel = norm_rel = 0.0
+    for step in range(steps):
+        tokens, labels, mask = batch(step, cfg, seq)
+        ref_loss = lm_loss(ref(tokens), labels, mask)
+        loss = lm_loss(model(tokens), labels, mask)
+        ref_loss.backward()
+        loss.backward()
+        loss_rel = max(loss_rel, abs(loss.item() - ref_loss.item()) / abs(ref_loss.item()))
+        if step == 0:
+            ref_grads = {n: p.grad for n, p in ref.named_parameters()}
+            grads = canonical(model, cfg, tp, grads=True)
+            assert sorted(grads) == sorted(ref_grads)
+            grad_rel = max(rel(grads[n], ref_grads[n]) for n in grads)
+        ref_norm = grad_norm_and_clip(list(ref.parameters()), 0.5)
+        norm = grad_norm_and_clip(list(model.parameters()), 0.5)
+        norm_rel = max(norm_rel, abs(norm - ref_norm) / ref_norm)
+        ref_opt.step()
+        opt.step()
+        ref_opt.zero_grad()
+        opt.zero_grad()
+    out.update(loss=loss_rel, grads_step0=grad_rel, grad_norm=norm_rel)
+    if steps:
+        weights = canonical(model, cfg, tp, grads=False)
+        # over the whole model (Frobenius): elementwise, Adam turns round-off in near-zero
+        # gradients (zero-initialised biases, the key bias whose true gradient is 0) into
+        # visibly different steps, as it would between any two summation orders
+        diff = sum(float((weights[n] - p.detach()).pow(2).sum()) for n, p in ref.named_parameters())
+        norm = sum(float(p.detach().pow(2).sum()) for p in ref.parameters())
+        out["weights_after"] = (diff / norm) ** 0.5
+    return out
+
+
+def dropout_checks(tp_mesh, tp: int) -> dict[str, float]:
+    """With dropout: masks on sequence shards (SP) differ between TP ranks, masks on replicated
+    activations (no SP) are equal, the default random stream stays in step on all ranks, and
+    activation checkpointing recomputes the same masks (same loss and gradients)."""
+    out = {}
+    for sp in (False, True):
+        cfg = llama(hidden_dropout=0.3, attention_dropout=0.3)
+        base = build_model(cfg, seed=7)
+        plain, ckpt = copy.deepcopy(base), copy.deepcopy(base)
+        ckpt.checkpoint_activations = True
+        apply_tensor_parallel(plain, tp_mesh, sequence_parallel=sp)
+        apply_tensor_parallel(ckpt, tp_mesh, sequence_parallel=sp)
+        masks: list[torch.Tensor] = []
+        hook = plain.layers[0].hidden_dropout.register_forward_hook(
+            lambda m, a, o, masks=masks: masks.append((o == 0) & (a[0] != 0))
+        )
+        tokens, labels, mask = batch(0, cfg, 16)
+        losses, grads = [], []
+        for model in (plain, ckpt):
+            torch.manual_seed(11)
+            lm_loss(model(tokens), labels, mask).backward()
+            losses.append(lm_loss(model(tokens), labels, mask).detach())  # 2nd draw, no grad
+            grads.append(canonical(model, cfg, tp, grads=True))
+        hook.remove()
+        key = "sp" if sp else "tp"
+        out[f"ckpt_same_grads_{key}"] = max(rel(grads[1][n], grads[0][n]) for n in grads[0])
+        out[f"ckpt_same_loss_{key}"] = abs(float(losses[1] - losses[0]))
+        first = masks[0].contiguous()
+        gathered = [torch.empty_like(first) for _ in range(tp)]
+        dist.all_gather(gathered, first)
+        same = all(torch.equal(g, gathered[0]) for g in gathered)
+        assert first.any() and same != sp, (sp, same)
+        after = torch.rand(4)
+        everywhere = [torch.empty_like(after) for _ in range(tp)]
+        dist.all_gather(everywhere, after)
+        assert all(torch.equal(e, after) for e in everywhere), "default RNG out of step"
+    return out
+
+
+def saved_activation_bytes(model: torch.nn.Module, tokens: torch.Tensor) -> int:
+    """Bytes this rank keeps for backward in one forward, parameters not counted."""
+    params = set()
+    for p in model.parameters():
+        local = p.to_local() if isinstance(p, DTensor) else p
+        params.add(local.untyped_storage().data_ptr())
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        local = t.to_local() if isinstance(t, DTensor) else t
+        local = getattr(local, "elem", local)  # an in-flight functional collective's result
+        storage = local.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(tokens)
+    return sum(seen.values())
+
+
+def activation_checks(tp_mesh, tp: int) -> dict[str, float]:
+    """Saved activations per rank: TP cuts those inside the regions, SP also those between."""
+    cfg = VARIANTS["llama-gqa"]
+    tokens = batch(0, cfg, 32)[0]
+    ref = build_model(cfg, seed=7)
+    tp_only, sp = copy.deepcopy(ref), copy.deepcopy(ref)
+    apply_tensor_parallel(tp_only, tp_mesh, sequence_parallel=False)
+    apply_tensor_parallel(sp, tp_mesh, sequence_parallel=True)
+    one = saved_activation_bytes(ref, tokens)
+    with_tp = saved_activation_bytes(tp_only, tokens)
+    with_sp = saved_activation_bytes(sp, tokens)
+    assert with_sp < with_tp < one, (one, with_tp, with_sp)
+    return {"tp_over_one": with_tp / one, "sp_over_one": with_sp / one}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--runs", required=True, help="comma list of VARIANT[+sp]:STEPS, dropout, activations"
+    )
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU a rank)")
+    args = ap.parse_args()
+    global DEVICE
+    if args.device == "cuda":
+        local = int(os.environ["LOCAL_RANK"])
+        DEVICE = torch.device("cuda", local)
+        torch.cuda.set_device(DEVICE)
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 comparisons
+        dist.init_process_group("nccl", device_id=DEVICE)
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = init_gloo()
+    mesh = init_device_mesh(DEVICE.type, (world,), mesh_dim_names=("tp",))
+    results = {}
+    for run in args.runs.split(","):
+        if run in ("dropout", "activations"):
+            check = dropout_checks if run == "dropout" else activation_checks
+            results[run] = check(mesh, world)
+            continue
+        key, steps = run.split(":")
+        name, _, sp = key.partition("+")
+        results[key] = run_variant(name, sp == "sp", int(steps), mesh, world)
+    if rank == 0:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
