@@ -252,7 +252,7 @@ def check_config(gpt_neox: Path, rel: str, setup: Path, corpus: str | None = Non
 
 
 def _pending_text(pending: list[tuple[str, str]]) -> str:
-    """'pending: parallelism (helpers par-*): `a`, `b`; post-training (...): `c`'."""
+    """'pending: pipeline parallelism (...): `a`, `b`; online RL (...): `c`'."""
     by_area: dict[str, list[str]] = {}
     for key, area in pending:
         by_area.setdefault(area, []).append(f"`{key}`")

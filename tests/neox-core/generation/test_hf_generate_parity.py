@@ -63,6 +63,35 @@ def test_cached_forward_matches_the_model(pair) -> None:
     torch.testing.assert_close(cached, full, rtol=0, atol=1e-5)
 
 
+def test_cached_decoding_keeps_the_sliding_window() -> None:
+    """Token by token through the cache equals the full forward of a windowed (Mistral) model."""
+    from neox_core.config.schema import ModelConfig
+    from neox_core.models import build_model
+
+    cfg = ModelConfig(
+        architecture="llama", num_layers=2, hidden_size=32, num_attention_heads=4,
+        num_kv_heads=2, intermediate_size=48, norm="rmsnorm", norm_bias=False,
+        activation="swiglu", attention_bias=False, mlp_bias=False, tie_embeddings=False,
+        padded_vocab_size=64, sliding_window_width=3,
+    )  # fmt: skip
+    model = build_model(cfg, seed=0, dtype="fp32").eval()
+    ids = torch.randint(0, 64, (2, 11), generator=torch.Generator().manual_seed(1))
+    cache = allocate_cache(model, 2, ids.shape[1])
+    with torch.no_grad():
+        full = model(ids)
+        steps = [
+            forward_cached(
+                model,
+                cache,
+                ids[:, i : i + 1],
+                torch.tensor([i]),
+                torch.ones(2, 1, dtype=torch.bool),
+            )
+            for i in range(ids.shape[1])
+        ]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("batch_size", [pytest.param(1, marks=pytest.mark.slow), 5])
 def test_greedy_equals_transformers_generate(pair, batch_size) -> None:
     ours, hf = pair

@@ -103,6 +103,7 @@ def forward_cached(
     `real` [B, S] marks tokens that are not padding. A token attends to real tokens in earlier
     or equal slots; its position (for rotary) is the number of real tokens before it in its row.
     Padding attends only to itself, so no row is fully masked and no NaN can reach the cache.
+    With sliding-window attention a token also sees only the `window` real tokens before it.
     """
     cache.valid.index_copy_(1, slots, real)
     # positions: real tokens counted from the row's first real one; padding gets 0
@@ -112,7 +113,12 @@ def forward_cached(
     all_slots = torch.arange(cache.size, device=slots.device)
     causal = all_slots[None, :] <= slots[:, None]  # [S, T]
     self_slot = all_slots[None, :] == slots[:, None]
-    mask = (causal[None] & cache.valid[:, None, :]) | self_slot[None]  # [B, S, T]
+    mask = causal[None] & cache.valid[:, None, :]  # [B, S, T]
+    window = model.layers[0].attention.sliding_window if len(model.layers) else None
+    if window is not None:  # Mistral: a query sees itself and `window` earlier positions
+        key_positions = cache.valid.long().cumsum(1) - 1  # [B, T]
+        mask = mask & (key_positions[:, None, :] >= positions[:, :, None] - window)
+    mask = mask | self_slot[None]
     mask = mask.unsqueeze(1)  # [B, 1, S, T]
     x = model.embed(input_ids)
     for i, layer in enumerate(model.layers):
