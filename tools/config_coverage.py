@@ -67,9 +67,7 @@ PENDING_KEYS: dict[str, str] = {
     "serve_model_weights": _RL,
     "fp32_reinforce": _RL,
 }
-_PENDING_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^reinforce_"), _RL),
-)
+_PENDING_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = ((re.compile(r"^reinforce_"), _RL),)
 
 # "file.yml:12: key = ..." / "file.yml:12: unknown key 'key'" / "override: key ..."
 _ERROR_KEY = re.compile(
