@@ -48,7 +48,7 @@ from neox_core.checkpoint.optimizer_state import (
 from neox_core.checkpoint.pieces import PieceError, PieceIndex
 from neox_core.checkpoint.retention import delete_old_checkpoints
 from neox_core.checkpoint.rng import capture_rng_state, restore_rng_state
-from neox_core.checkpoint.save import _json_dump, _save_tensors, _unpoint_latest, _unshared
+from neox_core.checkpoint.save import _json_dump, _save_tensors, _unshared, publish_step_dir
 from neox_core.checkpoint.sharding import fused_tp_blocks
 
 
@@ -310,15 +310,7 @@ class Checkpointer:
 
         write_json(tmp / layout.MANIFEST_FILE, manifest)
         fsync_dir(tmp)
-        if final.exists():  # re-saving a step, e.g. a rerun into the same directory
-            _unpoint_latest(root, final.name)
-            stale = root / f".old-{final.name}-{os.getpid()}"
-            os.replace(final, stale)
-            os.replace(tmp, final)
-            remove_tree(stale)
-        else:
-            os.replace(tmp, final)
-        fsync_dir(root)
+        publish_step_dir(root, tmp, final)
         write_text(root / layout.LATEST_FILE, final.name + "\n")
         delete_old_checkpoints(root, self.keep_last_n)
 

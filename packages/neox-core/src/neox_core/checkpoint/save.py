@@ -114,20 +114,26 @@ def save_checkpoint(
             rng_states,
         )
         fsync_dir(tmp)
-        if final.exists():  # re-saving a step, e.g. a rerun from scratch into the same dir
-            _unpoint_latest(root, final.name)
-            stale = root / f".old-{final.name}-{os.getpid()}"
-            os.replace(final, stale)
-            os.replace(tmp, final)
-            remove_tree(stale)
-        else:
-            os.replace(tmp, final)
-        fsync_dir(root)
+        publish_step_dir(root, tmp, final)
     except BaseException:
         remove_tree(tmp)
         raise
     write_text(root / layout.LATEST_FILE, final.name + "\n")
     return final
+
+
+def publish_step_dir(root: Path, tmp: Path, final: Path) -> None:
+    """Rename the complete temp directory `tmp` to the step directory `final`, replacing a step
+    saved before (a rerun into the same directory) without `latest` ever naming a missing one."""
+    if final.exists():
+        _unpoint_latest(root, final.name)
+        stale = root / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, stale)
+        os.replace(tmp, final)
+        remove_tree(stale)
+    else:
+        os.replace(tmp, final)
+    fsync_dir(root)
 
 
 def _unpoint_latest(root: Path, name: str) -> None:
