@@ -67,3 +67,19 @@ def test_neox_train_on_one_gpu_under_nccl_matches_one_process(
         # same GPU, same kernels; FSDP2's reduce and flat buffers may reorder fp32 sums
         assert float(b) == pytest.approx(float(a), rel=1e-4)
     assert (tmp_path / "nccl" / "latest").read_text().strip() == "global_step6"
+
+
+def test_more_torchrun_processes_than_gpus_is_a_launch_error() -> None:
+    """Two processes on one visible GPU would share it and NCCL would fail deep in its first
+    collective ("invalid usage"); neox-train says so before the process group."""
+    import torch
+
+    from neox_core.training.launch import LaunchEnv, LaunchError, pick_device
+
+    n = torch.cuda.device_count()
+    launch = LaunchEnv(rank=0, world_size=n + 1, local_rank=0, master_addr=None, master_port=None)
+    with pytest.raises(LaunchError, match=rf"{n + 1} processes on this node .* {n} CUDA"):
+        pick_device(launch, {"LOCAL_WORLD_SIZE": str(n + 1)})
+    # srun with one GPU per task: each process sees its own GPU as cuda:0
+    srun = LaunchEnv(rank=3, world_size=4, local_rank=3, master_addr=None, master_port=None)
+    assert pick_device(srun, {}).index == 3 % n
