@@ -169,11 +169,13 @@ def test_table_and_json_hold_one_row_per_job(tmp_path: Path) -> None:
     statuses = statuses_of(records, LogSettings(None, "neox-training-%j.out"))
     table = render_table(statuses).splitlines()
     assert table[0].split() == [
-        "JOBID", "NAME", "STATE", "VERDICT", "ELAPSED", "ITER", "%", "LOSS", "DIAGNOSIS",
+        "JOBID", "NAME", "KIND", "STATE", "VERDICT", "ELAPSED", "ITER", "%", "LOSS", "DIAGNOSIS",
     ]  # fmt: skip
-    assert table[1].split()[:7] == ["1", "pythia", "RUNNING", "RUNNING", "-", "1500/320000", "0.5"]
+    assert table[1].split()[:8] == [
+        "1", "pythia", "-", "RUNNING", "RUNNING", "-", "1500/320000", "0.5",
+    ]  # fmt: skip
     assert "CRASHED" in table[2] and "ValueError: sequence length 4096" in table[2]
-    assert table[3].split()[3] == "PENDING"
+    assert table[3].split()[4] == "PENDING"
     rows = json.loads(render_json(statuses))
     assert [r["verdict"] for r in rows] == ["RUNNING", "CRASHED", "PENDING"]
     assert rows[0]["iteration"] == 1500 and rows[0]["healthy"] is True
