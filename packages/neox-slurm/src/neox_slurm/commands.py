@@ -238,7 +238,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             raise ScriptError(f"{job!r} is not a job id")
     if args.name:
         active = query_squeue(user=args.user, all_users=False)
-        ids = [r.job_id for r in active if fnmatch.fnmatchcase(r.name, args.name)]
+        matching = [r.job_id for r in active if fnmatch.fnmatchcase(r.name, args.name)]
+        # in submission order, whatever order squeue lists states in (pending before running)
+        ids = sorted(matching, key=lambda j: (int(j.split("_")[0]), j))
         if not ids:
             print(f"no queued or running job matches {args.name!r}")
             return 1
