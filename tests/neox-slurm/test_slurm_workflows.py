@@ -96,7 +96,7 @@ def test_watch_exit_codes_for_healthy_crashed_nan_and_stale_jobs(cli: Cli) -> No
                 proc.kill()
         cli("cancel", "--name", f"t{RUN}-w-*")  # only the queued and running ones
     rows = json.loads(cli("status", "--json", "--kind", "pretrain").stdout)
-    assert sorted(r["job_id"] for r in rows) == sorted([job, ids["big"]], key=int)
+    assert sorted((r["job_id"] for r in rows), key=int) == sorted([job, ids["big"]], key=int)
     assert {r["kind"] for r in rows} == {"pretrain"}
 
 
@@ -150,7 +150,7 @@ def test_upload_checkpoints_chains_real_neox_ckpt_jobs_with_eval(cli: Cli) -> No
             assert f"JobName=eval_{experiment}" in show.split()
             assert f"Dependency=afterok:{after}" in show
         _, rows = cli.status("--kind", "convert", "--name", f"convert_{experiment}")
-        assert sorted(r["job_id"] for r in rows) == sorted([blocker, *converts], key=int)
+        assert sorted((r["job_id"] for r in rows), key=int) == sorted([blocker, *converts], key=int)
         assert {r["kind"] for r in rows} == {"convert"}
         waiting = next(r for r in rows if r["job_id"] == converts[1])
         assert waiting["diagnosis"] == "waiting: Dependency"

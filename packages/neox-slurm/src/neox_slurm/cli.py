@@ -201,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--eval", action="store_true", help="an evaluation job after each step")
     upload.add_argument("--eval-args", help="more arguments for the eval command, one string")
     upload.add_argument("--eval-command", help="default: the profile's eval_command (neox-eval)")
-    upload.add_argument("--eval-gpus", type=int, help="GPUs of each eval job")
+    upload.add_argument(
+        "--eval-gpus", type=int, help="GPUs per eval job (the resource flags apply to both kinds)"
+    )
     upload.add_argument("--eval-time", help="time limit of each eval job")
     upload.add_argument(
         "--upload-command", default="neox-ckpt", help="the neox-ckpt command (neox-ckpt)"

@@ -297,16 +297,44 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return _watch(args.job, settings, args)
 
 
-def _resources(
-    args: argparse.Namespace, defaults: dict[str, int | str], *, nodes: int | None = None
-) -> dict[str, int | str]:
-    """Flags over a kind's defaults."""
-    return {
-        "nodes": args.nodes or nodes or int(defaults["nodes"]),
-        "gpus_per_node": int(defaults["gpus_per_node"]) if args.gpus is None else args.gpus,
-        "cpus_per_task": args.cpus or int(defaults["cpus_per_task"]),
-        "time": args.time or str(defaults["time"]),
-    }
+def _shell_job(
+    args: argparse.Namespace,
+    profile: Profile,
+    settings: LogSettings,
+    kind: str,
+    command: list[str],
+    *,
+    job_name: str,
+    nodes: int | None = None,
+    gpus: int | None = None,
+    time: str | None = None,
+) -> JobSpec:
+    """A job that runs COMMAND once in the batch shell. Each resource from GPUS/TIME when given,
+    then the flags, then NODES, then the profile's `kinds.<kind>`; logs in the kind's folder
+    unless --log-dir names one."""
+    defaults = profile.kind(kind)
+    folder = _log_dir(settings)
+    return JobSpec(
+        job_name=job_name,
+        command=command,
+        profile=profile,
+        log_dir=folder if args.log_dir else kind_log_dir(profile, kind, folder),
+        log_pattern=settings.pattern,
+        work_dir=Path.cwd().resolve(),
+        nodes=args.nodes or nodes or int(defaults["nodes"]),
+        gpus_per_node=int(
+            next(g for g in (gpus, args.gpus, defaults["gpus_per_node"]) if g is not None)
+        ),
+        cpus_per_task=args.cpus or int(defaults["cpus_per_task"]),
+        time=time or args.time or str(defaults["time"]),
+        partition=args.partition or profile.partition,
+        account=args.account or profile.account,
+        venv=_venv(args, profile),
+        launcher="shell",
+        checkpoint_signal=None,
+        extra_sbatch=profile.sbatch,
+        kind=kind,
+    )
 
 
 def cmd_tunnel(args: argparse.Namespace) -> int:
@@ -326,25 +354,7 @@ def cmd_tunnel(args: argparse.Namespace) -> int:
         command = tunnel_command(args.code or profile.code_cli, name)
     except ValueError as exc:
         raise ScriptError(str(exc)) from None
-    log_dir = _log_dir(settings)
-    if not args.log_dir:
-        log_dir = kind_log_dir(profile, "tunnel", log_dir)
-    spec = JobSpec(
-        job_name=f"tunnel-{name}",
-        command=command,
-        profile=profile,
-        log_dir=log_dir,
-        log_pattern=settings.pattern,
-        work_dir=Path.cwd().resolve(),
-        **_resources(args, profile.kind("tunnel")),  # type: ignore[arg-type]
-        partition=args.partition or profile.partition,
-        account=args.account or profile.account,
-        venv=_venv(args, profile),
-        launcher="shell",
-        checkpoint_signal=None,
-        extra_sbatch=profile.sbatch,
-        kind="tunnel",
-    )
+    spec = _shell_job(args, profile, settings, "tunnel", command, job_name=f"tunnel-{name}")
     _, job_id, log = _emit(spec, args.dry_run)
     if job_id is None or log is None:
         return 0
@@ -388,40 +398,16 @@ def cmd_upload_checkpoints(args: argparse.Namespace) -> int:
     renamed += [o.split("=", 1)[1] for o in passthrough if o.startswith("--experiment=")]
     experiment = cu.find_experiment(path, renamed[-1] if renamed else None)
     steps = cu.select_steps(args.steps, list(experiment.steps))
-    log_folder = _log_dir(settings)
-    common = {
-        "profile": profile,
-        "log_pattern": settings.pattern,
-        "work_dir": Path.cwd().resolve(),
-        "partition": args.partition or profile.partition,
-        "account": args.account or profile.account,
-        "venv": _venv(args, profile),
-        "launcher": "shell",
-        "checkpoint_signal": None,
-        "extra_sbatch": profile.sbatch,
-    }
-    convert_template = JobSpec(
-        job_name="convert",
-        command=["true"],
-        log_dir=log_folder if args.log_dir else kind_log_dir(profile, "convert", log_folder),
-        **_resources(args, profile.kind("convert"), nodes=1),  # type: ignore[arg-type]
-        **common,  # type: ignore[arg-type]
+    # one node each: `neox-ckpt upload` and `neox-eval` are single processes
+    convert_template = _shell_job(
+        args, profile, settings, "convert", ["true"], job_name="convert", nodes=1
     )
     eval_template = None
     if args.eval:
-        eval_defaults = profile.kind("eval")
-        eval_template = JobSpec(
-            job_name="eval",
-            command=["true"],
-            log_dir=log_folder if args.log_dir else kind_log_dir(profile, "eval", log_folder),
-            nodes=1,
-            gpus_per_node=(
-                int(eval_defaults["gpus_per_node"]) if args.eval_gpus is None else args.eval_gpus
-            ),
-            cpus_per_task=int(eval_defaults["cpus_per_task"]),
-            time=args.eval_time or str(eval_defaults["time"]),
-            **common,  # type: ignore[arg-type]
-        )
+        eval_template = _shell_job(
+            args, profile, settings, "eval", ["true"], job_name="eval", nodes=1,
+            gpus=args.eval_gpus, time=args.eval_time,
+        )  # fmt: skip
     plan = cu.plan_jobs(
         experiment,
         steps,
