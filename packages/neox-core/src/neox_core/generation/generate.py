@@ -154,6 +154,7 @@ def generate(
     pad_id: int = 0,
     compile: bool | str | None = False,
     limits: Sequence[int] | None = None,
+    step: DecodeStep | None = None,
 ) -> list[Generated]:
     """`generate_batch` over `prompts` in batches of `batch_size`, in order.
 
@@ -161,6 +162,7 @@ def generate(
     tokens. `stop_check` receives the prompt's index in `prompts`. `compile` compiles the
     decode step (see `step.compile_mode`; None = on for CUDA, off elsewhere); compiled, a
     short last batch is filled up to `batch_size` so every batch replays the same graph.
+    Pass a `step` (instead of `compile`) to keep its caches and graphs across calls.
     """
     device = model.head_weight().device
     generator = None
@@ -168,7 +170,8 @@ def generate(
         generator = torch.Generator(device=device)
         generator.manual_seed(seed if seed is not None else 0)
     # recompute runs the whole (growing) sequence every step: eager, nothing to capture
-    step = DecodeStep(model, False if recompute else compile)
+    if step is None or recompute:
+        step = DecodeStep(model, False if recompute else compile)
     results: list[Generated] = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
