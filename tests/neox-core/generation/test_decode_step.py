@@ -9,6 +9,8 @@ such as a host read-back (`.item()`, `.tolist()`), an error.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -74,3 +76,21 @@ def test_compiled_step_never_recompiles_and_matches_eager(model) -> None:
         assert sampled(compiled, 4) != drawn
     assert drawn == sampled(eager, 3)
     assert counters["stats"]["unique_graphs"] == 2
+
+
+@pytest.mark.gpu
+def test_cuda_graph_step_replays_without_recompiles_or_skips(model) -> None:
+    """On CUDA: inductor + CUDA graphs (no skipped graph), same greedy tokens as eager."""
+    torch._dynamo.reset()
+    counters.clear()
+    cuda = copy.deepcopy(model).to("cuda")
+    eager = DecodeStep(cuda, compile=False)
+    compiled = DecodeStep(cuda, compile=None)  # the default on CUDA: reduce-overhead
+    assert compiled.cuda_graphs
+    expected = _tokens(cuda, _prompts(0), eager, max_new_tokens=20)
+    assert _tokens(cuda, _prompts(0), compiled, max_new_tokens=20) == expected
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        again = _tokens(cuda, _prompts(1), compiled, max_new_tokens=20)
+    assert again == _tokens(cuda, _prompts(1), eager, max_new_tokens=20)
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not counters["inductor"].get("cudagraph_skips"), dict(counters["inductor"])
