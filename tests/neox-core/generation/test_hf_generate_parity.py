@@ -57,9 +57,7 @@ def test_cached_forward_matches_the_model(pair) -> None:
     cache = allocate_cache(ours, 1, ids.shape[1] + 4)
     with torch.no_grad():
         full = ours(ids)
-        cached = forward_cached(
-            ours, cache, ids, torch.arange(ids.shape[1]), torch.ones_like(ids, dtype=torch.bool)
-        )
+        cached = forward_cached(ours, cache, ids, torch.tensor([0]))
     torch.testing.assert_close(cached, full, rtol=0, atol=1e-5)
 
 
@@ -80,13 +78,7 @@ def test_cached_decoding_keeps_the_sliding_window() -> None:
     with torch.no_grad():
         full = model(ids)
         steps = [
-            forward_cached(
-                model,
-                cache,
-                ids[:, i : i + 1],
-                torch.tensor([i]),
-                torch.ones(2, 1, dtype=torch.bool),
-            )
+            forward_cached(model, cache, ids[:, i : i + 1], torch.tensor([i]))
             for i in range(ids.shape[1])
         ]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)

@@ -30,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dtype", choices=("fp32", "bf16", "fp16"), help="default: the config's precision"
     )
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the decode step with torch.compile (CUDA graphs on CUDA); "
+        "default: on for CUDA, off for CPU",
+    )
     return parser
 
 
@@ -64,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             device=args.device,
             dtype=args.dtype,
+            compile=args.compile,
         )
     except (ConfigError, CheckpointError, PromptFileError, TokenizerError) as exc:
         print(f"neox-generate: error: {exc}", file=sys.stderr)

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import torch
 
-from neox_core.generation.kv_cache import KVCache, allocate_cache, forward_cached
-from neox_core.generation.sampling import SamplingParams, next_tokens
+from neox_core.generation.sampling import SamplingParams
+from neox_core.generation.step import DecodeStep
 from neox_core.models.decoder import CausalLM
 
 GREEDY = SamplingParams()
+SYNC_EVERY = 16  # decode steps between reads of the new tokens (stop checks) once running
 
 # (row index in the batch, tokens generated so far) -> stop now
 StopCheck = Callable[[int, list[int]], bool]
@@ -28,54 +29,56 @@ class Generated:
     finished: bool  # ended by the end-of-document token or a stop check, not by the length cap
 
 
-class _Step:
-    """One forward over the cache; compiled once per shape when `compile` is set.
-
-    `compile` is True (torch.compile's default mode) or a mode name such as
-    "reduce-overhead" (CUDA graphs: the cache is marked static so it can be captured).
-    """
-
-    def __init__(self, model: CausalLM, compile: bool | str) -> None:
-        self.model = model
-        self.compiled = bool(compile)
-        self.caches: dict[tuple[int, int], KVCache] = {}
-        self.fn = forward_cached
-        if compile:
-            mode = compile if isinstance(compile, str) else None
-            self.fn = torch.compile(forward_cached, dynamic=False, mode=mode)
-
-    def new_cache(self, batch: int, slots: int) -> KVCache:
-        """A zeroed cache; compiled steps reuse one per shape so CUDA graphs stay valid."""
-        if not self.compiled:
-            return allocate_cache(self.model, batch, slots)
-        cache = self.caches.get((batch, slots))
-        if cache is None:
-            cache = allocate_cache(self.model, batch, slots)
-            for t in (*cache.keys, *cache.values, cache.valid, cache.cos, cache.sin):
-                torch._dynamo.mark_static_address(t)
-            self.caches[(batch, slots)] = cache
-        else:
-            for t in (*cache.keys, *cache.values, cache.valid):
-                t.zero_()
-        return cache
-
-    def __call__(
-        self, cache: KVCache, ids: torch.Tensor, slots: torch.Tensor, real: torch.Tensor
-    ) -> torch.Tensor:
-        return self.fn(self.model, cache, ids, slots, real)
-
-
 def _left_pad(
     prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts right-aligned in one [B, W] tensor, and each row's padding length [B]."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    real = torch.zeros((len(prompts), width), dtype=torch.bool)
     for i, p in enumerate(prompts):
-        if p:
-            ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-            real[i, width - len(p) :] = True
-    return ids.to(device), real.to(device)
+        ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+    pad = torch.tensor([width - len(p) for p in prompts], dtype=torch.long)
+    return ids.to(device), pad.to(device)
+
+
+class _Rows:
+    """Host-side view of the batch: each row's tokens so far and why it ended.
+
+    Rows decode on the device without stopping; every so often the new tokens are read back
+    and cut here at the end-of-document token, a stop check or the row's cap. A row keeps
+    decoding after its end (nobody reads that), which changes nothing for the other rows.
+    """
+
+    def __init__(
+        self,
+        limits: Sequence[int],
+        eos_id: int | None,
+        stop_check: StopCheck | None,
+    ) -> None:
+        self.limits = limits
+        self.eos_id = eos_id
+        self.stop_check = stop_check
+        self.out: list[list[int]] = [[] for _ in limits]
+        self.done = [False] * len(limits)
+        self.finished = [False] * len(limits)
+        self.read = 0  # tokens per row read back so far
+
+    def absorb(self, new: list[list[int]]) -> bool:
+        """Take the next tokens of every row; True once every row has ended."""
+        for i, row in enumerate(self.out):
+            for tok in new[i]:
+                if self.done[i]:
+                    break
+                if tok == self.eos_id:
+                    self.done[i] = self.finished[i] = True
+                    break
+                row.append(tok)
+                if self.stop_check is not None and self.stop_check(i, row):
+                    self.done[i] = self.finished[i] = True
+                elif len(row) >= self.limits[i]:
+                    self.done[i] = True
+        self.read += len(new[0]) if new else 0
+        return all(self.done)
 
 
 @torch.no_grad()
@@ -90,13 +93,19 @@ def generate_batch(
     stop_check: StopCheck | None = None,
     recompute: bool = False,
     pad_id: int = 0,
-    step: _Step | None = None,
+    step: DecodeStep | None = None,
     limits: Sequence[int] | None = None,
+    fill_to: int | None = None,
 ) -> list[Generated]:
     """Continue every prompt (a non-empty token list) by up to `max_new_tokens` tokens.
 
     `limits` caps rows separately (e.g. to stay within the model's context); a row that
-    reaches its cap is not `finished`.
+    reaches its cap is not `finished`. `fill_to` decodes that many rows (idle extra rows),
+    so a compiled `step` sees one batch size.
+
+    Tokens are read back to the host (for end-of-document and stop checks) after 1, 2, 4, 8
+    and 16 tokens and then every `SYNC_EVERY`; the decode steps in between run on the device
+    without waiting, and rows that ended meanwhile simply drop their extra tokens.
 
     With `recompute` (GPT-NeoX's switch) nothing is cached between steps: every step runs the
     whole sequence again, which gives the same tokens more slowly.
@@ -107,49 +116,28 @@ def generate_batch(
         raise ValueError("every prompt needs at least one token (use the eod token for none)")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens {max_new_tokens} must be at least 1")
-    device = model.head_weight().device
-    step = step or _Step(model, compile=False)
-    ids, real = _left_pad(prompts, pad_id, device)
+    step = step or DecodeStep(model)
+    rows = list(prompts) + [[pad_id]] * max(0, (fill_to or 0) - len(prompts))
+    ids, pad = _left_pad(rows, pad_id, step.device)
     b, width = ids.shape
-    slots_total = width + max_new_tokens
-    out: list[list[int]] = [[] for _ in range(b)]
-    done = [False] * b
-    finished = [False] * b
+    caps = [min(max_new_tokens, c) for c in (limits or [max_new_tokens] * len(prompts))]
+    host = _Rows(caps, eos_id, stop_check)
 
-    cache = step.new_cache(b, slots_total)
-    logits = step(cache, ids, torch.arange(width, device=device), real)[:, -1]
-    history = ids
-    for t in range(max_new_tokens):
-        tokens = next_tokens(logits, params, generator)
-        listed = tokens.tolist()
-        for i in range(b):
-            if done[i]:
-                continue
-            if eos_id is not None and listed[i] == eos_id:
-                done[i] = finished[i] = True
-                continue
-            out[i].append(listed[i])
-            if stop_check is not None and stop_check(i, out[i]):
-                done[i] = finished[i] = True
-            elif limits is not None and len(out[i]) >= limits[i]:
-                done[i] = True
-        if all(done) or t == max_new_tokens - 1:
-            break
-        # rows that are done keep decoding a pad token nobody reads; shapes stay fixed
-        feed = torch.tensor(
-            [pad_id if done[i] else listed[i] for i in range(b)], device=device
-        ).unsqueeze(1)
-        live = torch.tensor([not d for d in done], device=device).unsqueeze(1)
+    cache = step.cache(b, width + max_new_tokens)
+    step.prefill(cache, ids, pad, params, generator)
+    produced, check_at = 1, 1
+    while True:
+        if produced == check_at:
+            new = cache.tokens[: len(prompts), width + host.read : width + produced].tolist()
+            if host.absorb(new) or produced == max_new_tokens:
+                break
+            check_at = min(max_new_tokens, produced + min(produced, SYNC_EVERY))
         if recompute:
-            history = torch.cat([history, feed], dim=1)
-            real = torch.cat([real, live], dim=1)
-            cache = step.new_cache(b, slots_total)
-            n = history.shape[1]
-            logits = step(cache, history, torch.arange(n, device=device), real)[:, -1]
+            step.rerun(cache, width + produced, params, generator)
         else:
-            slot = torch.tensor([width + t], device=device)
-            logits = step(cache, feed, slot, live)[:, -1]
-    return [Generated(o, f) for o, f in zip(out, finished, strict=True)]
+            step(cache, params, generator)
+        produced += 1
+    return [Generated(o, f) for o, f in zip(host.out, host.finished, strict=True)]
 
 
 def generate(
@@ -164,20 +152,26 @@ def generate(
     stop_check: StopCheck | None = None,
     recompute: bool = False,
     pad_id: int = 0,
-    compile: bool | str = False,
+    compile: bool | str | None = False,
     limits: Sequence[int] | None = None,
+    step: DecodeStep | None = None,
 ) -> list[Generated]:
     """`generate_batch` over `prompts` in batches of `batch_size`, in order.
 
     Sampling draws from one generator seeded with `seed`, so the same call gives the same
-    tokens. `stop_check` receives the prompt's index in `prompts`.
+    tokens. `stop_check` receives the prompt's index in `prompts`. `compile` compiles the
+    decode step (see `step.compile_mode`; None = on for CUDA, off elsewhere); compiled, a
+    short last batch is filled up to `batch_size` so every batch replays the same graph.
+    Pass a `step` (instead of `compile`) to keep its caches and graphs across calls.
     """
     device = model.head_weight().device
     generator = None
     if not params.greedy:
         generator = torch.Generator(device=device)
         generator.manual_seed(seed if seed is not None else 0)
-    step = _Step(model, compile)
+    # recompute runs the whole (growing) sequence every step: eager, nothing to capture
+    if step is None or recompute:
+        step = DecodeStep(model, False if recompute else compile)
     results: list[Generated] = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
@@ -199,5 +193,6 @@ def generate(
             pad_id=pad_id,
             step=step,
             limits=None if limits is None else limits[start : start + batch_size],
+            fill_to=batch_size if step.compiled else None,
         )
     return results

@@ -17,7 +17,9 @@ from neox_core.generation.samples import (
 from neox_core.generation.sampling import SamplingParams
 
 
-def text_generator(cfg: NeoxConfig, model, tokenizer, seed: int, batch_size: int) -> TextGenerator:
+def text_generator(
+    cfg: NeoxConfig, model, tokenizer, seed: int, batch_size: int, compile: bool | None = None
+) -> TextGenerator:
     g = cfg.generation
     return TextGenerator(
         model,
@@ -29,6 +31,7 @@ def text_generator(cfg: NeoxConfig, model, tokenizer, seed: int, batch_size: int
         batch_size=batch_size,
         stop_strings=g.stop_strings or (),
         recompute=g.recompute,
+        compile=compile,
     )
 
 
@@ -43,8 +46,12 @@ def run_generation(
     dtype: str | None = None,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
+    compile: bool | None = None,
 ) -> int:
-    """Run `cfg.generation.text_gen_type`; returns the process exit code."""
+    """Run `cfg.generation.text_gen_type`; returns the process exit code.
+
+    `compile`: compile the decode step (None: on CUDA yes, on CPU no).
+    """
     g = cfg.generation
     stdout = stdout or sys.stdout
     if g.text_gen_type == "input-file" and not g.sample_input_file:
@@ -56,9 +63,8 @@ def run_generation(
     loaded = load_inference_model(
         cfg, load_dir=load_dir, iteration=iteration, device=device, dtype=dtype
     )
-    gen = text_generator(
-        cfg, loaded.model, tokenizer, cfg.training.seed if seed is None else seed, batch_size
-    )
+    seed = cfg.training.seed if seed is None else seed
+    gen = text_generator(cfg, loaded.model, tokenizer, seed, batch_size, compile)
     stdout.write(f"neox-generate: {loaded.checkpoint} (iteration {loaded.iteration})\n")
     if g.text_gen_type == "interactive":
         interactive(gen, stdin or sys.stdin, stdout)

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from neox_core.generation.generate import generate
 from neox_core.generation.sampling import SamplingParams
+from neox_core.generation.step import DecodeStep
 
 
 class PromptFileError(ValueError):
@@ -57,7 +58,9 @@ class TextGenerator:
         batch_size: int = 1,
         stop_strings: Sequence[str] = (),
         recompute: bool = False,
+        compile: bool | None = None,
     ) -> None:
+        """`compile`: compile the decode step (None: yes on CUDA, no on CPU)."""
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
@@ -68,6 +71,8 @@ class TextGenerator:
         self.stop_strings = [s for s in stop_strings if s]
         self.recompute = recompute
         self.calls = 0
+        # one decode step for every call: its caches and compiled graphs are reused
+        self.step = DecodeStep(model, compile)
 
     def complete(
         self, contexts: Sequence[str], stops: Sequence[Sequence[str]] | None = None
@@ -114,6 +119,7 @@ class TextGenerator:
             recompute=self.recompute,
             pad_id=eod if eod is not None else 0,
             limits=limits,
+            step=self.step,
         )
         self.calls += 1
         duration = (time.perf_counter() - started) / max(1, len(contexts))

@@ -47,12 +47,31 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+def pick(logits: torch.Tensor, params: SamplingParams, noise: torch.Tensor | None) -> torch.Tensor:
+    """The next token of each row [B] from logits [B, V], with no host synchronisation.
+
+    Sampling uses the exponential race: with E ~ Exp(1) drawn per token (`noise` [B, V]),
+    argmax(p / E) is distributed as p, so a draw is a few elementwise ops and an argmax
+    that a compiled (CUDA-graph) step can hold; the random numbers come from outside.
+    """
+    if params.greedy:
+        return logits.argmax(dim=-1)
+    assert noise is not None, "sampling needs noise (see draw_noise)"
+    scaled = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
+    # a zero draw (possible in principle) must not turn a filtered-out 0 / 0 into NaN
+    return (scaled.softmax(dim=-1) / noise.clamp(min=1e-30)).argmax(dim=-1)
+
+
+def draw_noise(out: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Fill `out` (fp32 [B, V]) with Exp(1) draws for `pick`, from `generator`."""
+    return out.exponential_(generator=generator)
+
+
 def next_tokens(
     logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
 ) -> torch.Tensor:
     """The next token of each row [B] from the last position's logits [B, V]."""
     if params.greedy:
-        return logits.argmax(dim=-1)
-    scaled = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
-    probs = scaled.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return pick(logits, params, None)
+    noise = draw_noise(torch.empty(logits.shape, device=logits.device), generator)
+    return pick(logits, params, noise)
