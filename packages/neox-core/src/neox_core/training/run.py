@@ -475,30 +475,12 @@ def build_loop(
     n_flops = non_embedding_params(model.module, tied_embeddings=m.tie_embeddings)
     per_token = flops_per_token(n_flops, m.num_layers, m.hidden_size, cfg.data.seq_length)
     device = checkpointer.device or torch.device("cpu")
-    backends, attention = choose_sdpa_backends(
-        device, cfg.precision.dtype, m.hidden_size // m.num_attention_heads, m.num_attention_heads
-    )
-    log(f" > attention: {attention}")
     return Loop(
         model=model.trained,
         optimizer=opt.optimizer,
         schedule=opt.schedule,
         scaler=opt.scaler,
-        settings=StepSettings(
-            precision=cfg.precision.dtype,
-            gradient_accumulation_steps=t.gradient_accumulation_steps,
-            clip_grad=cfg.optimizer.clip_grad,
-            on_nan=t.on_nan,
-            device=device,
-            log_grad_norm=cfg.logging.log_grad_norm,
-            log_param_norm=cfg.logging.log_param_norm,
-            log_grad_pct_zeros=cfg.logging.log_grad_pct_zeros,
-            impl=impl,
-            attention_backends=backends,
-            # one process: results stay on the GPU between log intervals (see step.py); with
-            # several, each step's loss and stop flag are all-reduced on the host as before
-            defer_sync=not launch.distributed,
-        ),
+        settings=build_step_settings(cfg, device, launch.distributed, log, impl),
         train_data=data.train,
         valid_data=data.valid,
         progress=progress,
@@ -528,6 +510,32 @@ def build_loop(
             barrier=torch.distributed.barrier if launch.distributed else None,
         ),
         timed_first_steps=2 if compile_enabled(cfg.training.compile, device) else 0,
+    )
+
+
+def build_step_settings(
+    cfg: NeoxConfig, device: torch.device, distributed: bool, log: Log, impl: TrainImpl | None
+) -> StepSettings:
+    """How `train_step` runs: precision, accumulation, clipping, attention kernel, host syncs."""
+    t, m = cfg.training, cfg.model
+    backends, attention = choose_sdpa_backends(
+        device, cfg.precision.dtype, m.hidden_size // m.num_attention_heads, m.num_attention_heads
+    )
+    log(f" > attention: {attention}")
+    return StepSettings(
+        precision=cfg.precision.dtype,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        clip_grad=cfg.optimizer.clip_grad,
+        on_nan=t.on_nan,
+        device=device,
+        log_grad_norm=cfg.logging.log_grad_norm,
+        log_param_norm=cfg.logging.log_param_norm,
+        log_grad_pct_zeros=cfg.logging.log_grad_pct_zeros,
+        impl=impl,
+        attention_backends=backends,
+        # one process: results stay on the GPU between log intervals (see step.py); with
+        # several, each step's loss and stop flag are all-reduced on the host as before
+        defer_sync=not distributed,
     )
 
 
