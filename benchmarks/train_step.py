@@ -108,7 +108,7 @@ def load_case_config(name: str, args: argparse.Namespace):
         "hidden_dropout": 0.0,
         "attention_dropout": 0.0,
         "checkpoint_activations": False,
-        "activation_checkpointing": args.activation_checkpointing,
+        "activation_checkpoint_mode": args.activation_checkpointing,
         "compile": args.compile,
         "train_iters": 1000,
     }
@@ -283,7 +283,10 @@ def run_case(name: str, impl: str, args: argparse.Namespace) -> Result:
         flush=True,
     )
     if args.profile and device.type == "cuda" and name == "1B":
-        r.profile = profile_steps(step, device)
+        try:
+            r.profile = profile_steps(step, device)
+        except Exception as e:  # the timed row stands without its profile
+            print(f"  {name} {impl}: profile failed: {type(e).__name__}: {e}", flush=True)
     return r
 
 
@@ -297,13 +300,13 @@ def release() -> None:
     torch._dynamo.reset()
 
 
-def run_isolated(name: str, impl: str, args: argparse.Namespace, argv: list[str]) -> Result:
+def run_isolated(name: str, impl: str, timeout: int, argv: list[str]) -> Result:
     """One case in a child process: a crash, hang or OOM there costs only that row."""
     cmd = [sys.executable, __file__, *argv, "--cases", name, "--impls", impl, "--emit-json"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.case_timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return Result(name, impl, error=f"timed out after {args.case_timeout} s")
+        return Result(name, impl, error=f"timed out after {timeout} s")
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return Result(**json.loads(line[len("RESULT ") :]))
@@ -371,7 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--isolate", action="store_true", help="each case in its own process")
     p.add_argument("--case-timeout", type=int, default=300, help="seconds, with --isolate")
     p.add_argument(
-        "--budget-s", type=float, default=0, help="start no case after this many seconds (0: none)"
+        "--deadline-s",
+        type=float,
+        default=0,
+        help="with --isolate: cut cases at this many seconds from the start, start none within "
+        "30 s of it (0: no deadline)",
     )
     p.add_argument("--verbose", action="store_true", help="print neox-train's setup lines")
     p.add_argument("--smoke", action="store_true", help="tiny shapes, eager, CPU, seconds")
@@ -398,15 +405,17 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    child_argv = [a for a in argv if a != "--isolate"]  # (--budget-s applies to the parent)
+    child_argv = [a for a in argv if a != "--isolate"]
     results = []
     began = time.perf_counter()
     for name, impl in itertools.product(args.cases.split(","), args.impls.split(",")):
-        if args.budget_s and time.perf_counter() - began > args.budget_s:
-            results.append(Result(name, impl, error=f"not run: past --budget-s {args.budget_s:g}"))
+        left = args.deadline_s - (time.perf_counter() - began) if args.deadline_s else 1e9
+        if left < 30:
+            results.append(Result(name, impl, error=f"not run: --deadline-s {args.deadline_s:g}"))
             continue
         if args.isolate:
-            results.append(run_isolated(name, impl, args, child_argv))
+            timeout = int(min(args.case_timeout, left))
+            results.append(run_isolated(name, impl, timeout, child_argv))
             continue
         try:
             results.append(run_case(name, impl, args))

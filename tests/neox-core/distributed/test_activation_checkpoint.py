@@ -78,5 +78,5 @@ def test_checkpointing_keeps_gradients_and_recomputes_what_it_should(shape: str)
 
 def test_unknown_mode_is_refused() -> None:
     model = build_model(ModelConfig(vocab_size=64, padded_vocab_size=64, intermediate_size=256))
-    with pytest.raises(ValueError, match="activation_checkpointing 'some'"):
+    with pytest.raises(ValueError, match="activation_checkpoint_mode 'some'"):
         apply_activation_checkpointing(model, "some")

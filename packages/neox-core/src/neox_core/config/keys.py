@@ -36,7 +36,7 @@ DIRECT: dict[str, tuple[str, str]] = {
     "hidden_dropout": ("model.hidden_dropout", "float"),
     "attention_dropout": ("model.attention_dropout", "float"),
     "checkpoint_activations": ("model.checkpoint_activations", "bool"),
-    "activation_checkpointing": ("model.activation_checkpointing", "str?"),  # neox extension
+    "activation_checkpoint_mode": ("model.activation_checkpointing", "str?"),  # neox extension
     "sliding_window_width": ("model.sliding_window_width", "int?"),
     "vocab_size": ("model.vocab_size", "int?"),  # neox extension: the tokenizer's size
     # optimizer
@@ -384,7 +384,7 @@ NEOX_EXTENSIONS: frozenset[str] = frozenset(
         "vocab_size",
         "on_nan",
         "compile",
-        "activation_checkpointing",
+        "activation_checkpoint_mode",
         "wandb_mode",
         "data_parallel_size",
         "rm_pad_token_id",

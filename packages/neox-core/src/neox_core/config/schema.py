@@ -45,7 +45,7 @@ class ModelConfig:
     # (flash-attn window (w, 0)); None = full causal attention
     sliding_window_width: int | None = None
     checkpoint_activations: bool = False  # GPT-NeoX's switch: true = full recomputation
-    # neox extension: "none" | "full" (recompute each layer, GPT-NeoX's checkpoint_activations)
+    # neox key activation_checkpoint_mode: "none" | "full" (recompute each layer, GPT-NeoX's checkpoint_activations)
     # | "selective" (recompute the cheap ops, keep the matmul outputs); None -> derived from
     # checkpoint_activations. Applied from outside the model by distributed/activation_checkpoint.
     activation_checkpointing: str | None = None

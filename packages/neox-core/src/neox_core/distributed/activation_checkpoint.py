@@ -79,7 +79,7 @@ def _checkpointed(layer: nn.Module, forward: Callable[..., Any], mode: str) -> C
 def apply_activation_checkpointing(model: nn.Module, mode: str) -> None:
     """Checkpoint each of `model.layers` per `mode` ("none", "full" or "selective"), in place."""
     if mode not in MODES:
-        raise ValueError(f"activation_checkpointing {mode!r}: expected one of {', '.join(MODES)}")
+        raise ValueError(f"activation_checkpoint_mode {mode!r}: expected one of {', '.join(MODES)}")
     if mode == "none":
         return
     layers = getattr(model, "layers", None)
