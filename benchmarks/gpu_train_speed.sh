@@ -12,7 +12,8 @@
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-train-speed-out}
 SITE=/tmp/neox-site
-mkdir -p "$OUT"
+DATA=/tmp/neox-speed-data  # synthetic tokens and the run's config (kept out of $OUT)
+mkdir -p "$OUT" "$DATA"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH=$PWD/packages/neox-core/src:$PWD/packages/neox-data/src:$PWD/packages/neox-kernels/src
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/neox-inductor-cache}
@@ -36,7 +37,7 @@ echo "benchmark done at $((SECONDS - start)) s"
 # 3. a real neox-train run: Pythia-1B-shaped, bf16, micro batch 8, seq 2048, 30 iterations
 wait $build_pid
 echo "== neox-train, Pythia-1B shape, 30 iterations =="
-python3 - "$OUT" <<'EOF' || echo "synthetic data FAILED"
+python3 - "$DATA" <<'EOF' || echo "synthetic data FAILED"
 import sys
 from pathlib import Path
 
@@ -71,7 +72,7 @@ print("synthetic data:", sum(len(d) for d in docs), "tokens")
 EOF
 PYTHONPATH=$SITE:$PYTHONPATH timeout 120 python3 -c \
   'import sys; from neox_core.cli import main; sys.exit(main(sys.argv[1:]))' \
-  examples/configs/pythia/1B.yml "$OUT/run.yml" 2>&1 | tee "$OUT/neox_train.txt" | tail -14
+  examples/configs/pythia/1B.yml "$DATA/run.yml" 2>&1 | tee "$OUT/neox_train.txt" | tail -14
 echo "neox-train exit ${PIPESTATUS[0]}; total $((SECONDS - start)) s"
 echo "== summary =="
 sed -n '/^model | impl/,$p' "$OUT/train_step.txt"
