@@ -25,14 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "examples" / "tiny"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _train(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     bin_dir = str(Path(sys.executable).parent)
     env = dict(
@@ -70,9 +62,8 @@ def test_hf_to_tp2_finetune_to_hf(tmp_path: Path) -> None:
     assert (neox / "neox.yml").is_file()
     exported = {}
     for name, launch in (
-        ("tp2", [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                 "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-                 "--no-python", "neox-train"]),
+        ("tp2", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 "--nproc-per-node", "2", "--no-python", "neox-train"]),
         ("tp1", ["neox-train"]),
     ):  # fmt: skip
         tp = 2 if name == "tp2" else 1

@@ -169,11 +169,13 @@ def test_table_and_json_hold_one_row_per_job(tmp_path: Path) -> None:
     statuses = statuses_of(records, LogSettings(None, "neox-training-%j.out"))
     table = render_table(statuses).splitlines()
     assert table[0].split() == [
-        "JOBID", "NAME", "STATE", "VERDICT", "ELAPSED", "ITER", "%", "LOSS", "DIAGNOSIS",
+        "JOBID", "NAME", "KIND", "STATE", "VERDICT", "ELAPSED", "ITER", "%", "LOSS", "DIAGNOSIS",
     ]  # fmt: skip
-    assert table[1].split()[:7] == ["1", "pythia", "RUNNING", "RUNNING", "-", "1500/320000", "0.5"]
+    assert table[1].split()[:8] == [
+        "1", "pythia", "-", "RUNNING", "RUNNING", "-", "1500/320000", "0.5",
+    ]  # fmt: skip
     assert "CRASHED" in table[2] and "ValueError: sequence length 4096" in table[2]
-    assert table[3].split()[3] == "PENDING"
+    assert table[3].split()[4] == "PENDING"
     rows = json.loads(render_json(statuses))
     assert [r["verdict"] for r in rows] == ["RUNNING", "CRASHED", "PENDING"]
     assert rows[0]["iteration"] == 1500 and rows[0]["healthy"] is True
@@ -223,3 +225,19 @@ def test_pending_job_shows_why_it_waits() -> None:
     assert (status.verdict, status.healthy) == ("PENDING", True)
     assert status.diagnosis == "waiting: Dependency"
     assert classify(_job("PENDING", reason="None"), None).diagnosis is None
+
+
+def test_a_reused_job_id_lists_the_old_and_the_live_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on a test cluster whose controller state was reset while accounting kept its rows:
+    sacct's row for id 31 is an older, finished job; squeue's job 31 must still be listed."""
+    from neox_slurm import jobs
+
+    old = JobRecord("31", "31", "old-run", "ann", "COMPLETED")
+    live = JobRecord("31", "31", "convert_exp", "ann", "PENDING", reason="Dependency")
+    monkeypatch.setattr(jobs, "query_sacct", lambda **kw: [old])
+    monkeypatch.setattr(jobs, "query_squeue", lambda **kw: [live])
+    listed = jobs.list_jobs()
+    assert [(r.name, r.state) for r in listed] == [
+        ("old-run", "COMPLETED"), ("convert_exp", "PENDING"),
+    ]  # fmt: skip
+    assert [r.name for r in jobs.list_jobs(name_pattern="convert_*")] == ["convert_exp"]

@@ -10,7 +10,6 @@ their own folder on `sys.path`.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,20 +20,16 @@ import pytest
 WORKERS = Path(__file__).parent / "workers"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_torchrun(
     script: Path | str, nproc: int, *args: str, timeout: float = 300, cuda: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """`python -m torch.distributed.run` with `nproc` processes on a free local port; CUDA is
     hidden from them unless `cuda`."""
+    # --standalone: torchrun binds a free port itself (a port picked here and bound later can
+    # be taken in between when several runs start at once)
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script), *args,
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+        str(nproc), str(script), *args,
     ]  # fmt: skip
     # one thread per rank: the machine is small and ranks would fight over cores
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -42,8 +42,15 @@ def _parity(
 
 
 def test_tp2_smoke(torchrun, workers: Path, tmp_path: Path) -> None:
-    """TP 2 + SP, kv heads replicated (MQA), biases, tied head: one forward/backward/step."""
-    _parity(torchrun, workers, tmp_path, 2, ["llama-mqa-bias-tied+sp:1"])
+    """TP 2 + SP, kv heads replicated (MQA), biases, tied head: one forward/backward/step; the
+    same with the fused ops on (their PyTorch references here; CUDA runs the kernels)."""
+    _parity(
+        torchrun,
+        workers,
+        tmp_path,
+        2,
+        ["llama-mqa-bias-tied+sp:1", "llama-mqa-bias-tied+sp+fused:1"],
+    )
 
 
 @pytest.mark.slow

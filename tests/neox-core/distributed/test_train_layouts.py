@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,12 +31,6 @@ CONFIG = """{{
 }}"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _losses(out: str) -> dict[int, float]:
     return {int(m.group(1)): float(m.group(2)) for m in LOSS.finditer(out)}
 
@@ -59,8 +52,7 @@ def test_neox_train_tp2_dp2_zero3_matches_one_process(tmp_path: Path, capsys) ->
     layout = tmp_path / "layout.yml"
     layout.write_text('{"model-parallel-size": 2, "zero_optimization": {"stage": 3}}')
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "4",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4",
         "-m", "neox_core.cli", str(cfg), str(layout),
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")

@@ -77,6 +77,25 @@ def test_layout_errors_name_keys_and_numbers(tmp_path) -> None:
         load_config([cfg_file, bad])
 
 
+def test_neox_train_names_a_world_size_that_does_not_fit(
+    tmp_path, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The launch's world size against the layout: one error line and exit 2, no traceback,
+    before any process group or allocation (here WORLD_SIZE 3 for TP 2)."""
+    from neox_core.training.run import main_train
+
+    cfg_file = tmp_path / "m.yml"
+    cfg_file.write_text(
+        '{"num-layers": 2, "hidden-size": 64, "num-attention-heads": 8, "seq-length": 32,'
+        ' "pos-emb": "rotary", "vocab_size": 100, "model-parallel-size": 2}'
+    )
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    assert main_train(load_config([cfg_file])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neox-train: error: ") and "world size 3" in err, err
+
+
 def test_grad_norm_and_clipping_match_torch_on_plain_tensors() -> None:
     torch.manual_seed(0)
     a = [torch.nn.Parameter(torch.randn(5, 3)) for _ in range(3)]

@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from neox_core.evaluation.harness import run_tasks
+from neox_core.evaluation.harness import run_tasks, task_manager
 from neox_core.evaluation.harness_lm import NeoxLM
 from neox_core.generation.loading import (
     build_tokenizer_for,
@@ -28,7 +28,6 @@ MAX_LENGTH = 32  # shorter than the longest perplexity document: rolling windows
 
 def _hf_results(hf_dir, include_path) -> dict:
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
 
     out = simple_evaluate(
         model="hf",
@@ -39,7 +38,7 @@ def _hf_results(hf_dir, include_path) -> dict:
             "max_length": MAX_LENGTH,
         },
         tasks=TASKS,
-        task_manager=TaskManager(include_path=str(include_path)),
+        task_manager=task_manager(str(include_path)),  # lm-eval's own, indexed once
         batch_size=2,
         bootstrap_iters=0,
         log_samples=True,

@@ -82,6 +82,7 @@ def test_a_signal_to_one_rank_stops_every_rank(tiny_config: Path, tmp_path: Path
     cmd = [sys.executable, "-m", "neox_core.cli", str(tiny_config), str(extra)]
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2")
     env["OMP_NUM_THREADS"] = "1"
+    env["CUDA_VISIBLE_DEVICES"] = ""  # gloo on the CPU, also on a one-GPU machine
     procs = [
         subprocess.Popen(
             cmd,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from neox_slurm import __version__
+from neox_slurm.profiles import JOB_KINDS, SUBMIT_KINDS
 
 EXIT_UNHEALTHY = 1
 EXIT_ERROR = 2
@@ -52,6 +53,48 @@ def _add_resource_flags(parser: argparse.ArgumentParser, *, gpus_flag: str) -> N
     _add_log_flags(parser)
 
 
+def _add_watch_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=50,
+        metavar="N",
+        help="healthy once N iterations are logged with a finite loss (default: 50)",
+    )
+    parser.add_argument(
+        "--stale-after",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="a job whose log stays unchanged this long is STALE (default: 600)",
+    )
+    parser.add_argument(
+        "--poll", type=float, default=5.0, metavar="SECONDS", help="seconds between looks (5)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 4)"
+    )
+
+
+def _add_job_flags(parser: argparse.ArgumentParser, *, gpus_flag: str) -> None:
+    """Resources, venv, --dry-run and log flags of the commands that build their own jobs."""
+    parser.add_argument("--nodes", type=int, help="number of nodes")
+    parser.add_argument(gpus_flag, dest="gpus", type=int, help="GPUs per node (0 for none)")
+    parser.add_argument("--cpus-per-task", "--cpus", dest="cpus", type=int, help="CPUs per task")
+    parser.add_argument("--time", help="time limit, e.g. 02:00:00 or 1-00:00:00")
+    parser.add_argument("--partition", help="SLURM partition")
+    parser.add_argument("--account", help="SLURM account to charge")
+    venv = parser.add_mutually_exclusive_group()
+    venv.add_argument("--venv", help="virtual environment to activate on the compute node")
+    venv.add_argument(
+        "--no-venv", action="store_true", help="do not activate the submitting virtualenv"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the sbatch script(s) and submit nothing"
+    )
+    _add_log_flags(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neox-slurm",
@@ -73,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no checkpoint-and-requeue signal before the time limit",
     )
+    submit.add_argument(
+        "--kind",
+        choices=SUBMIT_KINDS,
+        help="job kind: node count etc. from the profile's kinds.<kind>, logs in <log dir>/<kind>"
+        " (flags win)",
+    )
+    submit.add_argument(
+        "--watch", action="store_true", help="then watch the job (see `neox-slurm watch`)"
+    )
+    _add_watch_flags(submit)
 
     run = sub.add_parser(
         "run", help="run a command on a compute node (1 node, 1 GPU, 16 CPUs, 2 h by default)"
@@ -100,7 +153,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="a RUNNING job whose log has not changed for this long is STALE (default: 600)",
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--kind", choices=JOB_KINDS, help="only jobs of this kind")
     _add_log_flags(status)
+
+    watch = sub.add_parser(
+        "watch",
+        help="follow a fresh training job until N iterations with a finite loss (exit 0), a "
+        "crash (1), a stale log (3) or --timeout (4)",
+    )
+    watch.add_argument("job", metavar="JOBID")
+    _add_watch_flags(watch)
+    _add_log_flags(watch)
+
+    tunnel = sub.add_parser(
+        "tunnel",
+        help="a VS Code tunnel on a compute node; prints the login code and the vscode.dev link",
+    )
+    tunnel.add_argument("--name", help="tunnel name, 1-20 characters (default: neox-<user>)")
+    tunnel.add_argument("--code", help="the VS Code CLI (default: the profile's code_cli)")
+    tunnel.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="wait this long for the link (default: 900; the job goes on after)",
+    )
+    tunnel.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
+    _add_job_flags(tunnel, gpus_flag="--gpus")
+
+    upload = sub.add_parser(
+        "upload-checkpoints",
+        help="one job per checkpoint step running `neox-ckpt upload`, chained by singleton",
+        description="Submit one job per global_step<N> of EXPERIMENT, each running `neox-ckpt "
+        "upload EXPERIMENT_DIR --org ORG --steps N [OPTIONS after --]`, named convert_<experiment> "
+        "and chained with --dependency=singleton (one at a time per experiment); with --eval an "
+        "evaluation job after each (afterok). EXPERIMENT is a path (holding '/') or a name in "
+        "--experiments-dir, $NEOX_SLURM_EXPERIMENTS_DIR, the profile's experiments_dir, or the "
+        "current folder. Example: neox-slurm upload-checkpoints my-exp my-lab --steps 1000-5000 "
+        "-- --private --upload-delay random",
+    )
+    upload.add_argument("experiment", metavar="EXPERIMENT", help="experiment folder or name")
+    upload.add_argument("org", nargs="?", metavar="ORG", help="Hub user or organisation")
+    upload.add_argument("--steps", default="all", help="all (default), N,M,... or A-B")
+    upload.add_argument(
+        "--no-singleton", action="store_true", help="let the steps' jobs run side by side"
+    )
+    upload.add_argument("--eval", action="store_true", help="an evaluation job after each step")
+    upload.add_argument("--eval-args", help="more arguments for the eval command, one string")
+    upload.add_argument("--eval-command", help="default: the profile's eval_command (neox-eval)")
+    upload.add_argument(
+        "--eval-gpus", type=int, help="GPUs per eval job (the resource flags apply to both kinds)"
+    )
+    upload.add_argument("--eval-time", help="time limit of each eval job")
+    upload.add_argument(
+        "--upload-command", default="neox-ckpt", help="the neox-ckpt command (neox-ckpt)"
+    )
+    upload.add_argument("--experiments-dir", help="folder holding the experiments")
+    _add_job_flags(upload, gpus_flag="--gpus-per-node")
+    upload.epilog = (
+        "OPTIONS after `--` go to every `neox-ckpt upload` (e.g. -- --dry-run --private)"
+    )
 
     logs = sub.add_parser("logs", help="print a job's log")
     logs.add_argument("job", metavar="JOBID")
@@ -134,12 +246,23 @@ def _handlers() -> dict[str, Callable[[argparse.Namespace], int]]:
         "cancel": commands.cmd_cancel,
         "progress": commands.cmd_progress,
         "profiles": commands.cmd_profiles,
+        "watch": commands.cmd_watch,
+        "tunnel": commands.cmd_tunnel,
+        "upload-checkpoints": commands.cmd_upload_checkpoints,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    upload_options: list[str] = []
+    if argv and argv[0] == "upload-checkpoints" and "--" in argv:
+        # everything after `--` belongs to `neox-ckpt upload`, never to neox-slurm
+        cut = argv.index("--")
+        argv, upload_options = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
+    if args.command == "upload-checkpoints":
+        args.upload_options = upload_options
     if args.command is None:
         parser.print_help()
         return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from neox_slurm.follow import follow_log
 from neox_slurm.job_index import recorded_logs
+from neox_slurm.job_kinds import kind_log_dir
 from neox_slurm.jobs import list_jobs, query_squeue, record_from_scontrol, scontrol_show_jobs
 from neox_slurm.log_files import read_all_lines, read_tail
 from neox_slurm.log_location import LogSettings, find_log, log_candidates, log_settings
@@ -44,6 +45,15 @@ def _venv(args: argparse.Namespace, profile: Profile) -> Path | None:
 
 def _log_dir(settings: LogSettings) -> Path:
     return (settings.log_dir or Path.cwd() / "logs").resolve()
+
+
+def _profile_defaults(profile: Profile) -> dict[str, int | str]:
+    return {
+        "nodes": profile.nodes,
+        "gpus_per_node": profile.gpus_per_node,
+        "cpus_per_task": profile.cpus_per_task,
+        "time": profile.time,
+    }
 
 
 def _job_name_from(configs: list[Path]) -> str:
@@ -82,17 +92,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"config file {raw} does not exist ({path})")
         configs.append(path)
+    # --kind: the kind's defaults from the profile (kinds.<kind>) and its log folder
+    defaults = profile.kind(args.kind) if args.kind else _profile_defaults(profile)
+    log_dir = _log_dir(settings)
+    if args.kind and not args.log_dir:
+        log_dir = kind_log_dir(profile, args.kind, log_dir)
     spec = JobSpec(
         job_name=args.job_name or _job_name_from(configs),
         command=[args.train_command, *map(str, configs)],
         profile=profile,
-        log_dir=_log_dir(settings),
+        log_dir=log_dir,
         log_pattern=settings.pattern,
         work_dir=Path.cwd().resolve(),
-        nodes=args.nodes or profile.nodes,
-        gpus_per_node=profile.gpus_per_node if args.gpus is None else args.gpus,
-        cpus_per_task=args.cpus or profile.cpus_per_task,
-        time=args.time or profile.time,
+        nodes=args.nodes or int(defaults["nodes"]),
+        gpus_per_node=int(defaults["gpus_per_node"]) if args.gpus is None else args.gpus,
+        cpus_per_task=args.cpus or int(defaults["cpus_per_task"]),
+        time=args.time or str(defaults["time"]),
         partition=args.partition or profile.partition,
         account=args.account or profile.account,
         dependency=args.dependency,
@@ -101,8 +116,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         checkpoint_signal=None if args.no_requeue else profile.checkpoint_signal,
         checkpoint_signal_seconds=profile.checkpoint_signal_seconds,
         extra_sbatch=profile.sbatch,
+        kind=args.kind,
     )
-    return _emit(spec, args.dry_run)[0]
+    status, job_id, _ = _emit(spec, args.dry_run)
+    if args.watch and job_id is not None:
+        return _watch(job_id, settings, args)
+    return status
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -153,6 +172,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         name_pattern=args.name,
         job_ids=args.jobs or None,
         stale_after=args.stale_after,
+        kind=args.kind,
     )
     if args.json:
         print(render_json(statuses))
@@ -218,7 +238,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             raise ScriptError(f"{job!r} is not a job id")
     if args.name:
         active = query_squeue(user=args.user, all_users=False)
-        ids = [r.job_id for r in active if fnmatch.fnmatchcase(r.name, args.name)]
+        matching = [r.job_id for r in active if fnmatch.fnmatchcase(r.name, args.name)]
+        # in submission order, whatever order squeue lists states in (pending before running)
+        ids = sorted(matching, key=lambda j: (int(j.split("_")[0]), j))
         if not ids:
             print(f"no queued or running job matches {args.name!r}")
             return 1
@@ -248,4 +270,179 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     for name, path in available_profiles().items():
         profile = load_profile(str(path))
         print(f"{name:<12} {profile.description}  ({path})")
+    return 0
+
+
+def _watch(job_id: str, settings: LogSettings, args: argparse.Namespace) -> int:
+    from neox_slurm.watch import watch_job
+
+    result = watch_job(
+        job_id,
+        settings,
+        iterations=args.iterations,
+        stale_after=args.stale_after,
+        poll=args.poll,
+        timeout=args.timeout,
+    )
+    if result.status is not None and result.exit_code != 0:
+        print(render_table([result.status]))
+    print(f"neox-slurm watch: {result.message}", file=sys.stderr)
+    return result.exit_code
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    _, settings = _settings(args)
+    if not _JOB_ID.match(args.job):
+        raise ScriptError(f"{args.job!r} is not a job id")
+    return _watch(args.job, settings, args)
+
+
+def _shell_job(
+    args: argparse.Namespace,
+    profile: Profile,
+    settings: LogSettings,
+    kind: str,
+    command: list[str],
+    *,
+    job_name: str,
+    nodes: int | None = None,
+    gpus: int | None = None,
+    time: str | None = None,
+) -> JobSpec:
+    """A job that runs COMMAND once in the batch shell. Each resource from GPUS/TIME when given,
+    then the flags, then NODES, then the profile's `kinds.<kind>`; logs in the kind's folder
+    unless --log-dir names one."""
+    defaults = profile.kind(kind)
+    folder = _log_dir(settings)
+    return JobSpec(
+        job_name=job_name,
+        command=command,
+        profile=profile,
+        log_dir=folder if args.log_dir else kind_log_dir(profile, kind, folder),
+        log_pattern=settings.pattern,
+        work_dir=Path.cwd().resolve(),
+        nodes=args.nodes or nodes or int(defaults["nodes"]),
+        gpus_per_node=int(
+            next(g for g in (gpus, args.gpus, defaults["gpus_per_node"]) if g is not None)
+        ),
+        cpus_per_task=args.cpus or int(defaults["cpus_per_task"]),
+        time=time or args.time or str(defaults["time"]),
+        partition=args.partition or profile.partition,
+        account=args.account or profile.account,
+        venv=_venv(args, profile),
+        launcher="shell",
+        checkpoint_signal=None,
+        extra_sbatch=profile.sbatch,
+        kind=kind,
+    )
+
+
+def cmd_tunnel(args: argparse.Namespace) -> int:
+    import getpass
+
+    from neox_slurm.tunnel import (
+        EXIT_JOB_ENDED,
+        EXIT_TIMEOUT,
+        default_tunnel_name,
+        follow_tunnel,
+        tunnel_command,
+    )
+
+    profile, settings = _settings(args)
+    name = args.name or default_tunnel_name(getpass.getuser())
+    try:
+        command = tunnel_command(args.code or profile.code_cli, name)
+    except ValueError as exc:
+        raise ScriptError(str(exc)) from None
+    spec = _shell_job(args, profile, settings, "tunnel", command, job_name=f"tunnel-{name}")
+    _, job_id, log = _emit(spec, args.dry_run)
+    if job_id is None or log is None:
+        return 0
+    code, state = follow_tunnel(job_id, log, timeout=args.timeout, poll=args.poll)
+    if code == EXIT_TIMEOUT:
+        print(
+            f"neox-slurm tunnel: no tunnel link within --timeout {args.timeout:g} s; job"
+            f" {job_id} goes on (neox-slurm logs {job_id} -f; neox-slurm cancel {job_id})",
+            file=sys.stderr,
+        )
+    elif code == EXIT_JOB_ENDED:
+        from neox_slurm.status_report import status_of_job
+
+        status = status_of_job(job_id, settings)
+        print(render_table([status]))
+        why = status.diagnosis or f"exit code {status.exit_code}"
+        print(f"neox-slurm tunnel: job {job_id} ended {state} first: {why}", file=sys.stderr)
+    else:
+        print(f"job {job_id} keeps the tunnel open (neox-slurm cancel {job_id} to close it)")
+    return code
+
+
+def cmd_upload_checkpoints(args: argparse.Namespace) -> int:
+    import os
+    import shlex
+
+    from neox_slurm import checkpoint_uploads as cu
+
+    profile, settings = _settings(args)
+    passthrough = list(args.upload_options)
+    org = args.org or profile.hub_org
+    if not org:
+        raise ScriptError("give ORG (the Hub user or organisation) or set hub_org in the profile")
+    experiments_dir = (
+        args.experiments_dir
+        or os.environ.get("NEOX_SLURM_EXPERIMENTS_DIR")
+        or profile.experiments_dir
+    )
+    path = cu.experiment_path(args.experiment, experiments_dir)
+    renamed = [passthrough[i + 1] for i, o in enumerate(passthrough[:-1]) if o == "--experiment"]
+    renamed += [o.split("=", 1)[1] for o in passthrough if o.startswith("--experiment=")]
+    experiment = cu.find_experiment(path, renamed[-1] if renamed else None)
+    steps = cu.select_steps(args.steps, list(experiment.steps))
+    # one node each: `neox-ckpt upload` and `neox-eval` are single processes
+    convert_template = _shell_job(
+        args, profile, settings, "convert", ["true"], job_name="convert", nodes=1
+    )
+    eval_template = None
+    if args.eval:
+        eval_template = _shell_job(
+            args, profile, settings, "eval", ["true"], job_name="eval", nodes=1,
+            gpus=args.eval_gpus, time=args.eval_time,
+        )  # fmt: skip
+    plan = cu.plan_jobs(
+        experiment,
+        steps,
+        org=org,
+        convert_template=convert_template,
+        eval_template=eval_template,
+        passthrough=passthrough,
+        eval_args=shlex.split(args.eval_args or ""),
+        upload_cli=args.upload_command,
+        eval_cli=args.eval_command or profile.eval_command,
+        singleton=not args.no_singleton,
+    )
+    chain = "singleton chain" if not args.no_singleton else "side by side"
+    print(
+        f"experiment {experiment.name}: {len(steps)} of {len(experiment.steps)} step(s) in"
+        f" {experiment.save_dir}, org {org}, jobs convert_{cu.job_name_part(experiment.name)}"
+        f" ({chain})"
+    )
+    if args.dry_run:
+        for jobs in plan:
+            print(f"# ---- global_step{jobs.step}: convert job ----")
+            sys.stdout.write(render_script(jobs.convert))
+            if jobs.evaluate is not None:
+                print(f"# ---- global_step{jobs.step}: eval job, submitted with"
+                      " --dependency=afterok:<the convert job above> ----")  # fmt: skip
+                sys.stdout.write(render_script(jobs.evaluate))
+        return 0
+    for jobs in plan:
+        convert = submit(jobs.convert)
+        line = f"global_step{jobs.step}: convert job {convert.job_id}  log {convert.log}"
+        if jobs.evaluate is not None:
+            from dataclasses import replace
+
+            evaluate = submit(replace(jobs.evaluate, dependency=f"afterok:{convert.job_id}"))
+            line += f"\n  eval job {evaluate.job_id} (afterok:{convert.job_id})  log {evaluate.log}"
+        print(line)
+    print(f"follow with: neox-slurm status --name 'convert_{cu.job_name_part(experiment.name)}'")
     return 0

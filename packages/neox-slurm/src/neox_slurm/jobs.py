@@ -251,7 +251,13 @@ def _with_unrecorded_active_jobs(
     by_id = {r.raw_id: r for r in active}
     merged = []
     for record in records:
-        live = by_id.pop(record.raw_id, None)
+        live = by_id.get(record.raw_id)
+        if live is not None and record.state not in _ACTIVE_STATES and live.name != record.name:
+            # a job id used again (the controller's state was reset, or ids wrapped at
+            # MaxJobId): accounting's row is an older job; the live one is listed apart
+            merged.append(record)
+            continue
+        by_id.pop(record.raw_id, None)
         if live is not None and record.state in _ACTIVE_STATES:
             record.state, record.reason, record.elapsed = live.state, live.reason, live.elapsed
             record.node_list = live.node_list or record.node_list

@@ -17,6 +17,10 @@ import yaml
 PACKAGE_PROFILES = Path(__file__).with_name("profiles")
 DEFAULT_PROFILE = "generic"
 LAUNCHERS = ("srun", "torchrun")
+# `submit --kind`: the jobs users run, each with its node count and log folder per profile.
+SUBMIT_KINDS = ("pretrain", "midtrain", "sft", "dpo", "kto", "eval", "convert")
+# Every kind a profile's `kinds:` may describe: the submit kinds and the tunnel job.
+JOB_KINDS = (*SUBMIT_KINDS, "tunnel")
 
 
 class ProfileError(ValueError):
@@ -47,9 +51,29 @@ class Profile:
     checkpoint_signal: str | None = "USR1"
     checkpoint_signal_seconds: int = 600
     run: dict[str, int | str] = field(default_factory=dict)
+    kinds: dict[str, dict[str, int | str]] = field(default_factory=dict)
+    code_cli: str = "code"
+    experiments_dir: str | None = None
+    hub_org: str | None = None
+    eval_command: str = "neox-eval"
+
+    def kind(self, kind: str) -> dict[str, int | str]:
+        """The defaults of a job kind: the profile's own (`nodes`, ...) under `kinds.<kind>`."""
+        if kind not in JOB_KINDS:
+            raise ProfileError(f"unknown job kind {kind!r} (known: {', '.join(JOB_KINDS)})")
+        values: dict[str, int | str] = {
+            "nodes": self.nodes,
+            "gpus_per_node": self.gpus_per_node,
+            "cpus_per_task": self.cpus_per_task,
+            "time": self.time,
+        }
+        values.update(self.kinds.get(kind, {}))
+        return values
 
 
 RUN_KEYS = {"nodes": int, "gpus_per_node": int, "cpus_per_task": int, "time": str}
+# `kinds.<kind>` holds the run keys plus `log_dir`: absolute, or relative to the log folder.
+KIND_KEYS = {**RUN_KEYS, "log_dir": str}
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "description": (str,),
@@ -70,6 +94,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "checkpoint_signal": (str, type(None)),
     "checkpoint_signal_seconds": (int,),
     "run": (dict,),
+    "kinds": (dict,),
+    "code_cli": (str,),
+    "experiments_dir": (str, type(None)),
+    "hub_org": (str, type(None)),
+    "eval_command": (str,),
 }
 
 
@@ -125,6 +154,21 @@ def _check(path: Path, data: dict[str, Any]) -> None:
             raise ProfileError(f"{path}: unknown key run.{key} (known: {', '.join(RUN_KEYS)})")
         if not isinstance(value, RUN_KEYS[key]) or isinstance(value, bool):
             raise ProfileError(f"{path}: run.{key} must be {RUN_KEYS[key].__name__}")
+    for kind, values in data.get("kinds", {}).items():
+        if kind not in JOB_KINDS:
+            raise ProfileError(
+                f"{path}: unknown job kind kinds.{kind} (known: {', '.join(JOB_KINDS)})"
+            )
+        if not isinstance(values, dict):
+            raise ProfileError(f"{path}: kinds.{kind} must be a mapping, got {values!r}")
+        for key, value in values.items():
+            if key not in KIND_KEYS:
+                known = ", ".join(KIND_KEYS)
+                raise ProfileError(f"{path}: unknown key kinds.{kind}.{key} (known: {known})")
+            if not isinstance(value, KIND_KEYS[key]) or isinstance(value, bool):
+                raise ProfileError(
+                    f"{path}: kinds.{kind}.{key} must be {KIND_KEYS[key].__name__}, got {value!r}"
+                )
     for key in ("modules", "setup"):
         for item in data.get(key, []):
             if not isinstance(item, str):
@@ -167,6 +211,11 @@ def _load(path: Path, seen: tuple[Path, ...]) -> Profile:
         for key in ("env", "sbatch", "run"):  # mappings merge; lists and scalars replace
             if key in data:
                 data[key] = {**values[key], **data[key]}
+        if "kinds" in data:  # per kind too: a child may change only pretrain's nodes
+            merged = {k: dict(v) for k, v in values["kinds"].items()}
+            for kind, kind_values in data["kinds"].items():
+                merged[kind] = {**merged.get(kind, {}), **kind_values}
+            data["kinds"] = merged
     values.update(data)
     values["name"] = path.stem
     values["path"] = path

@@ -43,6 +43,7 @@ class JobSpec:
     checkpoint_signal: str | None = "USR1"
     checkpoint_signal_seconds: int = 600
     extra_sbatch: dict[str, str | None] = field(default_factory=dict)
+    kind: str | None = None  # pretrain, convert, tunnel, ...: recorded for `status`
 
     def validate(self) -> None:
         if not self.command:
@@ -228,7 +229,8 @@ def render_script(spec: JobSpec, created: datetime | None = None) -> str:
     head = [
         "#!/bin/bash",
         f"# Written by neox-slurm {__version__} at {created.strftime('%Y-%m-%dT%H:%M:%SZ')}"
-        f" with profile {spec.profile.name!r}.",
+        f" with profile {spec.profile.name!r}"
+        + (f", job kind {spec.kind!r}." if spec.kind else "."),
         "# Resubmit unchanged with: sbatch <this file>",
         *directives(spec),
         "",

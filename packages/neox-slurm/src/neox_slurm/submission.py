@@ -64,5 +64,5 @@ def submit(spec: JobSpec) -> Submitted:
     log = log_path_of(spec, job_id)
     script = log.with_suffix(".sbatch") if log.suffix else log.with_name(log.name + ".sbatch")
     os.replace(pending, script)  # SLURM keeps its own copy; ours is for reading and resubmitting
-    record_submission(job_id, log, script)
+    record_submission(job_id, log, script, spec.kind)
     return Submitted(job_id=job_id, script=script, log=log)

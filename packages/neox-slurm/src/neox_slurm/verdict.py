@@ -66,6 +66,7 @@ class JobStatus:
     log: str | None
     error_log: str | None
     log_age_s: float | None
+    kind: str | None = None  # pretrain, convert, eval, tunnel, ... (job_kinds.kind_of)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

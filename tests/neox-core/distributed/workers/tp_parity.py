@@ -28,6 +28,7 @@ from neox_core.distributed.loss import lm_loss, vocab_parallel_cross_entropy
 from neox_core.distributed.tensor_parallel import apply_tensor_parallel
 from neox_core.distributed.tp_layout import tp_global_to_canonical, tp_param_layout
 from neox_core.models import build_model
+from neox_core.models.fused_ops import force_fusion_on_cpu
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -206,7 +207,9 @@ def activation_checks(tp_mesh, tp: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
-        "--runs", required=True, help="comma list of VARIANT[+sp]:STEPS, dropout, activations"
+        "--runs",
+        required=True,
+        help="comma list of VARIANT[+sp][+fused]:STEPS, dropout, activations",
     )
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU a rank)")
@@ -229,8 +232,10 @@ def main() -> None:
             results[run] = check(mesh, world)
             continue
         key, steps = run.split(":")
-        name, _, sp = key.partition("+")
-        results[key] = run_variant(name, sp == "sp", int(steps), mesh, world)
+        name, *mods = key.split("+")
+        # +fused: the fused ops' PyTorch references on CPU, as CUDA runs the kernels
+        with force_fusion_on_cpu("fused" in mods):
+            results[key] = run_variant(name, "sp" in mods, int(steps), mesh, world)
     if rank == 0:
         Path(args.out).write_text(json.dumps(results, indent=1))
     dist.barrier()

@@ -7,6 +7,7 @@ others still run.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -73,6 +74,18 @@ def _merge(into: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
     return into
 
 
+@functools.cache
+def task_manager(include_path: str | None = None) -> Any:
+    """lm-eval's TaskManager for the built-in tasks plus `include_path`, built once a process.
+
+    Building one indexes every task lm-eval ships (tens of seconds); a training run that
+    evaluates at every eval interval reuses the index instead of rebuilding it each time.
+    """
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include_path)
+
+
 def run_tasks(
     lm: Any,
     tasks: Sequence[str],
@@ -86,9 +99,8 @@ def run_tasks(
 ) -> HarnessReport:
     """Evaluate `lm` on each task in turn; a task that raises is logged and skipped."""
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=include_path)
+    manager = task_manager(include_path)
     known = set(manager.all_tasks)
     report = HarnessReport(None)
     for task in tasks:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 _FORCE_ON_CPU = False
 _KERNELS_RUN: bool | None = None  # neox-kernels' CUDA kernels are built and see a GPU
@@ -32,9 +33,17 @@ def force_fusion_on_cpu(enabled: bool = True) -> Iterator[None]:
         _FORCE_ON_CPU = previous
 
 
-def use_fused(enabled: bool, x: torch.Tensor) -> bool:
-    """Whether a module whose fusion switch is `enabled` takes the fused op for tensor x."""
+def use_fused(enabled: bool, x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+    """Whether a module whose fusion switch is `enabled` takes the fused op for tensor x.
+
+    DTensors (the sequence-parallel regions of tensor parallelism, where the norms see sequence
+    shards and replicated weights) take the plain PyTorch code: the fused ops have no DTensor
+    sharding rules, and a norm's weight gradient must be summed over the sequence shards, which
+    DTensor's own ops do.
+    """
     if not enabled:
+        return False
+    if isinstance(x, DTensor) or any(isinstance(p, DTensor) for p in params):
         return False
     if x.is_cuda:
         global _KERNELS_RUN
@@ -89,8 +98,6 @@ def lm_loss(model: nn.Module, batch, precision_ctx) -> torch.Tensor:
     `precision_ctx` is the autocast context of the forward. The plain path is
     `neox_core.distributed.loss.lm_loss` on `model(tokens)` (vocabulary-parallel under TP).
     """
-    from torch.distributed.tensor import DTensor
-
     from neox_core.distributed.loss import lm_loss as plain_lm_loss
 
     inner = _unwrap(model)

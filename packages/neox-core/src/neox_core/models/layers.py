@@ -30,7 +30,7 @@ class RMSNorm(nn.Module):
     fused = False  # set by make_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if use_fused(self.fused, x):
+        if use_fused(self.fused, x, self.weight):
             return fused_ops.norm(self, x)
         dtype = x.dtype
         x32 = x.float()
@@ -45,7 +45,7 @@ class LayerNorm(nn.LayerNorm):
     fused = False  # set by make_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if use_fused(self.fused, x):
+        if use_fused(self.fused, x, self.weight):
             return fused_ops.norm(self, x)
         return super().forward(x)
 
@@ -162,7 +162,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
         mixed = self.qkv(x)
-        if use_fused(self.fused, mixed):  # rotate q and k in place in the fused QKV output
+        # rotate q and k in place in the fused QKV output (not in a view that autograd guards,
+        # such as the local shard tensor parallelism hands over)
+        if use_fused(self.fused, mixed) and not mixed._is_view():
             h, kv, r = self.num_heads, self.num_kv_heads, self.rotary
             q, k, v = self.split_qkv(fused_ops.rotary_qkv_(mixed, h, kv, r.dim, r.base))
         else:

@@ -47,10 +47,29 @@ def read_launch_env(env: Mapping[str, str] | None = None) -> LaunchEnv:
     )
 
 
-def pick_device(launch: LaunchEnv) -> torch.device:
-    """CUDA device `local_rank` if CUDA is present, else the CPU."""
+class LaunchError(RuntimeError):
+    """The processes started do not fit the devices this node shows them."""
+
+
+def pick_device(launch: LaunchEnv, env: Mapping[str, str] | None = None) -> torch.device:
+    """CUDA device `local_rank` if CUDA is present, else the CPU.
+
+    srun with one GPU per task shows each process its own device as cuda:0, so the local rank
+    wraps round the visible devices. torchrun starts LOCAL_WORLD_SIZE processes that all see the
+    same devices: more of them than GPUs would share one, which NCCL refuses deep inside its
+    first collective ("invalid usage"), so that is an error here, before the process group.
+    """
+    env = os.environ if env is None else env
     if torch.cuda.is_available():
-        device = torch.device("cuda", launch.local_rank % torch.cuda.device_count())
+        n = torch.cuda.device_count()
+        local_world = _int(env, "LOCAL_WORLD_SIZE", default=0)
+        if local_world > n:
+            raise LaunchError(
+                f"{local_world} processes on this node (LOCAL_WORLD_SIZE) but {n} CUDA "
+                f"device(s) visible: start one process per GPU (torchrun --nproc-per-node {n}), "
+                "or hide the GPUs (CUDA_VISIBLE_DEVICES=) to train on the CPU with gloo"
+            )
+        device = torch.device("cuda", launch.local_rank % n)
         torch.cuda.set_device(device)
         return device
     return torch.device("cpu")

@@ -22,12 +22,18 @@ import numpy as np
 import torch
 
 from neox_core.checkpoint import Checkpointer, CheckpointError, layout, resolve_checkpoint_dir
-from neox_core.config import NeoxConfig, config_to_dict, with_world_size
+from neox_core.config import ConfigError, NeoxConfig, config_to_dict, with_world_size
 from neox_core.distributed.attention_backend import choose_sdpa_backends
 from neox_core.distributed.compile import compile_enabled
 from neox_core.distributed.parallel_dims import ParallelDims
 from neox_core.evaluation.during_training import build_training_harness
-from neox_core.training.launch import LaunchEnv, init_process_group, pick_device, read_launch_env
+from neox_core.training.launch import (
+    LaunchEnv,
+    LaunchError,
+    init_process_group,
+    pick_device,
+    read_launch_env,
+)
 from neox_core.training.loop import Loop, run_eval, train
 from neox_core.training.optimizer import build_optimizer
 from neox_core.training.precision import DynamicLossScaler, StaticLossScaler
@@ -102,8 +108,12 @@ def main_train(cfg: NeoxConfig, args: Any = None) -> int:
     """Train as configured; see the module docstring for the exit codes."""
     launch = read_launch_env()
     log = _make_logger(launch.rank)
-    ParallelDims.from_config(cfg, launch.world_size)  # layout errors before any allocation
-    device = pick_device(launch)
+    try:
+        ParallelDims.from_config(cfg, launch.world_size)  # layout errors before any allocation
+        device = pick_device(launch)
+    except (ConfigError, LaunchError) as e:
+        print(f"neox-train: error: {e}", file=sys.stderr, flush=True)
+        return 2
     init_process_group(launch, device)
     if launch.world_size > 1 or cfg.parallel.data_parallel_size != 1:
         cfg = with_world_size(cfg, launch.world_size)
