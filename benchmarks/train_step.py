@@ -1,18 +1,26 @@
-"""Training-step throughput: neox's model vs HF transformers' model of the same shape.
+"""Training-step throughput of `neox-train` itself, beside HF transformers' model of the same shape.
 
-Pythia-410M- and Pythia-1B-shaped models (GPT-NeoX architecture, seq 2048, micro batch 8),
-trained the same way for both implementations: fp32 parameters (the master weights), bf16
-autocast, fused AdamW, gradient clipping 1.0, cross entropy in fp32 on the logits; each
-eager and under `torch.compile`. Prints tokens/s, model TFLOPS per GPU with
-6·N + 12·L·d·S FLOPs per token (N without the input embedding), MFU against 989 TFLOP/s
-(H100 SXM dense bf16) and peak memory.
+Each neox case is a GPT-NeoX YAML config (examples/configs/pythia/*.yml, benchmarks/configs/
+llama-1.1B.yml) read by neox-core's config loader and built as `neox-train` builds it
+(`build_parallel_model`: model, activation checkpointing, compile; `build_optimizer_and_schedule`;
+`build_step_settings`), then timed through `train_step`, the function the training loop
+calls, on synthetic tokens. Its results are read once after the timed steps, as the loop
+reads them at a log interval. The HF case is `transformers`' model of the same shape in the
+same regime: fp32 parameters (the master weights), bf16 autocast, fused AdamW, gradient
+clipping 1.0, cross entropy on fp32 logits, the whole model under `torch.compile`.
 
-    python3 benchmarks/train_step.py                      # both shapes, ours and HF, eager and compiled
-    python3 benchmarks/train_step.py --models 1B --modes compile
-    python3 benchmarks/train_step.py --smoke              # tiny shapes; runs on a CPU in seconds
+Prints tokens/s, model TFLOPS per GPU (6·N + 12·L·d·S per token, N without the input
+embedding: neox_core.training.throughput), MFU against 989 TFLOP/s (H100/H200 dense bf16),
+peak memory and neox's ratio to HF.
 
-Runs from a plain checkout with PYTHONPATH=packages/neox-core/src (torch, transformers and
-pyyaml installed; uv and the compiled neox-kernels are not needed).
+    python3 benchmarks/train_step.py                       # the four cases, neox and HF
+    python3 benchmarks/train_step.py --cases 1B --profile  # + where Pythia-1B's GPU time goes
+    python3 benchmarks/train_step.py --isolate             # each case in its own process
+    python3 benchmarks/train_step.py --smoke               # tiny shapes on a CPU, in seconds
+
+Runs from a plain checkout with PYTHONPATH=packages/neox-core/src:packages/neox-data/src:
+packages/neox-kernels/src (torch, transformers and pyyaml installed; uv is not needed, and
+neox-kernels' compiled parts are used where built and skipped where not).
 """
 
 from __future__ import annotations
@@ -20,123 +28,162 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import itertools
+import json
+import subprocess
 import sys
 import time
-from dataclasses import dataclass
+import traceback
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_FLOPS = 989e12
-
-# shape name -> (layers, hidden, heads) of the Pythia suite; all rotary_pct 0.25, parallel residual
-SHAPES = {"410M": (24, 1024, 16), "1B": (16, 2048, 8), "smoke": (2, 64, 4)}
-
-
-def _import_neox_core() -> None:
-    """Make `neox_core` importable from the source tree, installed or not."""
-    if importlib.util.find_spec("neox_core") is None:
-        sys.path.insert(0, str(ROOT / "packages" / "neox-core" / "src"))
+PYTHIA = ROOT / "examples" / "configs" / "pythia"
 
 
 @dataclass(frozen=True)
-class Case:
-    shape: str
-    impl: str  # "neox" | "hf"
-    mode: str  # "eager" | "compile"
+class Shape:
+    config: Path
+    seq: int
+    micro_batch: int
+    extra: tuple[tuple[str, Any], ...] = ()  # more overrides
+
+
+CASES = {
+    "410M": Shape(PYTHIA / "410M.yml", 2048, 8),
+    "1B": Shape(PYTHIA / "1B.yml", 2048, 8),
+    "llama-1.1B": Shape(ROOT / "benchmarks" / "configs" / "llama-1.1B.yml", 2048, 8),
+    "1B-16k": Shape(PYTHIA / "1B.yml", 16384, 1),
+    "smoke": Shape(
+        PYTHIA / "410M.yml",
+        32,
+        2,
+        (
+            ("num_layers", 2),
+            ("attention_config", [[["global"], 2]]),
+            ("hidden_size", 64),
+            ("num_attention_heads", 4),
+            ("vocab_size", 256),
+        ),
+    ),
+}
 
 
 @dataclass
 class Result:
-    case: Case
-    step_s: float
-    tokens_per_s: float
-    tflops: float
-    mfu: float
-    peak_gib: float
-    loss: float
+    case: str
+    impl: str  # "neox" | "hf"
+    step_s: float = float("nan")
+    tokens_per_s: float = float("nan")
+    tflops: float = float("nan")
+    mfu: float = float("nan")
+    peak_gib: float = float("nan")
+    loss: float = float("nan")
+    error: str = ""
+    profile: dict[str, float] | None = None
 
 
-def model_config(shape: str, vocab: int, seq: int, checkpoint_activations: bool):
-    from neox_core.config.schema import ModelConfig
-
-    layers, hidden, heads = SHAPES[shape]
-    padded = -(-vocab // 128) * 128
-    return ModelConfig(
-        architecture="gpt_neox",
-        num_layers=layers,
-        hidden_size=hidden,
-        num_attention_heads=heads,
-        num_kv_heads=heads,
-        intermediate_size=4 * hidden,
-        max_position_embeddings=seq,
-        vocab_size=vocab,
-        padded_vocab_size=padded,
-        norm="layernorm",
-        activation="gelu",
-        rotary_pct=0.25,
-        gpt_j_residual=True,
-        attention_bias=True,
-        mlp_bias=True,
-        tie_embeddings=False,
-        init_method="small_init",
-        output_layer_init_method="wang_init",
-        checkpoint_activations=checkpoint_activations,
-    )
+def _import_paths() -> None:
+    """Make the workspace packages importable from the source tree, installed or not."""
+    for pkg, mod in (("neox-core", "neox_core"), ("neox-data", "neox_data")):
+        if importlib.util.find_spec(mod) is None:
+            sys.path.insert(0, str(ROOT / "packages" / pkg / "src"))
+    if importlib.util.find_spec("neox_kernels") is None:
+        sys.path.insert(0, str(ROOT / "packages" / "neox-kernels" / "src"))
 
 
-def build(case: Case, mcfg, device):
+def load_case_config(name: str, args: argparse.Namespace):
+    """The case's GPT-NeoX YAML through neox-core's loader, in the benchmark's regime."""
+    from neox_core.config import load_config
+
+    shape = CASES[name]
+    overrides: dict[str, Any] = {
+        "fp16": {"enabled": False},
+        "bf16": {"enabled": True},
+        "seq_length": shape.seq,
+        "max_position_embeddings": shape.seq,
+        "train_micro_batch_size_per_gpu": shape.micro_batch,
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "checkpoint_activations": False,
+        "activation_checkpoint_mode": args.activation_checkpointing,
+        "compile": args.compile,
+        "train_iters": 1000,
+    }
+    if "pythia" in str(shape.config):
+        overrides["vocab_size"] = 50277  # the Pythia tokenizer's size (padded to 50304)
+    overrides.update(dict(shape.extra))
+    cfg = load_config([shape.config], overrides)
+    if cfg.training.gradient_accumulation_steps != 1:
+        raise ValueError(f"{shape.config}: the benchmark times one micro batch per step")
+    return cfg
+
+
+def _synthetic_batch(vocab: int, micro_batch: int, seq: int, device):
     import torch
 
-    if case.impl == "neox":
-        from neox_core.models import build_model
+    g = torch.Generator().manual_seed(0)
+    text = torch.randint(0, vocab, (micro_batch, seq + 1), generator=g)
+    return text.pin_memory() if device.type == "cuda" else text
 
-        model = build_model(mcfg, seed=1234, device=device)
-        forward = model
-    else:
-        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-        from neox_core.models.hf_names import hf_config_kwargs
-
-        hf_cfg = GPTNeoXConfig(**hf_config_kwargs(mcfg), attn_implementation="sdpa")
-        torch.manual_seed(1234)
-        with torch.device(device):  # initialise on the GPU: minutes less for 1B on a CPU
-            model = GPTNeoXForCausalLM(hf_cfg)
-        if mcfg.checkpoint_activations:
-            model.gradient_checkpointing_enable()
-
-        def forward(ids):
-            return model(input_ids=ids, use_cache=False).logits
-
-    model.train()
-    step_fn = torch.compile(forward) if case.mode == "compile" else forward
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=1e-4,
-        betas=(0.9, 0.95),
-        weight_decay=0.1,
-        fused=device.type == "cuda",
+def build_neox(cfg, device, log):
+    """neox-train's model, optimizer and step settings; returns (model, step(i), read(results))."""
+    from neox_core.distributed.parallel_dims import ParallelDims
+    from neox_core.training.run import (
+        build_optimizer_and_schedule,
+        build_parallel_model,
+        build_step_settings,
     )
-    return model, step_fn, optimizer
+    from neox_core.training.step import resolve_results, train_step
+
+    model = build_parallel_model(cfg, ParallelDims.from_config(cfg, 1), device, log, None)
+    opt = build_optimizer_and_schedule(cfg, model)
+    opt.schedule.apply(opt.optimizer)
+    settings = build_step_settings(cfg, device, False, log, None)
+    batch = _synthetic_batch(cfg.model.vocab_size, cfg.training.micro_batch_size,
+                             cfg.data.seq_length, device)  # fmt: skip
+    data = itertools.repeat({"text": batch})
+
+    def step(i: int):
+        return train_step(model.trained, opt.optimizer, opt.schedule, opt.scaler, data, settings, i)
+
+    def read(results) -> float:
+        return float(resolve_results(list(results))[-1].loss)
+
+    return model.module, step, read
 
 
-def run_case(case: Case, args, device) -> Result:
+def build_hf(cfg, device, log):
+    """transformers' model of the same shape, compiled, in the same precision regime."""
     import torch
     import torch.nn.functional as F
+    import transformers
 
-    from neox_core.training.throughput import flops_per_token, non_embedding_params
+    from neox_core.models.hf_names import hf_architecture, hf_config_kwargs
 
-    mcfg = model_config(case.shape, args.vocab, args.seq, args.checkpoint_activations)
-    model, forward, optimizer = build(case, mcfg, device)
-    n = non_embedding_params(model, tied_embeddings=False)
-    per_token = flops_per_token(n, mcfg.num_layers, mcfg.hidden_size, args.seq)
-    g = torch.Generator(device="cpu").manual_seed(0)
-    batch = torch.randint(0, args.vocab, (args.micro_batch, args.seq + 1), generator=g).to(device)
+    arch = hf_architecture(cfg.model)
+    config_cls = getattr(transformers, arch.replace("ForCausalLM", "Config"))
+    hf_cfg = config_cls(**hf_config_kwargs(cfg.model), attn_implementation="sdpa")
+    torch.manual_seed(cfg.training.seed)
+    with torch.device(device):  # initialise on the GPU: minutes less for 1B than on a CPU
+        model = getattr(transformers, arch)(hf_cfg)
+    model.train()
+    forward = torch.compile(model) if cfg.training.compile != "false" else model
+    log(f" > HF {arch}, {'compiled' if forward is not model else 'eager'}")
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
+        fused=device.type == "cuda",
+    )  # fmt: skip
+    batch = _synthetic_batch(cfg.model.vocab_size, cfg.training.micro_batch_size,
+                             cfg.data.seq_length, device).to(device)  # fmt: skip
     inputs, targets = batch[:, :-1], batch[:, 1:]
-    amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
-    def step() -> float:
-        with amp:
-            logits = forward(inputs)
+    def step(i: int):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            logits = forward(input_ids=inputs, use_cache=False).logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -144,62 +191,153 @@ def run_case(case: Case, args, device) -> Result:
         optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
+    def read(results) -> float:
+        return float(list(results)[-1])
+
+    return model, step, read
+
+
+# kernel-name families of a training step on Hopper, first match wins
+FAMILIES = (
+    ("attention", ("flash", "fmha", "cudnn", "attention", "sdpa", "attn")),
+    ("optimizer", ("adam", "multi_tensor", "foreach", "clip", "norm_kernel")),
+    ("loss", ("cross_entropy", "log_softmax", "logsoftmax", "nll_loss", "softmax_warp")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "sm90", "matmul", "mm_")),
+    ("norm/elementwise", ("triton", "elementwise", "layer_norm", "rms", "norm", "vectorized",
+                          "reduce", "gelu", "silu", "copy", "cast", "fill")),
+)  # fmt: skip
+
+
+def family(kernel: str) -> str:
+    name = kernel.lower()
+    for fam, keys in FAMILIES:
+        if any(k in name for k in keys):
+            return fam
+    return "other"
+
+
+def profile_steps(step, device, steps: int = 3) -> dict[str, float]:
+    """ms per step by kernel family, and idle (wall minus GPU-busy time), from torch.profiler."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        for i in range(steps):
+            step(10_000 + i)
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - start) * 1e3 / steps
+    out: dict[str, float] = {"wall": wall}
+    busy = 0.0
+    for evt in prof.key_averages():
+        if evt.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        ms = evt.self_device_time_total / 1e3 / steps
+        if ms <= 0:
+            continue
+        fam = family(evt.key)
+        out[fam] = out.get(fam, 0.0) + ms
+        busy += ms
+    out["idle"] = max(0.0, wall - busy)
+    return out
+
+
+def run_case(name: str, impl: str, args: argparse.Namespace) -> Result:
+    import torch
+
+    from neox_core.training.throughput import flops_per_token, non_embedding_params
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = load_case_config(name, args)
+    log = print if args.verbose else (lambda msg: None)
+    model, step, read = (build_neox if impl == "neox" else build_hf)(cfg, device, log)
+    m = cfg.model
+    n = non_embedding_params(model, tied_embeddings=m.tie_embeddings)
+    seq, mb = cfg.data.seq_length, cfg.training.micro_batch_size
+    per_token = flops_per_token(n, m.num_layers, m.hidden_size, seq)
+
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(args.warmup):
-        step()
+    start = time.perf_counter()
+    warm = [step(i) for i in range(1, args.warmup + 1)]
+    read(warm)
     sync()
+    warmup_s = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for _ in range(args.steps):
-        loss = step()
+    results = [step(args.warmup + i) for i in range(1, args.steps + 1)]
+    loss = read(results)  # the loop reads deferred results at its log interval, once
     sync()
     step_s = (time.perf_counter() - start) / args.steps
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    tokens_per_s = args.micro_batch * args.seq / step_s
+    tokens_per_s = mb * seq / step_s
     flops = per_token * tokens_per_s
-    return Result(case, step_s, tokens_per_s, flops / 1e12, flops / PEAK_FLOPS, peak, float(loss))
+    r = Result(name, impl, step_s, tokens_per_s, flops / 1e12, flops / PEAK_FLOPS, peak, loss)
+    print(
+        f"  {name} {impl}: {tokens_per_s:,.0f} tokens/s, MFU {100 * r.mfu:.1f}% "
+        f"(warm-up incl. compile {warmup_s:.1f} s)",
+        flush=True,
+    )
+    if args.profile and device.type == "cuda" and name == "1B":
+        try:
+            r.profile = profile_steps(step, device)
+        except Exception as e:  # the timed row stands without its profile
+            print(f"  {name} {impl}: profile failed: {type(e).__name__}: {e}", flush=True)
+    return r
 
 
-def release(device) -> None:
+def release() -> None:
     """Free the finished case's model, optimizer and compiled graphs before the next."""
     import torch
 
     gc.collect()
-    if device.type == "cuda":
+    if torch.cuda.is_available():
         torch.cuda.empty_cache()
     torch._dynamo.reset()
 
 
+def run_isolated(name: str, impl: str, timeout: int, argv: list[str]) -> Result:
+    """One case in a child process: a crash, hang or OOM there costs only that row."""
+    cmd = [sys.executable, __file__, *argv, "--cases", name, "--impls", impl, "--emit-json"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Result(name, impl, error=f"timed out after {timeout} s")
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return Result(**json.loads(line[len("RESULT ") :]))
+        print(line, flush=True)
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return Result(name, impl, error=f"exit {proc.returncode}: {' / '.join(tail)}")
+
+
 def table(results: list[Result]) -> str:
-    head = (
-        "model",
-        "impl",
-        "mode",
-        "step ms",
-        "tokens/s",
-        "TFLOPS/GPU",
-        "MFU %",
-        "peak GiB",
-        "loss",
-    )
-    rows = [
-        (
-            r.case.shape,
-            r.case.impl,
-            r.case.mode,
-            f"{r.step_s * 1e3:.1f}",
-            f"{r.tokens_per_s:,.0f}",
-            f"{r.tflops:.1f}",
-            f"{100 * r.mfu:.1f}",
-            f"{r.peak_gib:.1f}",
-            f"{r.loss:.3f}",
+    head = ("model", "impl", "step ms", "tokens/s", "TFLOPS/GPU", "MFU %", "peak GiB", "vs HF")
+    hf = {r.case: r for r in results if r.impl == "hf" and not r.error}
+    rows = []
+    for r in results:
+        if r.error:
+            rows.append((r.case, r.impl, "failed", "", "", "", "", r.error[:60]))
+            continue
+        ratio = ""
+        if r.impl == "neox" and r.case in hf:
+            ratio = f"{r.tokens_per_s / hf[r.case].tokens_per_s:.2f}x"
+        rows.append(
+            (
+                r.case,
+                r.impl,
+                f"{r.step_s * 1e3:.1f}",
+                f"{r.tokens_per_s:,.0f}",
+                f"{r.tflops:.1f}",
+                f"{100 * r.mfu:.1f}",
+                f"{r.peak_gib:.1f}",
+                ratio,
+            )
         )
-        for r in results
-    ]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
     lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("-+-".join("-" * w for w in widths))
@@ -207,66 +345,96 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def profile_table(results: list[Result]) -> str:
+    profiled = [r for r in results if r.profile]
+    if not profiled:
+        return ""
+    fams = ["wall"] + [f for f, _ in FAMILIES] + ["other", "idle"]
+    lines = ["ms per step (share of wall) | " + " | ".join(f"{r.case} {r.impl}" for r in profiled)]
+    for fam in fams:
+        cells = []
+        for r in profiled:
+            ms = r.profile.get(fam, 0.0)  # type: ignore[union-attr]
+            share = 100 * ms / r.profile["wall"]  # type: ignore[index]
+            cells.append(f"{ms:.1f}" if fam == "wall" else f"{ms:.1f} ({share:.0f} %)")
+        lines.append(f"{fam} | " + " | ".join(cells))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="410M,1B", help="comma list of: 410M, 1B")
+    p.add_argument("--cases", default="1B,llama-1.1B,410M,1B-16k", help=", ".join(CASES))
     p.add_argument("--impls", default="neox,hf", help="comma list of: neox, hf")
-    p.add_argument("--modes", default="eager,compile", help="comma list of: eager, compile")
-    p.add_argument("--micro-batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=2048)
-    p.add_argument("--vocab", type=int, default=50277, help="tokenizer size (padded to 128)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per case")
-    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation)")
-    p.add_argument("--checkpoint-activations", action="store_true", help="recompute layers")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per case")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
+    p.add_argument("--compile", default="auto", help="neox's compile key: auto, true, false")
+    p.add_argument("--activation-checkpointing", default="none", help="none, full, selective")
+    p.add_argument("--profile", action="store_true", help="kernel-family breakdown for 1B")
+    p.add_argument("--isolate", action="store_true", help="each case in its own process")
+    p.add_argument("--case-timeout", type=int, default=300, help="seconds, with --isolate")
     p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="tiny shapes and few steps, eager only unless --modes is given (CPU)",
+        "--deadline-s",
+        type=float,
+        default=0,
+        help="with --isolate: cut cases at this many seconds from the start, start none within "
+        "30 s of it (0: no deadline)",
     )
+    p.add_argument("--verbose", action="store_true", help="print neox-train's setup lines")
+    p.add_argument("--smoke", action="store_true", help="tiny shapes, eager, CPU, seconds")
+    p.add_argument("--emit-json", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.smoke:
-        args.models, args.seq, args.micro_batch, args.vocab = "smoke", 32, 2, 256
-        args.steps, args.warmup = 2, 1
-        if "--modes" not in (argv if argv is not None else sys.argv[1:]):
-            args.modes = "eager"
+        args.cases, args.steps, args.warmup, args.compile = "smoke", 2, 1, "false"
+    for name in args.cases.split(","):
+        if name not in CASES:
+            p.error(f"--cases: unknown case {name!r}; choose from {', '.join(CASES)}")
 
-    _import_neox_core()
+    _import_paths()
     import torch
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(
-        f"torch {torch.__version__} on {name}; seq {args.seq}, micro batch {args.micro_batch}, "
-        f"fp32 params + bf16 autocast, fused AdamW; {args.steps} timed steps after "
-        f"{args.warmup} warm-up; MFU vs {PEAK_FLOPS / 1e12:.0f} TFLOP/s",
-        flush=True,
-    )
-    if device.type == "cuda":
+    if not args.emit_json:
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+        print(
+            f"torch {torch.__version__} on {name}; fp32 params + bf16 autocast, fused AdamW, "
+            f"clip 1.0; {args.steps} timed steps after {args.warmup} warm-up; neox compile "
+            f"{args.compile}, activation checkpointing {args.activation_checkpointing}; "
+            f"MFU vs {PEAK_FLOPS / 1e12:.0f} TFLOP/s",
+            flush=True,
+        )
+    if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    child_argv = [a for a in argv if a != "--isolate"]
     results = []
-    for shape in args.models.split(","):
-        if shape not in SHAPES:
-            p.error(f"--models: unknown shape {shape!r}; choose from 410M, 1B")
-        for mode in args.modes.split(","):
-            for impl in args.impls.split(","):
-                case = Case(shape, impl, mode)
-                try:
-                    results.append(run_case(case, args, device))
-                except torch.cuda.OutOfMemoryError:
-                    print(f"{case}: out of memory", flush=True)
-                    continue
-                finally:
-                    release(device)
-                r = results[-1]
-                print(
-                    f"  {shape} {impl} {mode}: {r.tokens_per_s:,.0f} tokens/s, "
-                    f"MFU {100 * r.mfu:.1f}%",
-                    flush=True,
-                )
+    began = time.perf_counter()
+    for name, impl in itertools.product(args.cases.split(","), args.impls.split(",")):
+        left = args.deadline_s - (time.perf_counter() - began) if args.deadline_s else 1e9
+        if left < 30:
+            results.append(Result(name, impl, error=f"not run: --deadline-s {args.deadline_s:g}"))
+            continue
+        if args.isolate:
+            timeout = int(min(args.case_timeout, left))
+            results.append(run_isolated(name, impl, timeout, child_argv))
+            continue
+        try:
+            results.append(run_case(name, impl, args))
+        except Exception as e:  # one failing case (OOM, a compile error) keeps the table
+            traceback.print_exc()
+            results.append(Result(name, impl, error=f"{type(e).__name__}: {e}"))
+        finally:
+            release()
+    if args.emit_json:
+        for r in results:
+            print("RESULT " + json.dumps(asdict(r)), flush=True)
+        return 0
     print()
     print(table(results))
-    return 0
+    prof = profile_table(results)
+    if prof:
+        print()
+        print(prof)
+    return 0 if all(not r.error for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -13,7 +13,12 @@ from neox_core.models import build_model
 from neox_core.training.optimizer import build_optimizer, param_groups
 from neox_core.training.precision import DynamicLossScaler
 from neox_core.training.schedules import build_schedule
-from neox_core.training.step import NonFiniteLossError, StepSettings, train_step
+from neox_core.training.step import (
+    NonFiniteLossError,
+    StepSettings,
+    resolve_results,
+    train_step,
+)
 
 
 class Poisonable(torch.nn.Module):
@@ -155,3 +160,34 @@ def test_batches_follow_gpt_neox_get_batch() -> None:
     assert masked_lm_loss(logits, labelled).item() == pytest.approx(torch.log(torch.tensor(8.0)))
     none = make_batch({"text": torch.tensor([[1, 2]]), "label": torch.tensor([[-100, -100]])})
     assert masked_lm_loss(torch.zeros(1, 1, 8), none).item() == 0.0
+
+
+def test_deferred_step_matches_the_synced_one_and_skips_nan_on_the_device() -> None:
+    """defer_sync (one GPU): results stay tensors, updates equal, a NaN step changes nothing."""
+    torch.manual_seed(0)
+    synced, deferred = Poisonable(), Poisonable()
+    deferred.load_state_dict(synced.state_dict())
+    opt_s, sched_s, s_s = _setup(synced)
+    opt_d, sched_d, s_d = _setup(deferred, defer_sync=True)
+    # the fused AdamW neox-train builds on CUDA (it skips a step on a device flag)
+    opt_d = torch.optim.AdamW(param_groups(deferred, 0.1), lr=1e-2, betas=(0.9, 0.95), fused=True)
+    sched_d.apply(opt_d)
+    data_s, data_d = _data(), _data()
+    for i in range(1, 4):
+        a = train_step(synced, opt_s, sched_s, None, data_s, s_s, i)
+        b = train_step(deferred, opt_d, sched_d, None, data_d, s_d, i)
+        assert b.pending and not a.pending
+        (b,) = resolve_results([b])
+        assert b.loss == pytest.approx(a.loss, rel=1e-5)
+        assert b.grad_norm == pytest.approx(a.grad_norm, rel=1e-5)
+        assert not b.skipped and not b.nan
+    for p, q in zip(synced.parameters(), deferred.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+    deferred.poison = True
+    before = _params(deferred)
+    bad = train_step(deferred, opt_d, sched_d, None, data_d, s_d, 4)
+    assert all(torch.equal(a, b) for a, b in zip(before, deferred.parameters(), strict=True))
+    (bad,) = resolve_results([bad])
+    assert bad.skipped and bad.nan
+    steps = {int(opt_d.state[p]["step"]) for p in deferred.parameters()}
+    assert steps == {3}  # AdamW's own count did not advance either

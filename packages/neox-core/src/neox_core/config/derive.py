@@ -95,6 +95,7 @@ def derive(cfg: NeoxConfig, tr: Translation) -> None:
     _check_attention_type(cfg, tr)
     _report_fusion(cfg, tr)
     _derive_vocab(cfg)
+    _derive_activation_checkpointing(cfg)
     _set(cfg, "model.architecture", "llama" if m.activation == "swiglu" else "gpt_neox")
     _set(cfg, "precision.fp32_master_weights", cfg.precision.dtype != "fp32")
     if cfg.schedule.lr_decay_iters is None:
@@ -104,6 +105,19 @@ def derive(cfg: NeoxConfig, tr: Translation) -> None:
         paths = getattr(cfg.data, f"{split}_data_paths")
         if paths and getattr(cfg.data, f"{split}_data_weights") is None:
             _set(cfg, f"data.{split}_data_weights", [1.0] * len(paths))
+
+
+def _derive_activation_checkpointing(cfg: NeoxConfig) -> None:
+    """One mode from two keys: GPT-NeoX's `checkpoint_activations` means full recomputation.
+
+    `checkpoint_activations` then says whether whole layers are recomputed (FLOPs counting
+    and the memory estimate read it); selective recomputation keeps the matmul outputs.
+    """
+    m = cfg.model
+    if m.activation_checkpointing is None:
+        _set(cfg, "model.activation_checkpointing", "full" if m.checkpoint_activations else "none")
+    else:
+        _set(cfg, "model.checkpoint_activations", m.activation_checkpointing == "full")
 
 
 def _derive_mlp(cfg: NeoxConfig, tr: Translation) -> None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# kind names understood by translate._coerce: int, float, bool, str, and "?" for None-able,
-# list[str], list[float], list[int].
+# kind names understood by translate._coerce: int, float, bool, str, switch (true/false/auto),
+# and "?" for None-able, list[str], list[float], list[int].
 DIRECT: dict[str, tuple[str, str]] = {
     # model
     "num_layers": ("model.num_layers", "int"),
@@ -36,6 +36,7 @@ DIRECT: dict[str, tuple[str, str]] = {
     "hidden_dropout": ("model.hidden_dropout", "float"),
     "attention_dropout": ("model.attention_dropout", "float"),
     "checkpoint_activations": ("model.checkpoint_activations", "bool"),
+    "activation_checkpoint_mode": ("model.activation_checkpointing", "str?"),  # neox extension
     "sliding_window_width": ("model.sliding_window_width", "int?"),
     "vocab_size": ("model.vocab_size", "int?"),  # neox extension: the tokenizer's size
     # optimizer
@@ -58,6 +59,7 @@ DIRECT: dict[str, tuple[str, str]] = {
     "eval_interval": ("training.eval_interval", "int"),
     "eval_iters": ("training.eval_iters", "int"),
     "on_nan": ("training.on_nan", "str"),  # neox extension
+    "compile": ("training.compile", "switch"),  # neox extension: auto | true | false
     # data
     "train_data_paths": ("data.train_data_paths", "list[str]?"),
     "valid_data_paths": ("data.valid_data_paths", "list[str]?"),
@@ -381,6 +383,8 @@ NEOX_EXTENSIONS: frozenset[str] = frozenset(
     {
         "vocab_size",
         "on_nan",
+        "compile",
+        "activation_checkpoint_mode",
         "wandb_mode",
         "data_parallel_size",
         "rm_pad_token_id",

@@ -44,7 +44,11 @@ class ModelConfig:
     # GPT-NeoX `sliding_window_width`: a query sees itself and the w positions before it
     # (flash-attn window (w, 0)); None = full causal attention
     sliding_window_width: int | None = None
-    checkpoint_activations: bool = False
+    checkpoint_activations: bool = False  # GPT-NeoX's switch: true = full recomputation
+    # neox key activation_checkpoint_mode: "none" | "full" (recompute each layer, GPT-NeoX's checkpoint_activations)
+    # | "selective" (recompute the cheap ops, keep the matmul outputs); None -> derived from
+    # checkpoint_activations. Applied from outside the model by distributed/activation_checkpoint.
+    activation_checkpointing: str | None = None
     # neox-kernels' fused CUDA ops where they run (norms, rotary, activations, linear+CE);
     # false runs the plain PyTorch code everywhere (debugging). GPT-NeoX's *_fusion keys map here.
     fused_kernels: bool = True
@@ -93,6 +97,8 @@ class TrainingConfig:
     eval_interval: int = 1000
     eval_iters: int = 100
     on_nan: str = "skip"  # neox extension: "skip" | "stop"
+    # neox extension: torch.compile each decoder layer; "auto" = on for CUDA, off for CPU
+    compile: str = "auto"  # "auto" | "true" | "false"
 
 
 @dataclass

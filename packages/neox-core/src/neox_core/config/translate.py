@@ -59,6 +59,7 @@ _KIND_WORDS = {
     "list[str]": "a list of strings",
     "list[float]": "a list of numbers",
     "list[int]": "a list of integers",
+    "switch": "true, false or auto",
 }
 
 
@@ -83,6 +84,12 @@ def _coerce_scalar(value: Any, kind: str) -> Any:
         if not isinstance(value, str):
             raise TypeError
         return value
+    if kind == "switch":  # true | false | auto, as YAML booleans or strings
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str) and value.lower() in ("true", "false", "auto"):
+            return value.lower()
+        raise TypeError
     raise AssertionError(kind)
 
 

@@ -69,3 +69,21 @@ def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Ten
                     grad = p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
                     grad.mul_(coef)
     return norm
+
+
+def clip_grad_norm_on_device(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """`clip_grad_norm` without reading the norm on the host: the coefficient is a tensor.
+
+    Same rule (max_norm / (norm + 1e-6), at most 1; a non-finite norm leaves the gradients
+    as they are), computed on the gradients' device, so the step does not wait for the GPU.
+    """
+    params = list(params)
+    norm = total_grad_norm(params)
+    if max_norm > 0:
+        coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        coef = torch.where(torch.isfinite(norm), coef, torch.ones_like(coef))
+        grads = [p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad for p in params]
+        grads = [g for g in grads if g is not None]
+        if grads:
+            torch._foreach_mul_(grads, coef.to(grads[0].device))
+    return norm

@@ -1,9 +1,12 @@
-"""`parallelize(model, mesh, cfg)`: tensor parallelism, then data parallelism, from outside.
+"""`parallelize(model, mesh, cfg)`: TP, activation checkpointing, compile, then data parallelism.
 
-The model file knows nothing of either (as torchtitan's parallelize step): TP turns the
-parameters into DTensors on mesh["tp"] (`tensor_parallel.apply_tensor_parallel`); then the ZeRO stage
-wraps or shards the model over mesh["dp"] (`data_parallel.apply_data_parallel`). The optimizer
-must be built after this, on the parameters it leaves.
+The model file knows nothing of these (as torchtitan's parallelize step), and the order is
+torchtitan's: TP turns the parameters into DTensors on mesh["tp"]
+(`tensor_parallel.apply_tensor_parallel`); activation checkpointing wraps each layer's
+forward (`activation_checkpoint`); `torch.compile` compiles each layer, checkpoint included
+(`compile`); then the ZeRO stage wraps or shards the model over mesh["dp"]
+(`data_parallel.apply_data_parallel`) around the compiled layers. In a single process (no mesh) only checkpointing and compile apply. The optimizer must be
+built after this, on the parameters it leaves.
 """
 
 from __future__ import annotations
@@ -13,19 +16,30 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
 from neox_core.config.schema import NeoxConfig
+from neox_core.distributed.activation_checkpoint import apply_activation_checkpointing
+from neox_core.distributed.compile import apply_compile, compile_enabled
 from neox_core.distributed.data_parallel import apply_data_parallel
 
 
-def parallelize(
-    model: nn.Module, mesh: DeviceMesh, cfg: NeoxConfig, device: torch.device
-) -> nn.Module:
-    """Apply TP (if `model_parallel_size` > 1) then the ZeRO stage; returns the module to train.
+def activation_checkpointing_mode(cfg: NeoxConfig) -> str:
+    """ "none", "full" or "selective" (configs built without `load_config` have no mode yet)."""
+    m = cfg.model
+    if m.activation_checkpointing is not None:
+        return m.activation_checkpointing
+    return "full" if m.checkpoint_activations else "none"
 
-    The returned module may be a wrapper (DDP at ZeRO 0); `model` itself stays the module whose
-    `state_dict`/parameters checkpoints read.
+
+def parallelize(
+    model: nn.Module, mesh: DeviceMesh | None, cfg: NeoxConfig, device: torch.device
+) -> nn.Module:
+    """Apply TP (if `model_parallel_size` > 1), checkpointing, compile, then the ZeRO stage.
+
+    Returns the module to train; it may be a wrapper (DDP at ZeRO 0); `model` itself stays the
+    module whose `state_dict`/parameters checkpoints read (names unchanged by compile and
+    checkpointing, which work in place).
     """
     p = cfg.parallel
-    if mesh["tp"].size() > 1:
+    if mesh is not None and mesh["tp"].size() > 1:
         from neox_core.distributed.tensor_parallel import apply_tensor_parallel
 
         apply_tensor_parallel(model, mesh["tp"], sequence_parallel=p.sequence_parallel)  # type: ignore[arg-type]
@@ -33,4 +47,9 @@ def parallelize(
         for module in model.modules():
             if hasattr(module, "fused"):
                 module.fused = False
+    apply_activation_checkpointing(model, activation_checkpointing_mode(cfg))
+    if compile_enabled(cfg.training.compile, device):
+        apply_compile(model)
+    if mesh is None:
+        return model
     return apply_data_parallel(model, mesh["dp"], p, device)

@@ -15,10 +15,13 @@ from neox_core.training.schedules import AnnealingSchedule
 from neox_core.training.signals import StopRequest
 from neox_core.training.state import IntervalStats, Progress
 from neox_core.training.step import (
+    NonFiniteLossError,
+    StepResult,
     StepSettings,
     eval_results,
     evaluate_with_metrics,
     mean_metrics,
+    resolve_results,
     train_step,
 )
 from neox_core.training.trackers import Trackers
@@ -57,6 +60,8 @@ class Loop:
     stopped: bool = False  # set when the ranks agreed to stop on a signal
     # eval_tasks: lm-evaluation-harness at eval steps (neox_core.evaluation.during_training)
     harness: Callable[[int], None] | None = None
+    # time this many first steps and log them (2 when compiled: compilation, then a plain step)
+    timed_first_steps: int = 0
 
 
 def _sync(device: torch.device) -> None:
@@ -91,13 +96,40 @@ def _reduce_metrics(loop: Loop, metrics: dict[str, float]) -> dict[str, float]:
     return {k: loop.reduce_mean(v) for k, v in sorted(metrics.items())}
 
 
+def _must_read(loop: Loop, result: StepResult, iteration: int) -> bool:
+    """Whether the loop reads the step's results now: every step unless they are deferred."""
+    if not result.pending or loop.stop.requested or iteration >= loop.train_iters:
+        return True
+    if iteration % loop.log_interval == 0 or iteration <= loop.timed_first_steps:
+        return True
+    if loop.eval_interval and iteration % loop.eval_interval == 0:
+        return True
+    return loop.save is not None and is_save_iteration(
+        iteration, loop.checkpoint_factor, loop.extra_save_iters
+    )
+
+
+def _take_back_skipped(loop: Loop, results: list[StepResult]) -> None:
+    """Deferred steps advanced the schedule before their finite check was read: undo skips."""
+    skipped = sum(1 for r in results if r.skipped)
+    if skipped:
+        loop.schedule.num_iters -= skipped
+        loop.schedule.apply(loop.optimizer)
+
+
 def train(loop: Loop) -> Progress:
-    """Train until `train_iters` or a stop signal (`loop.stopped`); the caller saves at the end."""
+    """Train until `train_iters` or a stop signal (`loop.stopped`); the caller saves at the end.
+
+    Deferred steps (training/step.py's `defer_sync`) are read in a batch at the next log, eval,
+    save or stop point; each is then booked as if read at once (same log line, same trackers).
+    """
     p, stats = loop.progress, IntervalStats()
     interval_metrics: list[dict[str, float]] = []  # a plug-in's metrics per applied step
+    waiting: list[tuple[int, float, StepResult]] = []  # (iteration, lr, deferred result)
     loop.model.train()
     _sync(loop.settings.device)
-    interval_start = time.perf_counter()
+    interval_start = started = time.perf_counter()
+    first_steps: list[float] = []
     while p.iteration < loop.train_iters:
         result = train_step(
             loop.model,
@@ -110,68 +142,38 @@ def train(loop: Loop) -> Progress:
         )
         p.iteration += 1
         p.train_samples_consumed += loop.train_batch_size
-        # every rank must leave the loop at the same step: a rank breaking alone would wait in
-        # save()'s barrier while the others wait in the next step's gradient all-reduce
-        loss, stop = loop.reduce_step(result.loss, loop.stop.requested)
-        stats.iterations += 1
-        stats.skipped += int(result.skipped)
-        stats.nan += int(result.nan)
-        p.skipped_iterations += int(result.skipped)
-        p.nan_iterations += int(result.nan)
-        metrics = _reduce_metrics(loop, result.metrics)
-        if not result.skipped:
-            stats.loss_sum += loss
-            stats.applied += 1
-            interval_metrics.append(metrics)
-        lr = loop.optimizer.param_groups[0]["lr"]
-        scale = loop.scaler.scale if loop.settings.precision == "fp16" and loop.scaler else None
-        per_step = {
-            "train/lm_loss": loss,
-            "train/learning_rate": lr,
-            "train/grad_norm": result.grad_norm,
-        }
-        per_step.update({f"train/{k}": v for k, v in metrics.items()})
-        if scale is not None:
-            per_step["train/loss_scale"] = scale
-        per_step.update(result.param_stats)
-        loop.trackers.log(per_step, p.iteration)
+        waiting.append((p.iteration, loop.optimizer.param_groups[0]["lr"], result))
+        if len(first_steps) < loop.timed_first_steps:
+            _sync(loop.settings.device)
+            first_steps.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            if len(first_steps) == loop.timed_first_steps:
+                loop.log(
+                    f" > compile: first step {first_steps[0]:.1f} s (with compilation), "
+                    f"then {first_steps[-1]:.3f} s"
+                )
+        if not _must_read(loop, result, p.iteration):
+            continue
+        results = resolve_results([r for _, _, r in waiting])
+        deferred = [r for r, (_, _, w) in zip(results, waiting, strict=True) if w.pending]
+        _take_back_skipped(loop, deferred)
+        stop = False
+        for (iteration, lr, waited), r in zip(waiting, results, strict=True):
+            if waited.pending and r.nan and loop.settings.on_nan == "stop":
+                # the step itself was skipped on the device; later ones were taken normally
+                raise NonFiniteLossError(
+                    f"iteration {iteration}: loss {r.loss}, gradient norm {r.grad_norm} "
+                    "(on_nan: stop)"
+                )
+            stop = _book(loop, stats, interval_metrics, iteration, lr, r) or stop
+        waiting.clear()
 
         if p.iteration % loop.log_interval == 0:
             _sync(loop.settings.device)
             now = time.perf_counter()
             seconds = (now - interval_start) / stats.iterations
             interval_start = now
-            avg = stats.loss_sum / max(1, stats.applied)  # GPT-NeoX: skipped steps left out
-            loop.log(
-                format_train_line(
-                    iteration=p.iteration,
-                    train_iters=loop.train_iters,
-                    seconds_per_iteration=seconds,
-                    samples_per_iteration=loop.train_batch_size,
-                    tokens_per_iteration=loop.train_batch_size * loop.seq_length,
-                    learning_rate=lr,
-                    flops_per_iteration=loop.flops_per_iteration,
-                    world_size=loop.world_size,
-                    peak_flops=loop.peak_flops,
-                    losses={"lm_loss": avg, **mean_metrics(interval_metrics)},
-                    loss_scale=scale,
-                    skipped_iterations=stats.skipped,
-                    nan_iterations=stats.nan,
-                )
-            )
-            flops = loop.flops_per_iteration / seconds / loop.world_size
-            loop.trackers.log(
-                {
-                    "runtime/samples_per_sec": loop.train_batch_size / seconds,
-                    "runtime/tokens_per_sec": loop.train_batch_size * loop.seq_length / seconds,
-                    "runtime/flops_per_sec_per_gpu": flops,
-                    "runtime/mfu": flops / loop.peak_flops,
-                    "runtime/iteration_time": seconds,
-                },
-                p.iteration,
-            )
-            stats.reset()
-            interval_metrics.clear()
+            _log_interval(loop, stats, interval_metrics, seconds)
 
         # evaluate first: a checkpoint saved here must count this eval's validation samples,
         # or a resumed run would evaluate the same batch again (eval draws no random numbers)
@@ -189,3 +191,80 @@ def train(loop: Loop) -> Progress:
             loop.stopped = True
             break
     return p
+
+
+def _book(
+    loop: Loop,
+    stats: IntervalStats,
+    interval_metrics: list[dict[str, float]],
+    iteration: int,
+    lr: float,
+    result: StepResult,
+) -> bool:
+    """Count one read step and send its per-step charts; returns whether any rank asked to stop."""
+    p = loop.progress
+    # every rank must leave the loop at the same step: a rank breaking alone would wait in
+    # save()'s barrier while the others wait in the next step's gradient all-reduce
+    loss, stop = loop.reduce_step(result.loss, loop.stop.requested)
+    stats.iterations += 1
+    stats.skipped += int(result.skipped)
+    stats.nan += int(result.nan)
+    p.skipped_iterations += int(result.skipped)
+    p.nan_iterations += int(result.nan)
+    metrics = _reduce_metrics(loop, result.metrics)
+    if not result.skipped:
+        stats.loss_sum += loss
+        stats.applied += 1
+        interval_metrics.append(metrics)
+    scale = loop.scaler.scale if loop.settings.precision == "fp16" and loop.scaler else None
+    per_step = {
+        "train/lm_loss": loss,
+        "train/learning_rate": lr,
+        "train/grad_norm": result.grad_norm,
+    }
+    per_step.update({f"train/{k}": v for k, v in metrics.items()})
+    if scale is not None:
+        per_step["train/loss_scale"] = scale
+    per_step.update(result.param_stats)
+    loop.trackers.log(per_step, iteration)
+    return stop
+
+
+def _log_interval(
+    loop: Loop, stats: IntervalStats, interval_metrics: list[dict[str, float]], seconds: float
+) -> None:
+    """GPT-NeoX's log line and the runtime charts for the interval that just ended."""
+    p = loop.progress
+    lr = loop.optimizer.param_groups[0]["lr"]
+    scale = loop.scaler.scale if loop.settings.precision == "fp16" and loop.scaler else None
+    avg = stats.loss_sum / max(1, stats.applied)  # GPT-NeoX: skipped steps left out
+    loop.log(
+        format_train_line(
+            iteration=p.iteration,
+            train_iters=loop.train_iters,
+            seconds_per_iteration=seconds,
+            samples_per_iteration=loop.train_batch_size,
+            tokens_per_iteration=loop.train_batch_size * loop.seq_length,
+            learning_rate=lr,
+            flops_per_iteration=loop.flops_per_iteration,
+            world_size=loop.world_size,
+            peak_flops=loop.peak_flops,
+            losses={"lm_loss": avg, **mean_metrics(interval_metrics)},
+            loss_scale=scale,
+            skipped_iterations=stats.skipped,
+            nan_iterations=stats.nan,
+        )
+    )
+    flops = loop.flops_per_iteration / seconds / loop.world_size
+    loop.trackers.log(
+        {
+            "runtime/samples_per_sec": loop.train_batch_size / seconds,
+            "runtime/tokens_per_sec": loop.train_batch_size * loop.seq_length / seconds,
+            "runtime/flops_per_sec_per_gpu": flops,
+            "runtime/mfu": flops / loop.peak_flops,
+            "runtime/iteration_time": seconds,
+        },
+        p.iteration,
+    )
+    stats.reset()
+    interval_metrics.clear()

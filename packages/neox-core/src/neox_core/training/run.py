@@ -23,6 +23,8 @@ import torch
 
 from neox_core.checkpoint import Checkpointer, CheckpointError, layout, resolve_checkpoint_dir
 from neox_core.config import ConfigError, NeoxConfig, config_to_dict, with_world_size
+from neox_core.distributed.attention_backend import choose_sdpa_backends
+from neox_core.distributed.compile import compile_enabled
 from neox_core.distributed.parallel_dims import ParallelDims
 from neox_core.evaluation.during_training import build_training_harness
 from neox_core.training.launch import (
@@ -217,13 +219,17 @@ def build_parallel_model(
         f" > model: {cfg.model.architecture}, {n_params:,} parameters, {cfg.precision.dtype} "
         f"on {device}"
     )
-    if not torch.distributed.is_initialized():
-        return ParallelModel(model, model, None, dims)
-    from neox_core.distributed.mesh import build_mesh
     from neox_core.distributed.parallelize import parallelize
 
-    mesh = build_mesh(dims, device.type)
+    mesh = None
+    if torch.distributed.is_initialized():
+        from neox_core.distributed.mesh import build_mesh
+
+        mesh = build_mesh(dims, device.type)
     trained = parallelize(model, mesh, cfg, device)
+    log(describe_speed_settings(cfg, device))
+    if mesh is None:
+        return ParallelModel(model, trained, None, dims)
     p = cfg.parallel
     log(
         f" > parallel: {dims.describe()}"
@@ -232,6 +238,17 @@ def build_parallel_model(
         + (", CPU offload" if (p.offload_optimizer or p.offload_param) else "")
     )
     return ParallelModel(model, trained, mesh, dims)
+
+
+def describe_speed_settings(cfg: NeoxConfig, device: torch.device) -> str:
+    """One log line: compiled or eager, activation checkpointing mode."""
+    from neox_core.distributed.parallelize import activation_checkpointing_mode
+
+    compiled = compile_enabled(cfg.training.compile, device)
+    return (
+        f" > speed: {'torch.compile per layer' if compiled else 'eager'} (compile: "
+        f"{cfg.training.compile}), activation checkpointing {activation_checkpointing_mode(cfg)}"
+    )
 
 
 # -- optimizer and schedule ----------------------------------------------------------------
@@ -467,22 +484,13 @@ def build_loop(
     # log line divides by the world size: TFLOPS and MFU per GPU under any layout
     n_flops = non_embedding_params(model.module, tied_embeddings=m.tie_embeddings)
     per_token = flops_per_token(n_flops, m.num_layers, m.hidden_size, cfg.data.seq_length)
+    device = checkpointer.device or torch.device("cpu")
     return Loop(
         model=model.trained,
         optimizer=opt.optimizer,
         schedule=opt.schedule,
         scaler=opt.scaler,
-        settings=StepSettings(
-            precision=cfg.precision.dtype,
-            gradient_accumulation_steps=t.gradient_accumulation_steps,
-            clip_grad=cfg.optimizer.clip_grad,
-            on_nan=t.on_nan,
-            device=checkpointer.device or torch.device("cpu"),
-            log_grad_norm=cfg.logging.log_grad_norm,
-            log_param_norm=cfg.logging.log_param_norm,
-            log_grad_pct_zeros=cfg.logging.log_grad_pct_zeros,
-            impl=impl,
-        ),
+        settings=build_step_settings(cfg, device, launch.distributed, log, impl),
         train_data=data.train,
         valid_data=data.valid,
         progress=progress,
@@ -511,6 +519,33 @@ def build_loop(
             rank=launch.rank,
             barrier=torch.distributed.barrier if launch.distributed else None,
         ),
+        timed_first_steps=2 if compile_enabled(cfg.training.compile, device) else 0,
+    )
+
+
+def build_step_settings(
+    cfg: NeoxConfig, device: torch.device, distributed: bool, log: Log, impl: TrainImpl | None
+) -> StepSettings:
+    """How `train_step` runs: precision, accumulation, clipping, attention kernel, host syncs."""
+    t, m = cfg.training, cfg.model
+    backends, attention = choose_sdpa_backends(
+        device, cfg.precision.dtype, m.hidden_size // m.num_attention_heads, m.num_attention_heads
+    )
+    log(f" > attention: {attention}")
+    return StepSettings(
+        precision=cfg.precision.dtype,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        clip_grad=cfg.optimizer.clip_grad,
+        on_nan=t.on_nan,
+        device=device,
+        log_grad_norm=cfg.logging.log_grad_norm,
+        log_param_norm=cfg.logging.log_param_norm,
+        log_grad_pct_zeros=cfg.logging.log_grad_pct_zeros,
+        impl=impl,
+        attention_backends=backends,
+        # one process: results stay on the GPU between log intervals (see step.py); with
+        # several, each step's loss and stop flag are all-reduced on the host as before
+        defer_sync=not distributed,
     )
 
 

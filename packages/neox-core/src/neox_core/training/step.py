@@ -1,16 +1,30 @@
-"""One optimizer step (gradient accumulation, precision, clipping, NaN handling) and eval."""
+"""One optimizer step (gradient accumulation, precision, clipping, NaN handling) and eval.
+
+With `StepSettings.defer_sync` (what `neox-train` sets where it can: one process, bf16 or
+fp32, a fused AdamW) the step never waits for the GPU: the loss, the gradient norm and the
+finite check stay on the device, clipping uses a device-side coefficient, and a non-finite
+step is skipped by the optimizer itself (fused AdamW's `found_inf`: weights, moments and its
+step count stay as they were). The loop reads the results when it logs, evaluates or saves
+(`resolve_results`, one transfer for many steps) and then applies `on_nan: stop` and takes the
+skipped steps back out of the learning-rate schedule.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from neox_core.distributed.grad_norm import clip_grad_norm, total_grad_norm
+from neox_core.distributed.attention_backend import sdpa_context
+from neox_core.distributed.grad_norm import (
+    clip_grad_norm,
+    clip_grad_norm_on_device,
+    total_grad_norm,
+)
 from neox_core.models.fused_ops import lm_loss
 from neox_core.training.batch import make_batch
 from neox_core.training.param_stats import parameter_stats
@@ -24,6 +38,7 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class StepResult:
+    # with defer_sync the first four are 0-d device tensors until `resolve_results` reads them
     loss: float  # mean over the micro-batches
     grad_norm: float  # before clipping
     skipped: bool  # the optimizer did not step (overflow or NaN)
@@ -32,6 +47,31 @@ class StepResult:
     param_stats: dict[str, float] = field(default_factory=dict)
     # a train_impl plug-in's metrics (TRL's names), mean over the micro-batches
     metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> bool:
+        """Whether the values still live on the device (a deferred step)."""
+        return isinstance(self.loss, torch.Tensor)
+
+
+def resolve_results(results: list[StepResult]) -> list[StepResult]:
+    """The results with host values, read in one device-to-host transfer for all of them."""
+    pending = [r for r in results if r.pending]
+    if not pending:
+        return results
+    device = pending[0].loss.device  # type: ignore[attr-defined]
+    rows = [
+        torch.stack([torch.as_tensor(v).to(device, torch.float32).reshape(()) for v in values])
+        for values in ((r.loss, r.grad_norm, r.skipped, r.nan) for r in pending)
+    ]
+    read = iter(torch.stack(rows).tolist())
+    out = []
+    for r in results:
+        if r.pending:
+            loss, norm, skipped, nan = next(read)
+            r = replace(r, loss=loss, grad_norm=norm, skipped=skipped > 0, nan=nan > 0)
+        out.append(r)
+    return out
 
 
 @dataclass
@@ -45,6 +85,30 @@ class StepSettings:
     log_param_norm: bool = False
     log_grad_pct_zeros: bool = False
     impl: Any = None  # a train_impl.TrainImpl plug-in (DPO, KTO, RM, ...); None: LM loss
+    # SDPA backends in priority order (distributed/attention_backend.py); []: torch's default
+    attention_backends: list[Any] = field(default_factory=list)
+    # keep the step's results on the device where that is exact (see the module docstring)
+    defer_sync: bool = False
+
+
+def can_defer(
+    optimizer: torch.optim.Optimizer,
+    scaler: DynamicLossScaler | StaticLossScaler | None,
+    s: StepSettings,
+) -> bool:
+    """Whether this step can leave its results on the device (see the module docstring).
+
+    fp16's loss scaler needs each step's overflow on the host; per-parameter charts and a
+    plug-in's metrics are host floats; only a fused AdamW skips a step on a device flag.
+    """
+    return (
+        s.defer_sync
+        and scaler is None
+        and s.precision != "fp16"
+        and s.impl is None
+        and not (s.log_grad_norm or s.log_param_norm or s.log_grad_pct_zeros)
+        and bool(getattr(optimizer, "defaults", {}).get("fused"))
+    )
 
 
 def _micro_batches(data: Iterator[dict[str, torch.Tensor]], n: int, device: torch.device):
@@ -98,11 +162,13 @@ def train_step(
     for i, sample in enumerate(_micro_batches(data, gas, s.device)):
         sync = getattr(model, "no_sync", None)
         ctx = sync() if sync is not None and i < gas - 1 else contextlib.nullcontext()
-        with ctx:
+        with ctx, sdpa_context(s.attention_backends):
             loss, micro_metrics = micro_batch_loss(model, sample, s)
             (loss * (scale / gas)).backward()
         losses.append(loss.detach())
         metrics.append(micro_metrics)
+    if can_defer(optimizer, scaler, s):
+        return _deferred_update(optimizer, schedule, torch.stack(losses).mean(), s)
     loss_value = torch.stack(losses).mean().item()
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if scale != 1.0:
@@ -139,6 +205,27 @@ def train_step(
     return StepResult(loss_value, grad_norm, skipped, nan, stats, mean_metrics(metrics))
 
 
+def _deferred_update(
+    optimizer: torch.optim.Optimizer,
+    schedule: AnnealingSchedule,
+    loss: torch.Tensor,
+    s: StepSettings,
+) -> StepResult:
+    """Clip and step without a host sync; a non-finite loss or norm skips on the device."""
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    clip = clip_grad_norm_on_device if s.clip_grad > 0 else None
+    norm = (clip(params, s.clip_grad) if clip else total_grad_norm(params)).to(loss.device)
+    bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
+    optimizer.found_inf = bad.float()  # type: ignore[attr-defined]  (read by fused AdamW)
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf  # type: ignore[attr-defined]
+    schedule.step(optimizer)  # taken back by the loop if the step turns out skipped
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss, norm, bad, bad)  # type: ignore[arg-type]
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -162,7 +249,8 @@ def evaluate_with_metrics(
     try:
         losses, metrics = [], []
         for sample in _micro_batches(data, eval_iters * s.gradient_accumulation_steps, s.device):
-            loss, micro_metrics = micro_batch_loss(model, sample, s)
+            with sdpa_context(s.attention_backends):
+                loss, micro_metrics = micro_batch_loss(model, sample, s)
             losses.append(loss)
             metrics.append(micro_metrics)
         return torch.stack(losses).mean().item(), mean_metrics(metrics)
