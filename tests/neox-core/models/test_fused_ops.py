@@ -92,3 +92,38 @@ def test_fused_kernels_match_the_plain_model_under_bf16_autocast(variant) -> Non
     assert abs(loss.item() - ref_loss.item()) < 1e-2 * ref_loss.item(), name
     for key, grad in ref_grads.items():
         assert _rel(grads[key], grad) < 5e-2, f"{name}: {key} {_rel(grads[key], grad):.2e}"
+
+
+def _fused_calls(model, batch, monkeypatch) -> set[str]:
+    """Names of the fused ops the model's loss and forward call (their CPU references run)."""
+    calls: set[str] = set()
+    real = fused_ops._ops()
+
+    class Spy:
+        def __getattr__(self, name):
+            calls.add(name)
+            return getattr(real, name)
+
+    monkeypatch.setattr(fused_ops, "_ops", Spy)
+    with fused_ops.force_fusion_on_cpu():
+        fused_ops.lm_loss(model, batch, torch.autocast("cpu", enabled=False))
+    return calls
+
+
+def test_neox_fused_ops_narrows_fusion_to_the_kinds_named(make_llama, monkeypatch) -> None:
+    fused, _ = _pair(make_llama())
+    batch = _batch(make_llama())
+    everything = {"rms_norm", "rotary_qkv_", "swiglu", "linear_cross_entropy"}
+    assert _fused_calls(fused, batch, monkeypatch) == everything
+    for value, expected in [
+        ("loss", {"linear_cross_entropy"}),
+        ("norm, activation", {"rms_norm", "swiglu"}),
+        ("", set()),
+    ]:
+        monkeypatch.setenv("NEOX_FUSED_OPS", value)
+        # read at import in a run; re-read here as a fresh process would
+        monkeypatch.setattr(fused_ops, "_FUSED_KINDS", fused_ops._ops_from_env())
+        assert _fused_calls(fused, batch, monkeypatch) == expected, value
+    monkeypatch.setenv("NEOX_FUSED_OPS", "norm,attention")
+    with pytest.raises(ValueError, match=r"NEOX_FUSED_OPS.*attention"):
+        fused_ops._ops_from_env()

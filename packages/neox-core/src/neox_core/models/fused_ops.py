@@ -12,6 +12,7 @@ the MLP, and the LM head's linear + cross-entropy (no [tokens, vocab] logits in 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -20,6 +21,28 @@ from torch.distributed.tensor import DTensor
 
 _FORCE_ON_CPU = False
 _KERNELS_RUN: bool | None = None  # neox-kernels' CUDA kernels are built and see a GPU
+
+OP_KINDS = ("norm", "rotary", "activation", "loss")
+
+
+def _ops_from_env() -> frozenset[str]:
+    """NEOX_FUSED_OPS: a comma list of OP_KINDS that may take fused ops (default all).
+
+    A debugging and benchmarking switch below `fused_kernels`: it narrows which kinds of op
+    fusion applies to, e.g. to compare a fused kernel with what torch.compile makes of the
+    plain code inside a compiled step.
+    """
+    raw = os.environ.get("NEOX_FUSED_OPS")
+    if raw is None:
+        return frozenset(OP_KINDS)
+    kinds = frozenset(k.strip() for k in raw.split(",") if k.strip())
+    unknown = sorted(kinds - set(OP_KINDS))
+    if unknown:
+        raise ValueError(f"NEOX_FUSED_OPS: unknown op kinds {unknown}; known: {list(OP_KINDS)}")
+    return kinds
+
+
+_FUSED_KINDS = _ops_from_env()
 
 
 @contextlib.contextmanager
@@ -33,15 +56,17 @@ def force_fusion_on_cpu(enabled: bool = True) -> Iterator[None]:
         _FORCE_ON_CPU = previous
 
 
-def use_fused(enabled: bool, x: torch.Tensor, *params: torch.Tensor | None) -> bool:
-    """Whether a module whose fusion switch is `enabled` takes the fused op for tensor x.
+def use_fused(
+    enabled: bool, x: torch.Tensor, *params: torch.Tensor | None, kind: str = "norm"
+) -> bool:
+    """Whether a module whose fusion switch is `enabled` takes the fused op of `kind` for x.
 
     DTensors (the sequence-parallel regions of tensor parallelism, where the norms see sequence
     shards and replicated weights) take the plain PyTorch code: the fused ops have no DTensor
     sharding rules, and a norm's weight gradient must be summed over the sequence shards, which
     DTensor's own ops do.
     """
-    if not enabled:
+    if not enabled or kind not in _FUSED_KINDS:
         return False
     if isinstance(x, DTensor) or any(isinstance(p, DTensor) for p in params):
         return False
@@ -102,7 +127,7 @@ def lm_loss(model: nn.Module, batch, precision_ctx) -> torch.Tensor:
 
     inner = _unwrap(model)
     enabled = getattr(getattr(inner, "config", None), "fused_kernels", False)
-    fused = use_fused(enabled, batch.tokens) and hasattr(inner, "head_weight")
+    fused = use_fused(enabled, batch.tokens, kind="loss") and hasattr(inner, "head_weight")
     # a sharded head (tensor parallel, or FSDP2 between steps) takes the vocabulary-parallel
     # loss on the model's own (possibly sharded) logits
     if not fused or isinstance(inner.head_weight(), DTensor):

@@ -30,7 +30,7 @@ class RMSNorm(nn.Module):
     fused = False  # set by make_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if use_fused(self.fused, x, self.weight):
+        if use_fused(self.fused, x, self.weight, kind="norm"):
             return fused_ops.norm(self, x)
         dtype = x.dtype
         x32 = x.float()
@@ -45,7 +45,7 @@ class LayerNorm(nn.LayerNorm):
     fused = False  # set by make_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if use_fused(self.fused, x, self.weight):
+        if use_fused(self.fused, x, self.weight, kind="norm"):
             return fused_ops.norm(self, x)
         return super().forward(x)
 
@@ -164,7 +164,7 @@ class Attention(nn.Module):
         mixed = self.qkv(x)
         # rotate q and k in place in the fused QKV output (not in a view that autograd guards,
         # such as the local shard tensor parallelism hands over)
-        if use_fused(self.fused, mixed) and not mixed._is_view():
+        if use_fused(self.fused, mixed, kind="rotary") and not mixed._is_view():
             h, kv, r = self.num_heads, self.num_kv_heads, self.rotary
             q, k, v = self.split_qkv(fused_ops.rotary_qkv_(mixed, h, kv, r.dim, r.base))
         else:
@@ -209,7 +209,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc_in(x)
-        if use_fused(self.fused, h):
+        if use_fused(self.fused, h, kind="activation"):
             h = fused_ops.swiglu(h) if self.gated else fused_ops.gelu(h)
         elif self.gated:
             up, gate = h.chunk(2, dim=-1)
