@@ -157,7 +157,7 @@ def test_upload_checkpoints_chains_real_neox_ckpt_jobs_with_eval(cli: Cli) -> No
 
         def all_completed() -> bool:
             states = _times([*converts, *evals])
-            rows = json.loads(cli("status", "--json", *converts, *evals).stdout)
+            _, rows = cli.status(*converts, *evals)
             return len(states) == 4 and all(r["state"] == "COMPLETED" for r in rows)
 
         wait_for("the chain to finish", all_completed, timeout=90)
@@ -222,7 +222,7 @@ def test_tunnel_prints_the_login_code_and_link_or_why_not(cli: Cli) -> None:
         assert login in out
         link = f"tunnel: https://vscode.dev/tunnel/ok-{RUN}{cli.root}"
         assert link in out and out.index(login) < out.index(link)
-        rows = json.loads(cli("status", "--json", "--kind", "tunnel", job).stdout)
+        rows = wait_for("the tunnel's row", lambda: cli.status("--kind", "tunnel", job)[1], 30)
         assert rows[0]["state"] == "RUNNING" and rows[0]["name"] == f"tunnel-ok-{RUN}"
 
         status, out, err = _finish(fail)
