@@ -266,6 +266,16 @@ def _derive_vocab(cfg: NeoxConfig) -> None:
             f"tokenizer {cfg.data.vocab_file} has {from_file} tokens"
         )
     tp = cfg.parallel.tensor_parallel_size
+    for dotted, key, value in (
+        (
+            "model.make_vocab_size_divisible_by",
+            "make_vocab_size_divisible_by",
+            m.make_vocab_size_divisible_by,
+        ),
+        ("parallel.tensor_parallel_size", "model_parallel_size", tp),
+    ):
+        if value < 1:  # the padding below divides by their product
+            raise ConfigError(f"{cfg.sources.get(dotted)}: {key} = {value}: must be positive")
     if m.vocab_size is not None:
         padded = pad_vocab_size(m.vocab_size, m.make_vocab_size_divisible_by, tp)
         if m.padded_vocab_size is not None and m.padded_vocab_size != padded:
