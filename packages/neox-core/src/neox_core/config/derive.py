@@ -301,6 +301,13 @@ def _derive_batch(cfg: NeoxConfig) -> None:
     train, micro, accum = t.train_batch_size, t.micro_batch_size, t.gradient_accumulation_steps
     accum_given = cfg.sources.get("training.gradient_accumulation_steps", "default") != "default"
     micro_given = cfg.sources.get("training.micro_batch_size", "default") != "default"
+    for dotted, key, value in (
+        ("training.train_batch_size", "train_batch_size", train),
+        ("training.micro_batch_size", "train_micro_batch_size_per_gpu", micro),
+        ("training.gradient_accumulation_steps", "gradient_accumulation_steps", accum),
+    ):
+        if value is not None and value < 1:  # before they divide each other below
+            raise ConfigError(f"{cfg.sources.get(dotted)}: {key} = {value}: must be positive")
     if train is not None and micro_given and accum_given:
         if not dp_given and micro * accum > 0 and train % (micro * accum) == 0:
             dp = train // (micro * accum)
@@ -323,6 +330,8 @@ def _derive_batch(cfg: NeoxConfig) -> None:
     if micro < 1 or accum < 1 or train != micro * accum * dp:
         raise ConfigError(
             f"train_batch_size ({train}, {cfg.sources.get('training.train_batch_size')}) must "
-            f"equal train_micro_batch_size_per_gpu ({micro}) x gradient_accumulation_steps "
-            f"({accum}) x data-parallel size ({dp})"
+            f"equal train_micro_batch_size_per_gpu ({micro}, "
+            f"{cfg.sources.get('training.micro_batch_size')}) x gradient_accumulation_steps "
+            f"({accum}, {cfg.sources.get('training.gradient_accumulation_steps')}) x "
+            f"data-parallel size ({dp})"
         )
