@@ -100,7 +100,7 @@ def derive(cfg: NeoxConfig, tr: Translation) -> None:
     _set(cfg, "precision.fp32_master_weights", cfg.precision.dtype != "fp32")
     if cfg.schedule.lr_decay_iters is None:
         _set(cfg, "schedule.lr_decay_iters", cfg.training.train_iters)
-    _derive_batch(cfg)
+    _derive_batch(cfg, tr.keys)
     for split in ("train", "valid", "test"):
         paths = getattr(cfg.data, f"{split}_data_paths")
         if paths and getattr(cfg.data, f"{split}_data_weights") is None:
@@ -288,12 +288,13 @@ def _derive_vocab(cfg: NeoxConfig) -> None:
     elif m.padded_vocab_size is None:
         raise ConfigError(
             "cannot size the vocabulary: set vocab_size (the tokenizer's size) or point "
-            f"vocab_file at an existing tokenizer file (vocab_file = {cfg.data.vocab_file!r}, "
+            f"vocab_file at an existing tokenizer file (vocab_file = {cfg.data.vocab_file!r} "
+            f"from {cfg.sources.get('data.vocab_file', 'default')}, "
             f"tokenizer_type = {cfg.data.tokenizer_type!r})"
         )
 
 
-def _derive_batch(cfg: NeoxConfig) -> None:
+def _derive_batch(cfg: NeoxConfig, keys: dict[str, str]) -> None:
     """GPT-NeoX's calculate_batch_parameters: any two of the three give the third."""
     t = cfg.training
     dp_given = cfg.sources.get("parallel.data_parallel_size", "default") != "default"
@@ -307,7 +308,8 @@ def _derive_batch(cfg: NeoxConfig) -> None:
         ("training.gradient_accumulation_steps", "gradient_accumulation_steps", accum),
     ):
         if value is not None and value < 1:  # before they divide each other below
-            raise ConfigError(f"{cfg.sources.get(dotted)}: {key} = {value}: must be positive")
+            spelled = keys.get(dotted, key)  # as the file wrote it (`gas`, `train-batch-size`)
+            raise ConfigError(f"{cfg.sources.get(dotted)}: {spelled} = {value}: must be positive")
     if train is not None and micro_given and accum_given:
         if not dp_given and micro * accum > 0 and train % (micro * accum) == 0:
             dp = train // (micro * accum)
