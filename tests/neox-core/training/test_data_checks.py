@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 NEOX_TRAIN = str(Path(sys.executable).parent / "neox-train")
 
 
@@ -36,6 +38,7 @@ def test_truncated_bin_is_one_line_and_exit_2(tiny_config: Path, tmp_path: Path)
     assert " > training ..." not in proc.stdout
 
 
+@pytest.mark.slow  # three neox-train processes, each importing torch: ~75 s on a shared CPU
 def test_resume_checks_data_position_and_config(tiny_config: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     four = _extra(tmp_path, "four.yml", '{"train-iters": 4, "lr-decay-iters": 8}\n')

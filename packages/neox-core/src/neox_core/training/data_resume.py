@@ -93,14 +93,15 @@ def check_data_resume(
         f"({valid:,} validation samples) as recorded in {where}"
     )
     saved_batch = data.get("train_batch_size")
+    now_batch = train_batch_size(cfg)
     if saved_batch is not None and consumed != iteration * int(saved_batch):
-        msg = (
-            f"{where}: trainer_state records {consumed} train samples consumed, but iteration "
-            f"{iteration} x train_batch_size {saved_batch} = {iteration * int(saved_batch)}"
+        # not an error: a run whose batch size changed earlier (a ramp) gets here legitimately
+        log(
+            f" > data: note: {consumed} train samples consumed at iteration {iteration} is not "
+            f"iteration x train_batch_size {saved_batch}: the batch size changed during the run"
         )
-        if not allowed:
-            raise DataResumeError(f"{msg}; set allow_data_config_change: true to resume anyway")
-        log(f" > data: {msg} ({override})")
+    if saved_batch is not None and int(saved_batch) != now_batch:
+        log(f" > data: train_batch_size {saved_batch} -> {now_batch} from here on")
     saved = data.get("config")
     if saved is None:
         log(f" > data: {where} records no data config (an older checkpoint): not compared")
