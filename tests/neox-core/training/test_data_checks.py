@@ -38,7 +38,7 @@ def test_truncated_bin_is_one_line_and_exit_2(tiny_config: Path, tmp_path: Path)
     assert " > training ..." not in proc.stdout
 
 
-@pytest.mark.slow  # three neox-train processes, each importing torch: ~75 s on a shared CPU
+@pytest.mark.slow  # four neox-train processes, each importing torch: 85-150 s on a shared CPU
 def test_resume_checks_data_position_and_config(tiny_config: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     four = _extra(tmp_path, "four.yml", '{"train-iters": 4, "lr-decay-iters": 8}\n')
@@ -83,3 +83,11 @@ def test_resume_checks_data_position_and_config(tiny_config: Path, tmp_path: Pat
     again = json.loads((tmp_path / "again" / "global_step6" / "trainer_state.json").read_text())
     assert again["data"]["train_samples_consumed"] == 24
     assert again["data"]["config"]["seq_length"] == 16
+
+    finetune = _extra(
+        tmp_path, "finetune.yml", f'{{"finetune": true, "save": "{tmp_path / "ft"}"}}\n'
+    )
+    tuned = _neox_train(tiny_config, changed, finetune)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "(finetune: starting at iteration 0)" in tuned.stdout
+    assert " > data:" not in tuned.stdout  # the data starts at 0: nothing to compare
