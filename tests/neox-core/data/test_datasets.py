@@ -18,6 +18,7 @@ from neox_core.data import (
     num_samples_per_split,
     split_boundaries,
 )
+from neox_core.data.checks import DataCheckError
 from neox_data.indexed_dataset import write_dataset
 
 SEQ = 16
@@ -160,7 +161,8 @@ def test_document_packing_modes(tmp_path: Path, pack_impl: str) -> None:
 
 def test_bad_paths_name_the_key(tmp_path: Path) -> None:
     cfg = DataConfig(train_data_paths=[str(tmp_path / "nope")], seq_length=SEQ)
-    with pytest.raises(FileNotFoundError, match="train_data_paths"):
+    # checked before any index is built (data/checks.py): a one-line error, exit 2 in neox-train
+    with pytest.raises(DataCheckError, match=r"train_data_paths: .*nope\.idx: file not found"):
         build_datasets(
             cfg, train_iters=1, eval_interval=1, eval_iters=1, train_batch_size=1, seed=0, log=str
         )

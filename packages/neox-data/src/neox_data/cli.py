@@ -130,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("inputs", nargs="+", help="dataset prefixes to merge, in order")
     m.add_argument("--output-prefix", required=True)
 
+    v = sub.add_parser("verify", help="check a .bin/.idx pair (structure, and token ids)")
+    v.add_argument("prefixes", nargs="+", metavar="PREFIX", help="dataset prefixes")
+    vg = v.add_mutually_exclusive_group()
+    vg.add_argument(
+        "--tokenizer", help="tokenizer folder or tokenizer.json: ids must be below its vocab size"
+    )
+    vg.add_argument("--vocab-size", type=int, help="ids must be below this")
+
     pr = sub.add_parser("prepare", help="HF dataset -> counts, dataset.jsonl, tokens, results")
     pr.add_argument("--dataset", required=True, help="HF hub name or save_to_disk folder")
     pr.add_argument("--subset")
@@ -342,6 +350,32 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from neox_data.verify import verify_with_summary
+
+    vocab = args.vocab_size
+    if args.tokenizer:
+        from neox_data.tokenizer import TokenizerSpec, build_tokenizer
+
+        vocab = build_tokenizer(TokenizerSpec(tokenizer_path=args.tokenizer)).vocab_size
+    if vocab is not None and vocab < 1:
+        raise ValueError(f"--vocab-size must be at least 1, got {vocab}")
+    bad = False
+    for prefix in args.prefixes:
+        problems, s = verify_with_summary(prefix, vocab)
+        for line in problems:
+            print(line)
+        if problems:
+            bad = True
+            continue
+        ids = f", token ids < {vocab}" if vocab is not None and s.dtype.kind in "iu" else ""
+        print(
+            f"{prefix}: OK ({s.dtype}, {s.documents:,} documents, {s.items:,} items, "
+            f"{s.tokens:,} tokens{ids})"
+        )
+    return 1 if bad else 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from neox_data.prepare import PrepareOptions, prepare
 
@@ -371,6 +405,7 @@ COMMANDS = {
     "count": cmd_count,
     "inspect": cmd_inspect,
     "merge": cmd_merge,
+    "verify": cmd_verify,
     "prepare": cmd_prepare,
 }
 

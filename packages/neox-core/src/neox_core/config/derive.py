@@ -100,7 +100,7 @@ def derive(cfg: NeoxConfig, tr: Translation) -> None:
     _set(cfg, "precision.fp32_master_weights", cfg.precision.dtype != "fp32")
     if cfg.schedule.lr_decay_iters is None:
         _set(cfg, "schedule.lr_decay_iters", cfg.training.train_iters)
-    _derive_batch(cfg)
+    _derive_batch(cfg, tr.keys)
     for split in ("train", "valid", "test"):
         paths = getattr(cfg.data, f"{split}_data_paths")
         if paths and getattr(cfg.data, f"{split}_data_weights") is None:
@@ -266,6 +266,16 @@ def _derive_vocab(cfg: NeoxConfig) -> None:
             f"tokenizer {cfg.data.vocab_file} has {from_file} tokens"
         )
     tp = cfg.parallel.tensor_parallel_size
+    for dotted, key, value in (
+        (
+            "model.make_vocab_size_divisible_by",
+            "make_vocab_size_divisible_by",
+            m.make_vocab_size_divisible_by,
+        ),
+        ("parallel.tensor_parallel_size", "model_parallel_size", tp),
+    ):
+        if value < 1:  # the padding below divides by their product
+            raise ConfigError(f"{cfg.sources.get(dotted)}: {key} = {value}: must be positive")
     if m.vocab_size is not None:
         padded = pad_vocab_size(m.vocab_size, m.make_vocab_size_divisible_by, tp)
         if m.padded_vocab_size is not None and m.padded_vocab_size != padded:
@@ -278,12 +288,13 @@ def _derive_vocab(cfg: NeoxConfig) -> None:
     elif m.padded_vocab_size is None:
         raise ConfigError(
             "cannot size the vocabulary: set vocab_size (the tokenizer's size) or point "
-            f"vocab_file at an existing tokenizer file (vocab_file = {cfg.data.vocab_file!r}, "
+            f"vocab_file at an existing tokenizer file (vocab_file = {cfg.data.vocab_file!r} "
+            f"from {cfg.sources.get('data.vocab_file', 'default')}, "
             f"tokenizer_type = {cfg.data.tokenizer_type!r})"
         )
 
 
-def _derive_batch(cfg: NeoxConfig) -> None:
+def _derive_batch(cfg: NeoxConfig, keys: dict[str, str]) -> None:
     """GPT-NeoX's calculate_batch_parameters: any two of the three give the third."""
     t = cfg.training
     dp_given = cfg.sources.get("parallel.data_parallel_size", "default") != "default"
@@ -291,6 +302,14 @@ def _derive_batch(cfg: NeoxConfig) -> None:
     train, micro, accum = t.train_batch_size, t.micro_batch_size, t.gradient_accumulation_steps
     accum_given = cfg.sources.get("training.gradient_accumulation_steps", "default") != "default"
     micro_given = cfg.sources.get("training.micro_batch_size", "default") != "default"
+    for dotted, key, value in (
+        ("training.train_batch_size", "train_batch_size", train),
+        ("training.micro_batch_size", "train_micro_batch_size_per_gpu", micro),
+        ("training.gradient_accumulation_steps", "gradient_accumulation_steps", accum),
+    ):
+        if value is not None and value < 1:  # before they divide each other below
+            spelled = keys.get(dotted, key)  # as the file wrote it (`gas`, `train-batch-size`)
+            raise ConfigError(f"{cfg.sources.get(dotted)}: {spelled} = {value}: must be positive")
     if train is not None and micro_given and accum_given:
         if not dp_given and micro * accum > 0 and train % (micro * accum) == 0:
             dp = train // (micro * accum)
@@ -313,6 +332,8 @@ def _derive_batch(cfg: NeoxConfig) -> None:
     if micro < 1 or accum < 1 or train != micro * accum * dp:
         raise ConfigError(
             f"train_batch_size ({train}, {cfg.sources.get('training.train_batch_size')}) must "
-            f"equal train_micro_batch_size_per_gpu ({micro}) x gradient_accumulation_steps "
-            f"({accum}) x data-parallel size ({dp})"
+            f"equal train_micro_batch_size_per_gpu ({micro}, "
+            f"{cfg.sources.get('training.micro_batch_size')}) x gradient_accumulation_steps "
+            f"({accum}, {cfg.sources.get('training.gradient_accumulation_steps')}) x "
+            f"data-parallel size ({dp})"
         )

@@ -79,6 +79,7 @@ DIRECT: dict[str, tuple[str, str]] = {
     "tokenizer_type": ("data.tokenizer_type", "str"),
     "vocab_file": ("data.vocab_file", "str?"),
     "merge_file": ("data.merge_file", "str?"),
+    "allow_data_config_change": ("data.allow_data_config_change", "bool"),  # neox extension
     # checkpoint
     "save": ("checkpoint.save", "str?"),
     "load": ("checkpoint.load", "str?"),

@@ -78,14 +78,22 @@ def load_config(
         merged.pop(norm, None)
         merged[norm] = Entry(value=value, source=OVERRIDE, spelled=key, order=len(paths))
         raw[norm] = copy.deepcopy(value)
-    tr = translate(merged)
-    for dotted, value in field_overrides.items():
-        tr.set(dotted, _coerce_field(dotted, value), OVERRIDE, dotted)
-    cfg = _build(tr)
-    cfg.raw = raw
-    derive(cfg, tr)
-    cfg.ignored = dict(tr.ignored)
-    validate(cfg, tr.keys)
+    try:
+        tr = translate(merged)
+        for dotted, value in field_overrides.items():
+            tr.set(dotted, _coerce_field(dotted, value), OVERRIDE, dotted)
+        cfg = _build(tr)
+        cfg.raw = raw
+        derive(cfg, tr)
+        cfg.ignored = dict(tr.ignored)
+        validate(cfg, tr.keys)
+    except ConfigError as exc:
+        # a key missing from every file has no line to name: name the files searched
+        msg = str(exc)
+        if any(str(Path(p)) in msg for p in paths) or msg.startswith(OVERRIDE):
+            raise
+        files = ", ".join(str(Path(p)) for p in paths)
+        raise ConfigError(f"{msg} (config files: {files})") from exc
     return cfg
 
 

@@ -123,6 +123,8 @@ class DataConfig:
     tokenizer_type: str = "GPT2BPETokenizer"
     vocab_file: str | None = None
     merge_file: str | None = None
+    # neox extension: resume although the data config differs from the checkpoint's
+    allow_data_config_change: bool = False
 
 
 @dataclass

@@ -274,7 +274,7 @@ def _precision(out: Translation) -> None:
     entry = out.shape.get("precision")
     if entry is not None and entry.value is not None:
         names = {"fp16": "fp16", "fp32": "fp32", "bfloat16": "bf16", "bf16": "bf16"}
-        if entry.value not in names:
+        if not isinstance(entry.value, str) or entry.value not in names:
             raise ConfigError(
                 f"{entry.source}: precision = {entry.value!r}: expected one of fp16, bfloat16, fp32"
             )

@@ -46,6 +46,19 @@ class YamlFile:
     lines: dict[tuple[str, ...], int]
 
 
+def _construct(
+    loader: _NeoxYamlLoader, node: yaml.Node, path: Path, prefix: tuple[str, ...]
+) -> Any:
+    """A scalar's value; an explicit tag that does not fit (`!!int save`) names its line."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except (ValueError, TypeError, OverflowError, AttributeError) as exc:
+        raise ConfigError(
+            f"{path}:{node.start_mark.line + 1}: {'.'.join(map(str, prefix)) or 'key'}: "
+            f"invalid value {node.value!r} for tag {node.tag} ({exc})"
+        ) from exc
+
+
 def _walk(
     loader: _NeoxYamlLoader,
     node: yaml.Node,
@@ -56,7 +69,7 @@ def _walk(
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = _construct(loader, key_node, path, (*prefix, "key"))
             line = key_node.start_mark.line + 1
             if not isinstance(key, str):
                 raise ConfigError(f"{path}:{line}: key {key!r} is not a string")
@@ -70,7 +83,7 @@ def _walk(
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_walk(loader, item, prefix, lines, path) for item in node.value]
-    return loader.construct_object(node, deep=True)
+    return _construct(loader, node, path, prefix)
 
 
 def load_yaml_file(path: str | Path) -> YamlFile:

@@ -14,6 +14,7 @@ from itertools import zip_longest
 import numpy as np
 
 from neox_core.config import DataConfig
+from neox_core.data.checks import check_data_paths
 from neox_core.data.gpt_dataset import BlendedDataset, GPTDataset
 from neox_core.data.index_cache import load_or_build_index
 from neox_core.data.splits import num_samples_per_split, split_boundaries
@@ -107,7 +108,11 @@ def build_datasets(
     barrier: Callable[[], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> Datasets:
-    """Datasets of the run; `build` on the rank that writes missing index caches."""
+    """Datasets of the run; `build` on the rank that writes missing index caches.
+
+    Every data path is checked first (`checks.py`): DataCheckError names a damaged one.
+    """
+    check_data_paths(cfg)
     counts = num_samples_per_split(train_iters, eval_interval, eval_iters, train_batch_size)
     b = _Builder(cfg, seed, build, barrier, log)
     if cfg.train_data_paths:

@@ -23,10 +23,12 @@ import torch
 
 from neox_core.checkpoint import Checkpointer, CheckpointError, layout, resolve_checkpoint_dir
 from neox_core.config import ConfigError, NeoxConfig, config_to_dict, with_world_size
+from neox_core.data.checks import DataCheckError
 from neox_core.distributed.attention_backend import choose_sdpa_backends
 from neox_core.distributed.compile import compile_enabled
 from neox_core.distributed.parallel_dims import ParallelDims
 from neox_core.evaluation.during_training import build_training_harness
+from neox_core.training.data_resume import check_data_resume, record_data_config
 from neox_core.training.launch import (
     LaunchEnv,
     LaunchError,
@@ -123,7 +125,7 @@ def main_train(cfg: NeoxConfig, args: Any = None) -> int:
     except NonFiniteLossError as e:
         print(f"neox-train: stopping: {e}", file=sys.stderr, flush=True)
         return 1
-    except (TrackerError, TrainImplError) as e:
+    except (TrackerError, TrainImplError, DataCheckError) as e:
         print(f"neox-train: error: {e}", file=sys.stderr, flush=True)
         return 2
     finally:
@@ -358,6 +360,7 @@ def restore(
         log(f" > loaded weights from {loaded.path} (finetune: starting at iteration 0)")
         return Progress()
     state = loaded.trainer_state
+    check_data_resume(cfg, state, loaded.iteration, f"{loaded.path}/trainer_state.json", log)
     changed = opt.schedule.load_state_dict(state["scheduler"])
     if changed:
         log(
@@ -477,6 +480,7 @@ def build_loop(
     def save(p: Progress) -> None:
         scaler = opt.scaler.state_dict() if opt.scaler else None
         state = p.to_trainer_state(opt.schedule.state_dict(), scaler)
+        record_data_config(state, cfg)
         checkpointer.save(ck.save, p.iteration, state)  # type: ignore[arg-type]
         p.last_saved = p.iteration
 
