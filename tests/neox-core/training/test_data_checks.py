@@ -26,6 +26,7 @@ def _extra(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
+@pytest.mark.slow  # a neox-train process (torch import, model build): 15-30 s here
 def test_truncated_bin_is_one_line_and_exit_2(tiny_config: Path, tmp_path: Path) -> None:
     bin_ = tmp_path / "corpus_text_document.bin"
     bin_.write_bytes(bin_.read_bytes()[:-7])
