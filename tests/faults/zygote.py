@@ -3,8 +3,8 @@
 
 Protocol (one line per command on stdin, one JSON line per answer on stdout):
 `kill <seed> <ranks> <save dir> <config>...`: run neox-train on the configs, SIGKILL it at a random moment
-after its first or second ` > saved checkpoint` line (a random delay within one save-to-save
-cycle), answer `{"rc", "mid_save", "resumed", "saves", "tail"}`.
+of its second save: after its first ` > saved checkpoint ... in S s` line, wait one step (the
+time from ` > training ...` to that line, less S) and a random part of S (-15% to 115%), answer `{"rc", "mid_save", "resumed", "saves", "tail"}`.
 `run <config>...`: run it to the end, answer `{"rc", "tail"}`.
 `warm <config>...`: run it here, once, so every lazy import and first-call cost is paid
 before forking (the trainer runs with one thread, so forking after torch ran is safe).
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import neox_core.cli
 import neox_core.training.run
+
+SAVED = re.compile(r" > saved checkpoint .* in ([0-9.]+) s")
 
 
 def _free_port() -> int:
@@ -72,7 +75,8 @@ def kill_run(seed: int, configs: list[str], save: Path, world: int = 1) -> dict:
     _, fd = ranks[0]
     lines: list[str] = []
     saves: list[float] = []
-    target = rng.choice((1, 2))
+    started = time.perf_counter()
+    target = 1
     buf = b""
     with os.fdopen(fd, "rb", buffering=0) as out:
         while len(saves) < target:
@@ -84,13 +88,18 @@ def kill_run(seed: int, configs: list[str], save: Path, world: int = 1) -> dict:
             for raw in done:
                 line = raw.decode(errors="replace")
                 lines.append(line)
+                if line.startswith(" > training ..."):
+                    started = time.perf_counter()
                 if " > saved checkpoint " in line:
                     saves.append(time.perf_counter())
         if len(saves) < target:  # exited by itself
             codes = [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p, _ in ranks]
             return {"rc": codes[0], "tail": lines[-20:]}
-        cycle = 0.05 if len(saves) < 2 else saves[-1] - saves[-2]
-        time.sleep(rng.uniform(0, 1.2 * cycle))
+        # one step and one save took `cycle`, the save `took` of it (its log line says): aim
+        # at a random moment of the next save, a little before and after it included
+        took = float(SAVED.search(next(x for x in lines if SAVED.search(x))).group(1))
+        step = max(saves[0] - started - took, 0.0)
+        time.sleep(step + rng.uniform(-0.15, 1.15) * took if step + took > 0 else 0)
         mid_save = any(save.glob(".tmp-global_step*"))
         victim = rng.randrange(world)
         os.kill(ranks[victim][0], signal.SIGKILL)
