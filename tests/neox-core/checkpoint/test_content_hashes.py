@@ -119,3 +119,16 @@ def test_a_v2_checkpoint_still_loads(tmp_path: Path) -> None:
     (step / "trainer_state.json").write_text("{}")  # v2 still checks sizes
     with pytest.raises(DamagedCheckpointError, match=r"trainer_state\.json"):
         load_checkpoint(tmp_path, model=_model(1)[0])
+
+
+def test_checkpoint_verify_is_a_neox_key_with_two_values(tmp_path: Path) -> None:
+    from neox_core.config import ConfigError, load_config
+
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(
+        "num_layers: 2\nhidden_size: 8\nnum_attention_heads: 2\nvocab_size: 16\npos_emb: rotary\n"
+    )
+    assert load_config([cfg]).checkpoint.checkpoint_verify == "hash"
+    assert load_config([cfg], {"checkpoint_verify": "size"}).checkpoint.checkpoint_verify == "size"
+    with pytest.raises(ConfigError, match="checkpoint_verify"):
+        load_config([cfg], {"checkpoint_verify": "crc"})
