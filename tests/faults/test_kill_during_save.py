@@ -17,7 +17,7 @@ from .conftest import write_run
 pytestmark = pytest.mark.slow
 
 # each 2-rank kill costs ~3 s here (two forks, gloo, FSDP); 5 keep tests/faults within ~40 s
-# on 2 cores, NEOX_FAULT_KILLS_2RANK=20 runs the full 20 (about 65 s)
+# on 2 cores; NEOX_FAULT_KILLS_2RANK=20 runs the full 20 (a 52 s test here)
 KILLS_2RANK = int(os.environ.get("NEOX_FAULT_KILLS_2RANK", "5"))
 
 
