@@ -73,7 +73,7 @@ def test_shard_metadata_follows_the_format(hf_dirs, tmp_path) -> None:
     out = _convert(hf_dirs["llama_gqa"], tmp_path / "neox", "--tp", "2")
     step = out / "global_step0"
     manifest = read_manifest(step)  # neox-core's own reader accepts it
-    assert manifest["format_version"] == 2 and manifest["contents"]["weights"]
+    assert manifest["format_version"] == 3 and manifest["contents"]["weights"]
     infos = read_shard_infos(step / "model_tp01_pp00.safetensors")
     qkv = infos["layers.0.attention.qkv.weight"]
     # 8 query heads + 4 kv heads of 8 rows each, cut per block across the 2 ranks

@@ -37,7 +37,7 @@ def test_inspect_neox_json(hf_dirs, tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["inspect", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["kind"] == "neox" and info["format_version"] == 2 and info["iteration"] == 5
+    assert info["kind"] == "neox" and info["format_version"] == 3 and info["iteration"] == 5
     assert info["parallel"]["tensor_parallel_size"] == 2
     assert info["num_parameters"] == _hf_params(hf)  # tied head counted once
     assert info["config"]["num_kv_heads"] == 4

@@ -122,7 +122,7 @@ def test_files_are_safetensors_and_json_only_with_manifest(tmp_path: Path) -> No
     model, opt = _trained()
     path = save_checkpoint(tmp_path, 10, model=model, optimizer=opt, config_files={"c.yml": "x"})
     manifest = read_manifest(path)
-    assert manifest["format_version"] == FORMAT_VERSION == 2
+    assert manifest["format_version"] == FORMAT_VERSION == 3
     assert manifest["iteration"] == 10
     for f in path.rglob("*"):
         if f.is_file():
@@ -150,7 +150,7 @@ def test_per_tensor_shard_metadata(tmp_path: Path) -> None:
     opt_infos = read_shard_infos(path / "optimizer_tp00_pp00_dp000.safetensors")
     assert opt_infos["layers.1.dense.weight::exp_avg"].tp_dim == 1
     with safe_open(str(path / "model_tp00_pp00.safetensors"), "pt") as f:
-        assert f.metadata()["neox_format_version"] == "2"
+        assert f.metadata()["neox_format_version"] == "3"
 
 
 def test_split_rules_refuse_unknown_names() -> None:

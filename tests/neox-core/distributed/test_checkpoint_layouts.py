@@ -70,9 +70,12 @@ def test_resume_exact_at_tp2_dp2_and_across_tp_and_zero(torchrun, workers, tmp_p
         *[f"rng_rank{r:05d}.safetensors" for r in range(4)],
     ]
     manifest = json.loads((step / "manifest.json").read_text())
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 3
     assert manifest["parallel"]["tensor_parallel_size"] == 2
     assert manifest["parallel"]["data_parallel_size"] == 2
+    from neox_ckpt.cli import main as neox_ckpt
+
+    assert neox_ckpt(["verify", str(step)]) == 0  # TP 2 x DP 2 chunks cover every moment
 
     # the memory estimate's per-rank parameter elements are rank 0's real local tensors
     import sys
@@ -102,6 +105,9 @@ def test_kill_9_of_one_rank_mid_save_leaves_latest_loadable(
     assert (ckpt / "latest").read_text().strip() == "global_step2"
     assert not (ckpt / "global_step4").exists()
     assert list(ckpt.glob(".tmp-global_step4-*")), "the interrupted save's debris is left"
+    from neox_ckpt.cli import main as neox_ckpt
+
+    assert neox_ckpt(["verify", str(ckpt)]) == 0
     resumed = _run(
         torchrun, workers, 2, "--tp", "2", "--zero", "0", "--steps", str(STEPS),
         "--load", str(ckpt), "--out", str(resumed_out),

@@ -82,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-norms", action="store_true", help="do not read tensor values")
 
     p = sub.add_parser(
+        "verify",
+        help="check a neox checkpoint: files vs manifest (size, hash), shard set, tensor shapes",
+    )
+    p.add_argument("path", help="a global_step<N> directory, or a save directory (its latest)")
+    p.add_argument("--iteration", type=int, help="step of a save directory (default: latest)")
+    p.add_argument("--all-steps", action="store_true", help="every step of a save directory")
+    p.add_argument(
+        "--size-only", action="store_true", help="skip content hashes (sizes, headers, layout)"
+    )
+
+    p = sub.add_parser(
         "import-gpt-neox",
         help="legacy GPT-NeoX DeepSpeed checkpoint -> neox checkpoint (weights only)",
     )
@@ -202,6 +213,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {step} (weights only; start from it with finetune: true)")
     elif args.command == "upload":
         _upload(args)
+    elif args.command == "verify":
+        from neox_ckpt.verify import verify
+
+        report = verify(args.path, args.iteration, args.all_steps, hashes=not args.size_only)
+        for line in report.lines():
+            print(line if report.ok else f"neox-ckpt verify: {line}", file=sys.stdout)
+        return 0 if report.ok else 1
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Write neox checkpoint format v1 (docs/formats/checkpoint.md) from a stream of full tensors.
+"""Write neox checkpoint format v3 (docs/formats/checkpoint.md) from a stream of full tensors.
 
 Each full tensor arrives once, is cut into its tensor-parallel pieces and written into the
 `model_tp<TT>_pp<PP>.safetensors` files of the stages that hold it, at offsets planned from the
@@ -117,34 +117,31 @@ def write_checkpoint(
         missing = [n for n in names if n not in seen]
         if missing:
             raise ConversionError(f"tensors planned but never produced: {missing[:5]}")
-        for w in writers.values():
-            w.close()
+        records = {layout.model_file(r, s): w.close() for (r, s), w in writers.items()}
     except BaseException:
         for w in writers.values():
             w.abort()
         raise
 
-    written = [layout.model_file(r, s) for (r, s) in files]
+    from neox_core.checkpoint.hashing import write_bytes_hashed
+
     if config is not None:
-        (step / layout.CONFIG_FILE).write_text(
-            json.dumps(dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        text = json.dumps(dict(config), indent=2, sort_keys=True) + "\n"
+        records[layout.CONFIG_FILE] = write_bytes_hashed(
+            step / layout.CONFIG_FILE, text.encode("utf-8")
         )
-        written.append(layout.CONFIG_FILE)
     for fname, text in (config_files or {}).items():
-        target = step / layout.CONFIGS_DIR / Path(fname).name
-        target.parent.mkdir(exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-        written.append(f"{layout.CONFIGS_DIR}/{target.name}")
+        rel = f"{layout.CONFIGS_DIR}/{Path(fname).name}"
+        (step / layout.CONFIGS_DIR).mkdir(exist_ok=True)
+        records[rel] = write_bytes_hashed(step / rel, text.encode("utf-8"))
     for rel, data in (extra_files or {}).items():
-        target = step / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        written.append(rel)
+        (step / rel).parent.mkdir(parents=True, exist_ok=True)
+        records[rel] = write_bytes_hashed(step / rel, data)
     manifest = layout.manifest_record(
         iteration,
         parallel={"tensor_parallel_size": tp, "pipe_parallel_size": pp, "data_parallel_size": 1},
         contents={"weights": True, "optimizer": False, "rng": False, "trainer_state": False},
-        files={f: (step / f).stat().st_size for f in sorted(written)},
+        files=dict(sorted(records.items())),
         versions=_versions(),
     )
     (step / layout.MANIFEST_FILE).write_text(

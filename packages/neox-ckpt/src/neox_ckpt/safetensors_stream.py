@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import xxhash
 
 from neox_ckpt.errors import ConversionError
 
@@ -150,8 +151,12 @@ class SafetensorsWriter:
         self.total = self.data_start + offset
         self._written: set[str] = set()
         self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
-        self._f.write(struct.pack("<Q", len(raw)))
-        self._f.write(raw)
+        self._hash = xxhash.xxh3_64()
+        self._hashed_to = 0  # bytes from the start hashed so far (writes in file order)
+        for part in (struct.pack("<Q", len(raw)), raw):
+            self._f.write(part)
+            self._hash.update(part)
+            self._hashed_to += len(part)
         self._f.truncate(self.total)
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
@@ -166,16 +171,32 @@ class SafetensorsWriter:
         t = tensor.detach().to("cpu").contiguous()
         data = t.reshape(-1).view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
         self._f.seek(self.data_start + e.begin)
-        self._f.write(memoryview(data.numpy()))
+        view = memoryview(data.numpy())
+        self._f.write(view)
+        if self.data_start + e.begin == self._hashed_to:  # in order: hash it in passing
+            self._hash.update(view)
+            self._hashed_to += e.end - e.begin
         self._written.add(name)
 
-    def close(self) -> None:
+    def close(self) -> dict[str, object]:
+        """Flush and fsync; the file's manifest v3 record (size, xxh3_64 content hash).
+
+        The hash is taken while writing when tensors arrive in file order (converters write
+        them so); only a file written out of order is read back once to hash it.
+        """
         missing = [n for n in self.entries if n not in self._written]
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
         if missing:
             raise ConversionError(f"{self.path}: tensors never written: {missing[:5]}")
+        if self._hashed_to == self.total:
+            digest = self._hash.hexdigest()
+        else:
+            from neox_core.checkpoint.hashing import hash_file
+
+            digest = hash_file(self.path)
+        return {"size": self.total, "xxh3_64": digest}
 
     def abort(self) -> None:
         if not self._f.closed:

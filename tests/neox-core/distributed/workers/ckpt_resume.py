@@ -155,9 +155,10 @@ def install_kill(rank: int, args: argparse.Namespace) -> None:
         return original_write(self, out, iteration)
 
     def killing_save(path, tensors, meta):
-        original(path, tensors, meta)
+        record = original(path, tensors, meta)  # the file's manifest record (size, hash)
         if calls["saves"] == args.kill_at_save:
             os.kill(os.getpid(), signal.SIGKILL)
+        return record
 
     ck.Checkpointer._write_rank_files = counting_write
     ck._save_tensors = killing_save

@@ -1,12 +1,15 @@
-"""neox checkpoint format v2: `<save>/global_step<N>/` + `latest`, safetensors + JSON."""
+"""neox checkpoint format v3: `<save>/global_step<N>/` + `latest`, safetensors + JSON."""
 
 from neox_core.checkpoint.checkpointer import Checkpointer, unwrap_model
+from neox_core.checkpoint.errors import DamagedCheckpointError
+from neox_core.checkpoint.integrity import VERIFY_MODES, file_problems, file_records
 from neox_core.checkpoint.layout import FORMAT_VERSION, list_step_dirs, step_dir_name
 from neox_core.checkpoint.load import (
     CheckpointError,
     LoadedCheckpoint,
     load_checkpoint,
     load_model_weights,
+    newest_usable_step,
     read_manifest,
     read_shard_infos,
     resolve_checkpoint_dir,
@@ -18,17 +21,22 @@ from neox_core.checkpoint.sharding import ShardInfo, shard_infos, tp_split_dim
 
 __all__ = [
     "FORMAT_VERSION",
+    "VERIFY_MODES",
     "CheckpointError",
     "Checkpointer",
+    "DamagedCheckpointError",
     "LoadedCheckpoint",
     "Ranks",
     "ShardInfo",
     "capture_rng_state",
     "delete_old_checkpoints",
+    "file_problems",
+    "file_records",
     "is_save_iteration",
     "list_step_dirs",
     "load_checkpoint",
     "load_model_weights",
+    "newest_usable_step",
     "read_manifest",
     "read_shard_infos",
     "resolve_checkpoint_dir",

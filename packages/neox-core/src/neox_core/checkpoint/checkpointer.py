@@ -25,7 +25,9 @@ import torch
 import torch.distributed as dist
 
 from neox_core.checkpoint import layout
-from neox_core.checkpoint.atomic import fsync_dir, remove_tree, write_text
+from neox_core.checkpoint.atomic import fsync_dir, remove_tree, write_json, write_text
+from neox_core.checkpoint.errors import DamagedCheckpointError
+from neox_core.checkpoint.integrity import VERIFY_MODES, file_problems
 from neox_core.checkpoint.load import (
     CheckpointError,
     LoadedCheckpoint,
@@ -48,7 +50,13 @@ from neox_core.checkpoint.optimizer_state import (
 from neox_core.checkpoint.pieces import PieceError, PieceIndex
 from neox_core.checkpoint.retention import delete_old_checkpoints
 from neox_core.checkpoint.rng import capture_rng_state, restore_rng_state
-from neox_core.checkpoint.save import _json_dump, _save_tensors, _unshared, publish_step_dir
+from neox_core.checkpoint.save import (
+    _json_dump,
+    _save_tensors,
+    _unshared,
+    publish_step_dir,
+    write_shared_files,
+)
 from neox_core.checkpoint.sharding import fused_tp_blocks
 
 
@@ -163,7 +171,7 @@ class Checkpointer:
             (root / tmp_name).mkdir()
         tmp = root / self._broadcast(tmp_name)
         try:
-            mine: dict[str, int] | str = self._write_rank_files(tmp, iteration)
+            mine: dict[str, dict[str, Any]] | str = self._write_rank_files(tmp, iteration)
         except Exception as e:  # reported to rank 0, so no rank waits forever
             mine = f"rank {self.rank}: {type(e).__name__}: {e}"
         reports = self._all_gather(mine)  # every rank has fsynced its files by now
@@ -173,7 +181,7 @@ class Checkpointer:
             try:
                 if failed:
                     raise CheckpointError("; ".join(failed))
-                files: dict[str, int] = {}
+                files: dict[str, dict[str, Any]] = {}
                 for r in reports:
                     files.update(r)
                 self._finish(root, tmp, final, iteration, trainer_state, files)
@@ -188,26 +196,28 @@ class Checkpointer:
         self.last_save_seconds = seconds
         return final
 
-    def _write_rank_files(self, out: Path, iteration: int) -> dict[str, int]:
-        files: list[str] = []
+    def _write_rank_files(self, out: Path, iteration: int) -> dict[str, dict[str, Any]]:
+        """This rank's files, each fsynced; their manifest records (size and content hash,
+        taken while writing), which rank 0 gathers into the manifest."""
+        files: dict[str, dict[str, Any]] = {}
         weights, records = self._tp_shard_weights()
         if weights is not None:
             name = layout.model_file(self.tp_rank, 0)
             meta = layout.tensor_file_metadata(iteration, records)
-            _save_tensors(out / name, _unshared(weights), meta)
-            files.append(name)
+            files[name] = _save_tensors(out / name, _unshared(weights), meta)
         if self.optimizer is not None:
             tensors, opt_records, meta_json = self._optimizer_chunks()
             tfile, jfile = layout.optimizer_files(self.tp_rank, 0, self.dp_rank)
-            _save_tensors(out / tfile, tensors, layout.tensor_file_metadata(iteration, opt_records))
-            _json_dump(out / jfile, meta_json)
-            files += [tfile, jfile]
+            opt_meta = layout.tensor_file_metadata(iteration, opt_records)
+            files[tfile] = _save_tensors(out / tfile, tensors, opt_meta)
+            files[jfile] = _json_dump(out / jfile, meta_json)
         rng_tensors, rng_meta = capture_rng_state(self.device)
         tfile, jfile = layout.rng_files(self.rank)
-        _save_tensors(out / tfile, rng_tensors, layout.tensor_file_metadata(iteration))
-        _json_dump(out / jfile, rng_meta)
-        files += [tfile, jfile]
-        return {f: (out / f).stat().st_size for f in files}
+        files[tfile] = _save_tensors(
+            out / tfile, rng_tensors, layout.tensor_file_metadata(iteration)
+        )
+        files[jfile] = _json_dump(out / jfile, rng_meta)
+        return files
 
     def _tp_shard_weights(
         self,
@@ -270,26 +280,10 @@ class Checkpointer:
         final: Path,
         iteration: int,
         trainer_state: Mapping[str, Any] | None,
-        files: dict[str, int],
+        files: dict[str, dict[str, Any]],
     ) -> None:
         """Rank 0, after every rank's files are durable: shared files, manifest, rename, latest."""
-        _json_dump(tmp / layout.TRAINER_STATE_FILE, dict(trainer_state or {}))
-        extra = [layout.TRAINER_STATE_FILE]
-        if self.config is not None:
-            _json_dump(tmp / layout.CONFIG_FILE, dict(self.config))
-            extra.append(layout.CONFIG_FILE)
-        if self.config_files:
-            (tmp / layout.CONFIGS_DIR).mkdir()
-            for fname, text in self.config_files.items():
-                target = tmp / layout.CONFIGS_DIR / Path(fname).name
-                target.write_text(text, encoding="utf-8")
-                from neox_core.checkpoint.atomic import fsync_file
-
-                fsync_file(target)
-                extra.append(f"{layout.CONFIGS_DIR}/{target.name}")
-            fsync_dir(tmp / layout.CONFIGS_DIR)
-        for f in extra:
-            files[f] = (tmp / f).stat().st_size
+        files.update(write_shared_files(tmp, trainer_state, self.config, self.config_files))
         manifest = layout.manifest_record(
             iteration,
             parallel={
@@ -306,8 +300,6 @@ class Checkpointer:
             files=dict(sorted(files.items())),
             versions={"neox_core_version": _version()},
         )
-        from neox_core.checkpoint.atomic import write_json
-
         write_json(tmp / layout.MANIFEST_FILE, manifest)
         fsync_dir(tmp)
         publish_step_dir(root, tmp, final)
@@ -323,15 +315,22 @@ class Checkpointer:
         *,
         weights_only: bool = False,
         restore_rng: bool = True,
+        verify: str = "hash",
     ) -> LoadedCheckpoint:
         """Load into this rank's shards from a checkpoint written at any layout.
 
         `weights_only` (GPT-NeoX's `finetune`) returns iteration 0 and leaves the optimizer,
-        RNG and trainer state alone.
+        RNG and trainer state alone. Before anything is read, every file is checked against
+        the manifest: size and safetensors header always, content hash with `verify="hash"`
+        (`checkpoint_verify`); a damaged file raises `DamagedCheckpointError` on every rank.
         """
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
         start = time.perf_counter()
         ckpt = resolve_checkpoint_dir(load_dir, iteration)
         manifest = read_manifest(ckpt)
+        if verify == "hash":
+            self._verify_hashes(ckpt, manifest)
         try:
             self._load_weights(ckpt)
             if not weights_only and self.optimizer is not None:
@@ -359,6 +358,14 @@ class Checkpointer:
         )
         self.last_load_seconds = seconds
         return loaded
+
+    def _verify_hashes(self, ckpt: Path, manifest: dict[str, Any]) -> None:
+        """Re-hash every file, the files split over the ranks; all ranks learn every problem."""
+        names = sorted(manifest.get("files") or {})
+        mine = file_problems(ckpt, manifest, hashes=True, only=names[self.rank :: self.world])
+        problems = [p for report in self._all_gather(mine) for p in report]
+        if problems:
+            raise DamagedCheckpointError(ckpt, sorted(problems))
 
     def _load_weights(self, ckpt: Path) -> None:
         files = sorted(ckpt.glob("model_tp*_pp*.safetensors"))

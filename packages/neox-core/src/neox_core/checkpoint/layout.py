@@ -1,4 +1,4 @@
-"""Names inside a checkpoint directory (format v2, see docs/formats/checkpoint.md)."""
+"""Names inside a checkpoint directory (format v3, see docs/formats/checkpoint.md)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 FORMAT_NAME = "neox-checkpoint"
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 
 LATEST_FILE = "latest"
 MANIFEST_FILE = "manifest.json"
@@ -79,7 +79,7 @@ def manifest_record(
     *,
     parallel: Mapping[str, int],
     contents: Mapping[str, bool],
-    files: Mapping[str, int],
+    files: Mapping[str, Mapping[str, Any]],
     versions: Mapping[str, str],
 ) -> dict[str, Any]:
     """`manifest.json`: what the directory holds, so readers can check it before loading."""
@@ -91,5 +91,5 @@ def manifest_record(
         **versions,
         "parallel": dict(parallel),
         "contents": dict(contents),
-        "files": dict(files),
+        "files": {name: dict(rec) for name, rec in files.items()},
     }

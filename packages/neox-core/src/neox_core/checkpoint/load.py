@@ -1,4 +1,4 @@
-"""Read a checkpoint (format v1): find it, check it is complete, restore what was asked.
+"""Read a checkpoint (format v1-v3): find it, check it is complete, restore what was asked.
 
 Only safetensors and JSON are read, so loading never runs pickled code.
 """
@@ -15,14 +15,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from neox_core.checkpoint import layout
+from neox_core.checkpoint.errors import CheckpointError, DamagedCheckpointError
+from neox_core.checkpoint.integrity import file_problems
 from neox_core.checkpoint.optimizer_state import load_optimizer_from_tensors
 from neox_core.checkpoint.rng import restore_rng_state
 from neox_core.checkpoint.save import SINGLE_DEVICE, Ranks
 from neox_core.checkpoint.sharding import ShardInfo
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, incomplete, of an unknown version or does not fit the model."""
 
 
 @dataclass
@@ -57,8 +55,13 @@ def resolve_checkpoint_dir(load_dir: str | Path, iteration: int | None = None) -
     return path
 
 
-def read_manifest(ckpt_dir: str | Path) -> dict[str, Any]:
-    """The manifest, after checking format, version and that every listed file is whole."""
+def read_manifest(ckpt_dir: str | Path, verify: str = "size") -> dict[str, Any]:
+    """The manifest, after checking format, version and that every listed file is whole.
+
+    Sizes and safetensors headers are always checked; `verify="hash"` also compares every
+    file's content hash with the manifest's (v3). A damaged file raises
+    `DamagedCheckpointError` naming it.
+    """
     ckpt = Path(ckpt_dir)
     mpath = ckpt / layout.MANIFEST_FILE
     if not mpath.is_file():
@@ -75,11 +78,26 @@ def read_manifest(ckpt_dir: str | Path) -> dict[str, Any]:
             f"{mpath}: format_version {version} unsupported (this reader knows "
             f"{list(layout.SUPPORTED_VERSIONS)})"
         )
-    for name, size in manifest.get("files", {}).items():
-        f = ckpt / name
-        if not f.is_file() or f.stat().st_size != size:
-            raise CheckpointError(f"{f}: missing or truncated (manifest says {size} bytes)")
+    problems = file_problems(ckpt, manifest, hashes=verify == "hash")
+    if problems:
+        raise DamagedCheckpointError(ckpt, problems)
     return manifest
+
+
+def newest_usable_step(
+    load_dir: str | Path, older_than: int | None = None, verify: str = "hash"
+) -> Path | None:
+    """The newest `global_step<N>` (N < `older_than`) that is complete and verifies, so an
+    error about a damaged step can name what the user could load instead."""
+    for step, path in reversed(layout.list_step_dirs(load_dir)):
+        if older_than is not None and step >= older_than:
+            continue
+        try:
+            read_manifest(path, verify)
+        except CheckpointError:
+            continue
+        return path
+    return None
 
 
 def read_shard_infos(path: str | Path) -> dict[str, ShardInfo]:
@@ -115,13 +133,15 @@ def load_checkpoint(
     weights_only: bool = False,
     restore_rng: bool = True,
     ranks: Ranks = SINGLE_DEVICE,
+    verify: str = "hash",
 ) -> LoadedCheckpoint:
     """Load weights into `model` and, unless `weights_only`, optimizer, RNG and trainer state.
 
-    With `weights_only` (GPT-NeoX's `finetune: true`) the returned iteration is 0.
+    With `weights_only` (GPT-NeoX's `finetune: true`) the returned iteration is 0. Every file
+    is checked against the manifest first (`verify`: "hash" or "size", see `read_manifest`).
     """
     ckpt = resolve_checkpoint_dir(load_dir, iteration)
-    manifest = read_manifest(ckpt)
+    manifest = read_manifest(ckpt, verify)
     weights = load_model_weights(ckpt, ranks)
     current = model.state_dict()
     missing = [n for n in current if n not in weights]

@@ -1,4 +1,4 @@
-"""Write a checkpoint (format v1) so that a crash at any moment leaves `latest` valid.
+"""Write a checkpoint (format v3) so that a crash at any moment leaves `latest` valid.
 
 Order: every file goes into `<save>/.tmp-global_step<N>-<pid>/` and is fsynced; the directory
 is fsynced and renamed to `global_step<N>`; only then is `latest` replaced (temp file, fsync,
@@ -7,7 +7,6 @@ rename). A reader that follows `latest` therefore never sees a partial checkpoin
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,15 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from neox_core.checkpoint import layout
-from neox_core.checkpoint.atomic import (
-    fsync_dir,
-    fsync_file,
-    remove_tree,
-    write_json,
-    write_text,
+from neox_core.checkpoint.atomic import fsync_dir, remove_tree, write_json, write_text
+from neox_core.checkpoint.hashing import (
+    write_bytes_hashed,
+    write_json_hashed,
+    write_safetensors_hashed,
 )
 from neox_core.checkpoint.optimizer_state import optimizer_to_tensors
 from neox_core.checkpoint.rng import RngState, capture_rng_state
@@ -59,14 +56,19 @@ def _unshared(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-    save_file(tensors, str(path), metadata=meta)
-    fsync_file(path)
+def _save_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]
+) -> dict[str, Any]:
+    """Write and fsync a safetensors file; its manifest record (size, hash taken in passing)."""
+    return write_safetensors_hashed(path, tensors, meta)
 
 
-def _json_dump(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    fsync_file(path)
+def _json_dump(path: Path, obj: Any) -> dict[str, Any]:
+    return write_json_hashed(path, obj)
+
+
+def _text_dump(path: Path, text: str) -> dict[str, Any]:
+    return write_bytes_hashed(path, text.encode("utf-8"))
 
 
 def save_checkpoint(
@@ -168,7 +170,7 @@ def _write_contents(
     save_rng: bool,
     rng_states: Mapping[int, RngState] | None,
 ) -> None:
-    files: list[str] = []
+    files: dict[str, dict[str, Any]] = {}
     weights = _unshared(model.state_dict())
     param_names = {name for name, _ in model.named_parameters()}
     dims = {n: None for n in weights if n not in param_names}  # buffers are replicated
@@ -184,12 +186,11 @@ def _write_contents(
     )
     base_meta = layout.tensor_file_metadata(iteration)
     name = layout.model_file(ranks.tp_rank, ranks.pp_stage)
-    _save_tensors(
+    files[name] = _save_tensors(
         out / name,
         weights,
         layout.tensor_file_metadata(iteration, {n: i.to_json() for n, i in infos.items()}),
     )
-    files.append(name)
 
     if optimizer is not None:
         names = {id(p): n for n, p in model.named_parameters()}
@@ -201,33 +202,20 @@ def _write_contents(
             if info is not None and tuple(t.shape) == tuple(weights[pname].shape):
                 opt_shards[key] = info.to_json()
         tfile, jfile = layout.optimizer_files(ranks.tp_rank, ranks.pp_stage, ranks.dp_rank)
-        _save_tensors(out / tfile, tensors, layout.tensor_file_metadata(iteration, opt_shards))
-        _json_dump(out / jfile, meta)
-        files += [tfile, jfile]
+        opt_meta = layout.tensor_file_metadata(iteration, opt_shards)
+        files[tfile] = _save_tensors(out / tfile, tensors, opt_meta)
+        files[jfile] = _json_dump(out / jfile, meta)
 
     if save_rng:
         for rank, (rng_tensors, rng_meta) in sorted(
             (rng_states or {ranks.global_rank: capture_rng_state()}).items()
         ):
             tfile, jfile = layout.rng_files(rank)
-            _save_tensors(out / tfile, rng_tensors, base_meta)
-            _json_dump(out / jfile, rng_meta)
-            files += [tfile, jfile]
+            files[tfile] = _save_tensors(out / tfile, rng_tensors, base_meta)
+            files[jfile] = _json_dump(out / jfile, rng_meta)
 
     if ranks.global_rank == 0:
-        _json_dump(out / layout.TRAINER_STATE_FILE, dict(trainer_state or {}))
-        files.append(layout.TRAINER_STATE_FILE)
-        if config is not None:
-            _json_dump(out / layout.CONFIG_FILE, dict(config))
-            files.append(layout.CONFIG_FILE)
-        if config_files:
-            (out / layout.CONFIGS_DIR).mkdir()
-            for fname, text in config_files.items():
-                target = out / layout.CONFIGS_DIR / Path(fname).name
-                target.write_text(text, encoding="utf-8")
-                fsync_file(target)
-                files.append(f"{layout.CONFIGS_DIR}/{target.name}")
-            fsync_dir(out / layout.CONFIGS_DIR)
+        files.update(write_shared_files(out, trainer_state, config, config_files))
 
     manifest = layout.manifest_record(
         iteration,
@@ -242,10 +230,33 @@ def _write_contents(
             "rng": save_rng,
             "trainer_state": ranks.global_rank == 0,
         },
-        files={f: (out / f).stat().st_size for f in sorted(files)},
+        files=dict(sorted(files.items())),
         versions={"neox_core_version": _version()},
     )
     write_json(out / layout.MANIFEST_FILE, manifest)
+
+
+def write_shared_files(
+    out: Path,
+    trainer_state: Mapping[str, Any] | None,
+    config: Mapping[str, Any] | None,
+    config_files: Mapping[str, str] | None,
+) -> dict[str, dict[str, Any]]:
+    """Rank 0's files (trainer state, resolved config, the YAML files); their records."""
+    files = {
+        layout.TRAINER_STATE_FILE: _json_dump(
+            out / layout.TRAINER_STATE_FILE, dict(trainer_state or {})
+        )
+    }
+    if config is not None:
+        files[layout.CONFIG_FILE] = _json_dump(out / layout.CONFIG_FILE, dict(config))
+    if config_files:
+        (out / layout.CONFIGS_DIR).mkdir()
+        for fname, text in config_files.items():
+            rel = f"{layout.CONFIGS_DIR}/{Path(fname).name}"
+            files[rel] = _text_dump(out / rel, text)
+        fsync_dir(out / layout.CONFIGS_DIR)
+    return files
 
 
 def _version() -> str:

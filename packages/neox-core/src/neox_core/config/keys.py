@@ -89,6 +89,7 @@ DIRECT: dict[str, tuple[str, str]] = {
     "keep_last_n_checkpoints": ("checkpoint.keep_last_n_checkpoints", "int?"),
     "finetune": ("checkpoint.finetune", "bool"),
     "iteration": ("checkpoint.iteration", "int?"),
+    "checkpoint_verify": ("checkpoint.checkpoint_verify", "str"),  # neox extension
     # logging
     "log_interval": ("logging.log_interval", "int"),
     "tensorboard_dir": ("logging.tensorboard_dir", "str?"),
@@ -393,6 +394,7 @@ NEOX_EXTENSIONS: frozenset[str] = frozenset(
         "stop_strings",
         "eval_include_path",
         "eval_batch_size",
+        "checkpoint_verify",
     }
 )
 

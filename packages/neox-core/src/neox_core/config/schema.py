@@ -136,6 +136,7 @@ class CheckpointConfig:
     keep_last_n_checkpoints: int | None = None
     finetune: bool = False
     iteration: int | None = None  # the step to load; None = the one named in `latest`
+    checkpoint_verify: str = "hash"  # neox extension: "hash" | "size" (checks at load)
 
 
 @dataclass

@@ -32,6 +32,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.output_layer_init_method": INIT_METHODS,
     "schedule.lr_decay_style": ("linear", "cosine", "constant", "inverse_sqrt"),
     "training.on_nan": ("skip", "stop"),
+    "checkpoint.checkpoint_verify": ("hash", "size"),
     "training.compile": ("auto", "true", "false"),
     "model.activation_checkpointing": ("none", "full", "selective"),
     "data.pack_impl": ("packed", "pack_until_overflow", "unpacked"),

@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from neox_core.checkpoint import Checkpointer, CheckpointError, layout, resolve_checkpoint_dir
+from neox_core.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    DamagedCheckpointError,
+    layout,
+    newest_usable_step,
+    resolve_checkpoint_dir,
+)
 from neox_core.config import ConfigError, NeoxConfig, config_to_dict, with_world_size
 from neox_core.data.checks import DataCheckError
 from neox_core.distributed.attention_backend import choose_sdpa_backends
@@ -127,6 +134,10 @@ def main_train(cfg: NeoxConfig, args: Any = None) -> int:
         return 1
     except (TrackerError, TrainImplError, DataCheckError) as e:
         print(f"neox-train: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except CheckpointError as e:  # every rank raises the same error; one line is enough
+        if launch.rank == 0:
+            print(f"neox-train: error: {e}", file=sys.stderr, flush=True)
         return 2
     finally:
         stop.uninstall()
@@ -320,6 +331,21 @@ def build_checkpointer(
     )
 
 
+def damaged_resume_message(e: DamagedCheckpointError, load: str, verify: str) -> str:
+    """One line: the damaged file, and the newest older step that verifies (never loaded
+    in its place: the user decides)."""
+    older = newest_usable_step(load, layout.step_of(e.ckpt), verify)
+    if older is None:
+        hint = f"no older step in {load} verifies"
+    else:
+        step = layout.step_of(older)
+        hint = (
+            f"the newest older step that verifies is {older.name}: set `iteration: {step}` "
+            f"or write {older.name} into {Path(load) / layout.LATEST_FILE}"
+        )
+    return f"checkpoint {e.ckpt} is damaged, not resuming from it: {e}; {hint}"
+
+
 def restore(
     cfg: NeoxConfig,
     checkpointer: Checkpointer,
@@ -332,13 +358,10 @@ def restore(
     ck = cfg.checkpoint
     if not ck.load:
         return Progress()
-    try:
-        ckpt = resolve_checkpoint_dir(ck.load, ck.iteration)
-    except CheckpointError:
-        if ck.iteration is not None:
-            raise
+    if ck.iteration is None and not (Path(ck.load) / layout.LATEST_FILE).exists():
         log(f" > no checkpoint in {ck.load} yet: starting from iteration 0")
         return Progress()
+    ckpt = resolve_checkpoint_dir(ck.load, ck.iteration)  # a broken `latest` is an error
     own_rng = (ckpt / layout.rng_files(rank)[0]).is_file()
     if not own_rng and not ck.finetune:
         print(
@@ -355,7 +378,16 @@ def restore(
             checkpointer = Checkpointer(
                 target, None, model_cfg=cfg.model, device=checkpointer.device, log=log
             )
-    loaded = checkpointer.load(ck.load, ck.iteration, weights_only=ck.finetune, restore_rng=own_rng)
+    try:
+        loaded = checkpointer.load(
+            ck.load,
+            ck.iteration,
+            weights_only=ck.finetune,
+            restore_rng=own_rng,
+            verify=ck.checkpoint_verify,
+        )
+    except DamagedCheckpointError as e:
+        raise CheckpointError(damaged_resume_message(e, ck.load, ck.checkpoint_verify)) from None
     if ck.finetune:
         log(f" > loaded weights from {loaded.path} (finetune: starting at iteration 0)")
         return Progress()
