@@ -193,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new", type=int, help="generated tokens (default 128; tiny 16)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--dtype",
+        choices=("bf16", "fp32"),
+        help="weights and activations (default: bf16 on CUDA, fp32 on CPU); fp32 on CUDA makes "
+        "the 'greedy tokens equal' column a parity check, bf16 rounding apart",
+    )
+    parser.add_argument(
         "--compile-mode",
         default=None,
         help="torch.compile mode of neox's decode step (default on CUDA: reduce-overhead; "
@@ -209,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if args.dtype:
+        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     shape = TINY if args.tiny else PYTHIA_1B
     prompt = args.prompt or (8 if args.tiny else 128)
     new = args.new or (16 if args.tiny else 128)
