@@ -26,7 +26,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
         if "multigpu" in item.keywords and _cuda_device_count() < 2:
             item.add_marker(pytest.mark.skip(reason="needs two or more CUDA devices"))
-        if "slurm" in item.keywords:
-            # one cluster of one node: under pytest-xdist (`-n 2 --dist loadgroup`, as CI runs)
-            # every SLURM test goes to the same worker, so their jobs never queue behind each other
-            item.add_marker(pytest.mark.xdist_group("slurm"))
