@@ -4,7 +4,9 @@
 Protocol (one line per command on stdin, one JSON line per answer on stdout):
 `kill <seed> <ranks> <save dir> <config>...`: run neox-train on the configs, SIGKILL it at a random moment
 of its second save: after its first ` > saved checkpoint ... in S s` line, wait one step (the
-time from ` > training ...` to that line, less S) and a random part of S (-15% to 115%), answer `{"rc", "mid_save", "resumed", "saves", "tail"}`.
+time from ` > training ...` to that line, less S) and a random part of S (-15% to 115%); odd seeds
+instead kill as soon as that save's temporary directory appears. Answer `{"rc", "mid_save",
+"resumed", "saves", "tail"}`.
 `run <config>...`: run it to the end, answer `{"rc", "tail"}`.
 `warm <config>...`: run it here, once, so every lazy import and first-call cost is paid
 before forking (the trainer runs with one thread, so forking after torch ran is safe).
@@ -99,8 +101,16 @@ def kill_run(seed: int, configs: list[str], save: Path, world: int = 1) -> dict:
         # at a random moment of the next save, a little before and after it included
         took = float(SAVED.search(next(x for x in lines if SAVED.search(x))).group(1))
         step = max(saves[0] - started - took, 0.0)
-        time.sleep(step + rng.uniform(-0.15, 1.15) * took if step + took > 0 else 0)
-        mid_save = any(save.glob(".tmp-global_step*"))
+        ours = f".tmp-global_step*-{ranks[0][0]}"  # rank 0 names the save's temporary directory
+        if seed % 2:
+            # every other run waits for the next save's temporary directory and kills at once,
+            # so a loaded machine (whose step times wander) still gets kills inside a save
+            deadline = time.perf_counter() + 10 * (step + took) + 10
+            while not any(save.glob(ours)) and time.perf_counter() < deadline:
+                time.sleep(0.002)
+        else:
+            time.sleep(step + rng.uniform(-0.15, 1.15) * took if step + took > 0 else 0)
+        mid_save = any(save.glob(ours))
         victim = rng.randrange(world)
         os.kill(ranks[victim][0], signal.SIGKILL)
         if world > 1:
