@@ -307,7 +307,11 @@ def test_slurm_signals_before_the_time_limit_and_the_job_requeues(
     script = (cli.root / "logs" / f"neox-training-{signalled_job}.sbatch").read_text()
     assert "#SBATCH --signal=B:USR1@6" in script  # a tenth of the 1-minute limit
     log = cli.root / "logs" / f"neox-training-{signalled_job}.out"
-    wait_for("SLURM's signal and the requeue", lambda: "requeueing" in log.read_text(), 100)
+    wait_for(
+        "SLURM's signal and the requeue",
+        lambda: log.exists() and "requeueing" in log.read_text(),
+        100,
+    )
     text = log.read_text()
     assert "SIGUSR1 before the time limit" in text
     saved = int((cli.root / "ckpt-signal" / "latest").read_text())

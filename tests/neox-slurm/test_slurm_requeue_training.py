@@ -29,7 +29,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slur
 
 NEOX_TRAIN = str(Path(sys.executable).parent / "neox-train")
 LOSS = re.compile(r"iteration\s+(\d+)/\s*(\d+) \|.* lm_loss: ([0-9.E+-]+) \|")
-ITERS = 16
+# enough steps (~17 ms each) that each USR1, sent once a start has logged a step, lands well
+# before train_iters even when a loaded machine is slow to notice that step
+ITERS = 300
 CONFIG = """\
 {{
   "data-path": "{data}", "split": "90,10,0", "vocab_size": 96, "num-workers": 0,
@@ -39,7 +41,7 @@ CONFIG = """\
   "optimizer": {{"type": "Adam", "params": {{"lr": 0.003, "betas": [0.9, 0.95], "eps": 1.0e-8}}}},
   "min_lr": 0.0003, "lr-decay-style": "cosine", "warmup": 0.1, "weight-decay": 0.1,
   "train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2,
-  "train-iters": {iters}, "seed": 5, "eval-interval": 8, "eval-iters": 1, "log-interval": 1,
+  "train-iters": {iters}, "seed": 5, "eval-interval": 100, "eval-iters": 1, "log-interval": 1,
   "save": "{save}", "load": "{save}", "checkpoint-factor": 100,
 }}
 """
