@@ -76,11 +76,19 @@ def _state(job: str) -> str:
     return out.stdout.strip()
 
 
+_PENDING_SINCE: dict[tuple[str, int], float] = {}
+
+
 def _release(job: str, log: Path, restart: int) -> bool:
-    """True once restart N began; SLURM may hold a requeued job a while: release it now."""
+    """True once restart N began; SLURM may hold a requeued job a while: release it, but only
+    after it has been pending 5 s (started at once, slurmd can still hold the last run's revoked
+    credential and kills the job: "Killing non-startable batch job: Job credential revoked")."""
     if f"restart {restart}," in log.read_text():
         return True
-    if _state(job) == "PENDING":
+    if _state(job) != "PENDING":
+        return False
+    since = _PENDING_SINCE.setdefault((job, restart), time.monotonic())
+    if time.monotonic() - since >= 5:
         subprocess.run(
             ["scontrol", "update", f"JobId={job}", "StartTime=now"],
             capture_output=True,
