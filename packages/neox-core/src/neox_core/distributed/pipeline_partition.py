@@ -8,8 +8,8 @@ loss on the last (with tied embeddings the last stage holds a copy of the embedd
     type:transformer  (default) the decoder layers split as evenly as possible; where they do
                       not divide, the first stages take one more
     uniform           DeepSpeed's `partition_uniform` over all N + 2 items (embedding and head
-                      count as one item each), so the first and last stage hold one layer
-                      fewer than a plain even split would give them
+                      count as one item each, so the first and last stage can hold fewer
+                      layers; a stage left without a layer is an error)
     parameters        contiguous split minimising the largest stage's parameter count, the
                       embedding and the head counted with their parameters
 
