@@ -194,9 +194,14 @@ class Pipeline:
         if self.tied_group is None:
             return
         for p in self.tied_params:
-            if p.grad is not None:
-                g = p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
-                dist.all_reduce(g, group=self.tied_group)
+            if p.grad is None:
+                continue
+            if isinstance(p.grad, DTensor):
+                if tuple(p.grad.placements) != tuple(p.placements):  # e.g. a replicated grad
+                    p.grad = p.grad.redistribute(p.device_mesh, p.placements)
+                dist.all_reduce(p.grad.to_local(), group=self.tied_group)
+            else:
+                dist.all_reduce(p.grad, group=self.tied_group)
 
     def norm_kwargs(self) -> dict[str, Any]:
         """How the gradient norm sees the whole model: summed over stages, tied copy once."""
