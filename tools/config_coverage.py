@@ -56,12 +56,9 @@ SETUP_FILES = frozenset(
     }
 )
 
-_PP = "pipeline parallelism (not yet supported)"
 _RL = "online RL / REINFORCE (not yet supported)"
 # Keys of work still open in the issue tracker: a refusal on one of these is "pending".
 PENDING_KEYS: dict[str, str] = {
-    "pipe_parallel_size": _PP,
-    "pipe_partition_method": _PP,
     "kl_impl": _RL,
     "online_dataserver_ports": _RL,
     "serve_model_weights": _RL,

@@ -93,7 +93,8 @@ def test_unsupported_key_at_its_harmless_value_is_accepted_and_listed(tiny, writ
             r"unknown key zero_optimization.'bucket'",
         ),
         ('{"sequence_parallel": true}', r"sequence_parallel = True: sequence parallelism needs"),
-        ('{"pipe_parallel_size": 4}', r"pipe_parallel_size = 4: pipeline parallelism is not yet"),
+        ('{"pipe_parallel_size": 4, "num_layers": 3}', r"4 stages .* only num_layers = 3"),
+        ('{"pipe_schedule": "dualpipe"}', r"pipe_schedule = 'dualpipe': expected gpipe, 1f1b"),
         ('{"min_lr": 1.0}', r"min_lr = 1.0: must not exceed lr"),
         ('{"split": "a,b"}', r"split = 'a,b': expected comma-separated"),
     ],
@@ -189,8 +190,15 @@ def test_zero_block_maps_stage_and_offload_and_reports_knobs(tiny, write) -> Non
     ):
         load_config([tiny, nvme])
     pp = write("pp.yml", '{"pipe_parallel_size": 2}')
-    with pytest.raises(ConfigError, match=r"pipeline parallelism is not yet supported"):
+    with pytest.raises(
+        ConfigError, match=r"1f1b with pipe_parallel_size = 2 needs at least 2 micro"
+    ):
         load_config([tiny, pp])
+    sp = write("sp.yml", '{"sequence_parallel": true, "model_parallel_size": 2}')
+    gpipe = write("gpipe.yml", '{"pipe_parallel_size": 2, "pipe_schedule": "gpipe"}')
+    assert load_config([tiny, gpipe]).parallel.pipe_schedule == "gpipe"
+    with pytest.raises(ConfigError, match=r"sequence_parallel with pipe_parallel_size > 1 is not"):
+        load_config([tiny, gpipe, sp])
 
 
 def test_attention_config_is_expanded_and_checked(tiny, write) -> None:

@@ -95,12 +95,22 @@ def _layout_lines(cfg: NeoxConfig, memory: bool) -> list[str]:
     offload = [
         n for n, on in (("optimizer", p.offload_optimizer), ("params", p.offload_param)) if on
     ]
+    pipe = f" x pipeline-parallel {p.pipe_parallel_size}" if p.pipe_parallel_size > 1 else ""
     lines = [
         f"layout: world {world} = data-parallel {p.data_parallel_size} x tensor-parallel "
-        f"{p.tensor_parallel_size}{' (sequence parallel)' if p.sequence_parallel else ''}; "
+        f"{p.tensor_parallel_size}{' (sequence parallel)' if p.sequence_parallel else ''}{pipe}; "
         f"ZeRO stage {p.zero_stage} shards {what} over data-parallel ranks"
         + (f"; CPU offload: {', '.join(offload)}" if offload else ""),
     ]
+    if p.pipe_parallel_size > 1:
+        from neox_core.distributed.pipeline_partition import describe_splits, stage_splits
+
+        lines.append(
+            f"pipeline: pipe_schedule {p.pipe_schedule}, pipe_partition_method "
+            f"{p.pipe_partition_method}, pipe_virtual_stages {p.pipe_virtual_stages}, "
+            f"{cfg.training.gradient_accumulation_steps} micro batches per step"
+        )
+        lines += describe_splits(stage_splits(cfg))
     if not memory:
         return lines
     try:

@@ -111,6 +111,19 @@ class Checkpointer:
             self.dp_size, self.dp_rank = mesh.size(names.index("dp")), mesh.get_local_rank("dp")
         else:
             self.dp_size, self.dp_rank = self.world // self.tp_size, self.rank // self.tp_size
+        # pipeline parallelism: this rank holds the layers of its stage(s) only (pipeline.py)
+        self.pp_size, self.pp_rank = 1, 0
+        if "pp" in names:
+            self.pp_size, self.pp_rank = mesh.size(names.index("pp")), mesh.get_local_rank("pp")
+        state_names = set(self.model.state_dict().keys())
+        # the last stage's copy of a tied embedding: the first stage saves it, both load it
+        self.tied_copy = (
+            {"embed.weight"}
+            if self.pp_rank > 0
+            and "embed.weight" in state_names
+            and "lm_head.weight" not in state_names
+            else set()
+        )
         self.blocks: dict[str, tuple[int, ...]] = {}
         if model_cfg is not None:
             heads = model_cfg.num_attention_heads
@@ -202,12 +215,12 @@ class Checkpointer:
         files: dict[str, dict[str, Any]] = {}
         weights, records = self._tp_shard_weights()
         if weights is not None:
-            name = layout.model_file(self.tp_rank, 0)
+            name = layout.model_file(self.tp_rank, self.pp_rank)
             meta = layout.tensor_file_metadata(iteration, records)
             files[name] = _save_tensors(out / name, _unshared(weights), meta)
         if self.optimizer is not None:
             tensors, opt_records, meta_json = self._optimizer_chunks()
-            tfile, jfile = layout.optimizer_files(self.tp_rank, 0, self.dp_rank)
+            tfile, jfile = layout.optimizer_files(self.tp_rank, self.pp_rank, self.dp_rank)
             opt_meta = layout.tensor_file_metadata(iteration, opt_records)
             files[tfile] = _save_tensors(out / tfile, tensors, opt_meta)
             files[jfile] = _json_dump(out / jfile, meta_json)
@@ -231,7 +244,7 @@ class Checkpointer:
             for name, t in self.model.state_dict().items():
                 piece = self._describe(name, t)
                 shard = _gather_non_tp(t)
-                if keep:
+                if keep and name not in self.tied_copy:
                     weights[name] = shard.detach().to("cpu")
                     records[name] = piece.info.to_json()
         return (weights if keep else None), records
@@ -253,6 +266,8 @@ class Checkpointer:
                     raise ValueError("the optimizer holds a parameter that is not in the model")
                 pname = names[id(p)]
                 group_names.append(pname)
+                if pname in self.tied_copy:
+                    continue
                 for key, value in self.optimizer.state.get(p, {}).items():
                     full_key = f"{pname}{SEPARATOR}{key}"
                     if not isinstance(value, torch.Tensor):
@@ -288,7 +303,7 @@ class Checkpointer:
             iteration,
             parallel={
                 "tensor_parallel_size": self.tp_size,
-                "pipe_parallel_size": 1,
+                "pipe_parallel_size": self.pp_size,
                 "data_parallel_size": self.dp_size,
             },
             contents={
@@ -353,8 +368,9 @@ class Checkpointer:
         saved = manifest.get("parallel", {})
         self.log(
             f" > loaded checkpoint {ckpt} in {seconds:.2f} s (saved at TP "
-            f"{saved.get('tensor_parallel_size')} x DP {saved.get('data_parallel_size')}, "
-            f"loaded at TP {self.tp_size} x DP {self.dp_size})"
+            f"{saved.get('tensor_parallel_size')} x DP {saved.get('data_parallel_size')}"
+            f"{pp_text(saved.get('pipe_parallel_size', 1))}, loaded at TP {self.tp_size} x DP "
+            f"{self.dp_size}{pp_text(self.pp_size)})"
         )
         self.last_load_seconds = seconds
         return loaded
@@ -375,6 +391,8 @@ class Checkpointer:
         state = self.model.state_dict()
         missing = sorted(n for n in state if n not in index.pieces)
         unexpected = sorted(n for n in index.pieces if n not in state)
+        if self.pp_size > 1:  # a pipeline stage holds some of the checkpoint's weights
+            unexpected = []
         if missing or unexpected:
             raise CheckpointError(
                 f"{ckpt}: weights do not fit the model: missing {missing[:5]}, "
@@ -406,9 +424,11 @@ class Checkpointer:
         if not files:
             raise CheckpointError(f"{ckpt}: no optimizer_*.safetensors files")
         index = PieceIndex(files)
-        own_json = ckpt / layout.optimizer_files(self.tp_rank, 0, self.dp_rank)[1]
+        own_json = ckpt / layout.optimizer_files(self.tp_rank, self.pp_rank, self.dp_rank)[1]
         meta = _read_json(own_json if own_json.is_file() else files[0].with_suffix(".json"))
         names = self._param_names()
+        if self.pp_size > 1 or any("_pp00_" not in f.name for f in files):
+            meta = _pipeline_optimizer_meta(files, self.optimizer, names)
         tensors: dict[str, torch.Tensor] = {}
         by_param: dict[str, list[str]] = {}
         for key in index.names():
@@ -446,6 +466,39 @@ class Checkpointer:
         from safetensors.torch import load_file
 
         restore_rng_state(load_file(str(ckpt / tfile)), _read_json(ckpt / jfile))
+
+
+def pp_text(pp: int) -> str:
+    return f" x PP {pp}" if pp and pp > 1 else ""
+
+
+def _pipeline_optimizer_meta(
+    files: list[Path], optimizer: torch.optim.Optimizer, names: dict[int, str]
+) -> dict[str, Any]:
+    """The optimizer metadata for this rank's parameters when the saving or the loading run was
+    pipelined: each stage's JSON lists its own parameters, so the groups are the union over all
+    files, narrowed to (and ordered as) the parameters this rank holds."""
+    metas = [_read_json(f.with_suffix(".json")) for f in files]
+    meta = dict(metas[0])
+    saved: list[set[str]] = [set() for _ in meta["param_groups"]]
+    scalars: dict[str, Any] = {}
+    for m in metas:
+        for g, group in enumerate(m["param_groups"][: len(saved)]):
+            saved[g].update(group["params"])
+        scalars.update(m.get("scalar_state", {}))
+    groups = []
+    for g, group in enumerate(meta["param_groups"]):
+        current = (
+            [names[id(p)] for p in optimizer.param_groups[g]["params"]]
+            if g < len(optimizer.param_groups)
+            else []
+        )
+        # the rank's own names where the checkpoint has them (the loader reports the others)
+        mine = [n for n in current if n in saved[g]]
+        groups.append({"hyper": group["hyper"], "params": mine})
+    meta["param_groups"] = groups
+    meta["scalar_state"] = {n: v for n, v in scalars.items() if n in set(names.values())}
+    return meta
 
 
 def _gather_non_tp(t: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,9 @@ DIRECT: dict[str, tuple[str, str]] = {
     "attention_dropout": ("model.attention_dropout", "float"),
     "checkpoint_activations": ("model.checkpoint_activations", "bool"),
     "activation_checkpoint_mode": ("model.activation_checkpointing", "str?"),  # neox extension
+    "pipe_partition_method": ("parallel.pipe_partition_method", "str"),
+    "pipe_schedule": ("parallel.pipe_schedule", "str"),  # neox extension
+    "pipe_virtual_stages": ("parallel.pipe_virtual_stages", "int"),  # neox extension
     "sliding_window_width": ("model.sliding_window_width", "int?"),
     "vocab_size": ("model.vocab_size", "int?"),  # neox extension: the tokenizer's size
     # optimizer
@@ -241,7 +244,6 @@ IGNORED: dict[str, str] = {
     "steps_per_print": _DS_LOG,
     "wall_clock_breakdown": _DS_LOG,
     "log_dir": "neox logs to stdout/stderr; the launcher (neox-slurm) chooses the log files",
-    "pipe_partition_method": "how layers split across pipeline stages (pipeline not in use)",
     "rotary_save_freqs_buffer": "rotary frequencies are recomputed, never stored",
     "zero_allow_untested_optimizer": "a DeepSpeed safety switch for ZeRO with custom optimizers",
     "no_ssh_check": _LAUNCH,
@@ -395,6 +397,8 @@ NEOX_EXTENSIONS: frozenset[str] = frozenset(
         "eval_include_path",
         "eval_batch_size",
         "checkpoint_verify",
+        "pipe_schedule",
+        "pipe_virtual_stages",
     }
 )
 

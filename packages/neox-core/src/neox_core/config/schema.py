@@ -176,6 +176,9 @@ class FusionConfig:
 class ParallelConfig:
     tensor_parallel_size: int = 1  # GPT-NeoX `model_parallel_size`
     pipe_parallel_size: int = 1
+    pipe_partition_method: str = "type:transformer"  # how layers split over pipeline stages
+    pipe_schedule: str = "1f1b"  # neox: gpipe | 1f1b | interleaved_1f1b | zero_bubble
+    pipe_virtual_stages: int = 1  # neox: stages per pipeline rank (interleaved schedules)
     data_parallel_size: int = 1  # set from WORLD_SIZE at launch; 1 in a dry run unless given
     sequence_parallel: bool = False  # Megatron sequence parallelism inside the TP group
     zero_stage: int = 0  # GPT-NeoX `zero_optimization.stage`: 0 DDP .. 3 FSDP2 (params sharded)

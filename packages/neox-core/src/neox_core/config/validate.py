@@ -70,6 +70,7 @@ _POSITIVE = (
     "logging.log_interval",
     "parallel.tensor_parallel_size",
     "parallel.pipe_parallel_size",
+    "parallel.pipe_virtual_stages",
     "parallel.data_parallel_size",
     "precision.loss_scale_window",
     "generation.num_samples",
@@ -165,12 +166,16 @@ def validate(cfg: NeoxConfig, keys: dict[str, str]) -> None:
     check("checkpoint.checkpoint_factor", lambda v: v > 0, "must be positive")
     check("checkpoint.extra_save_iters", lambda v: all(i >= 0 for i in v), "must be >= 0")
 
-    if cfg.parallel.pipe_parallel_size > 1:
-        fail(
-            "parallel.pipe_parallel_size",
-            "pipeline parallelism is not yet supported by neox (use 0 or 1; tensor parallelism "
-            "via model_parallel_size and ZeRO via zero_optimization are)",
-        )
+    check(
+        "parallel.pipe_schedule",
+        lambda v: v in ("gpipe", "1f1b", "interleaved_1f1b", "zero_bubble"),
+        "expected gpipe, 1f1b, interleaved_1f1b or zero_bubble",
+    )
+    check(
+        "parallel.pipe_partition_method",
+        lambda v: v in ("type:transformer", "uniform", "parameters"),
+        "expected type:transformer, uniform or parameters",
+    )
     check("parallel.zero_stage", lambda v: v in (0, 1, 2, 3), "expected a ZeRO stage 0, 1, 2 or 3")
     if cfg.parallel.offload_param and cfg.parallel.zero_stage != 3:
         fail("parallel.offload_param", "parameter offload needs ZeRO stage 3")
@@ -181,6 +186,9 @@ def validate(cfg: NeoxConfig, keys: dict[str, str]) -> None:
     from neox_core.distributed.parallel_dims import check_model_split
 
     check_model_split(cfg, keys)
+    from neox_core.distributed.pipeline_partition import check_pipeline
+
+    check_pipeline(cfg, keys)
 
     _validate_data(cfg, keys)
     _validate_posttrain(cfg, keys)

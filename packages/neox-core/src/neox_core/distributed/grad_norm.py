@@ -10,7 +10,8 @@ dimension's group, replicated ones are counted once. One all-reduce per distinct
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -43,23 +44,40 @@ def _local_square_sums(grads: Iterable[torch.Tensor]) -> torch.Tensor | None:
     return total
 
 
-def total_grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
-    """The 2-norm of all gradients together, as one process holding every gradient would see."""
-    grads = [p.grad for p in params if p.grad is not None]
+def total_grad_norm(
+    params: Iterable[torch.Tensor],
+    *,
+    groups: Sequence[Any] = (),
+    exclude: Collection[int] = (),
+) -> torch.Tensor:
+    """The 2-norm of all gradients together, as one process holding every gradient would see.
+
+    Pipeline parallelism: `groups` (the "pp" group) sum the squares over ranks that hold
+    different parameters; `exclude` holds the ids of parameters counted elsewhere (the last
+    stage's copy of a tied embedding).
+    """
+    grads = [p.grad for p in params if p.grad is not None and id(p) not in exclude]
     squares = _local_square_sums(grads)
+    if groups:
+        if squares is None:
+            squares = torch.zeros((), dtype=torch.float32)
+        if dist.get_backend() == "nccl" and not squares.is_cuda:
+            squares = squares.cuda()
+        for group in groups:
+            dist.all_reduce(squares, group=group)
     if squares is None:
         return torch.zeros(())
     return squares.sqrt()
 
 
-def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float, **norm_kw: Any) -> torch.Tensor:
     """Scale gradients so their global norm is at most `max_norm`; returns the norm before.
 
     As torch's clip_grad_norm_: coefficient max_norm / (norm + 1e-6), clamped to 1; a
     non-finite norm leaves the gradients as they are (the step is skipped by the caller).
     """
     params = list(params)
-    norm = total_grad_norm(params)
+    norm = total_grad_norm(params, **norm_kw)
     value = float(norm)
     if max_norm > 0 and math.isfinite(value):
         coef = min(1.0, max_norm / (value + 1e-6))
@@ -71,14 +89,16 @@ def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Ten
     return norm
 
 
-def clip_grad_norm_on_device(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+def clip_grad_norm_on_device(
+    params: Iterable[torch.Tensor], max_norm: float, **norm_kw: Any
+) -> torch.Tensor:
     """`clip_grad_norm` without reading the norm on the host: the coefficient is a tensor.
 
     Same rule (max_norm / (norm + 1e-6), at most 1; a non-finite norm leaves the gradients
     as they are), computed on the gradients' device, so the step does not wait for the GPU.
     """
     params = list(params)
-    norm = total_grad_norm(params)
+    norm = total_grad_norm(params, **norm_kw)
     if max_norm > 0:
         coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
         coef = torch.where(torch.isfinite(norm), coef, torch.ones_like(coef))

@@ -92,17 +92,13 @@ class ParallelDims:
         """The layout for `world_size` processes; a ConfigError names what does not fit."""
         p = cfg.parallel
         tp, pp = p.tensor_parallel_size, p.pipe_parallel_size
-        if pp > 1:
-            raise ConfigError(
-                f"{_src(cfg, None, 'parallel.pipe_parallel_size', 'pipe_parallel_size')} = {pp}: "
-                "pipeline parallelism is not yet supported by neox"
-            )
         if world_size < 1:
             raise ConfigError(f"world size {world_size} must be positive")
         if world_size % (tp * pp):
             raise ConfigError(
                 f"world size {world_size} is not divisible by model_parallel_size x "
-                f"pipe_parallel_size = {tp} x {pp} "
+                f"pipe_parallel_size = {tp} x {pp}: the layout pipe x data x model parallel "
+                f"must multiply to the world size "
                 f"({_src(cfg, None, 'parallel.tensor_parallel_size', 'model_parallel_size')})"
             )
         dp = world_size // (tp * pp)
@@ -113,7 +109,11 @@ class ParallelDims:
                 f"{world_size} / (model_parallel_size {tp} x pipe_parallel_size {pp}) = {dp}"
             )
         check_model_split(cfg)
+        from neox_core.distributed.pipeline_partition import check_pipeline
+
+        check_pipeline(cfg)
         return cls(dp=dp, tp=tp, pp=pp)
 
     def describe(self) -> str:
-        return f"world {self.world_size} = data-parallel {self.dp} x tensor-parallel {self.tp}"
+        text = f"world {self.world_size} = data-parallel {self.dp} x tensor-parallel {self.tp}"
+        return text + (f" x pipeline-parallel {self.pp}" if self.pp > 1 else "")

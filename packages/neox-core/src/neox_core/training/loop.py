@@ -62,6 +62,7 @@ class Loop:
     harness: Callable[[int], None] | None = None
     # time this many first steps and log them (2 when compiled: compilation, then a plain step)
     timed_first_steps: int = 0
+    pipeline: object = None  # distributed.pipeline.Pipeline: per-stage times at each log
 
 
 def _sync(device: torch.device) -> None:
@@ -268,3 +269,7 @@ def _log_interval(
     )
     stats.reset()
     interval_metrics.clear()
+    if loop.pipeline is not None:
+        from neox_core.distributed.pipeline import log_stage_times
+
+        log_stage_times(loop.pipeline, loop.log, loop.trackers, p.iteration)

@@ -94,21 +94,22 @@ def _all_reduce_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def _reduce_mean(launch: LaunchEnv) -> Callable[[float], float]:
-    """The mean over all ranks (TP ranks hold the same value, so it is the data-parallel mean)."""
+def _reduce_mean(launch: LaunchEnv, pp: int = 1) -> Callable[[float], float]:
+    """The mean over all ranks (TP ranks hold the same value, so it is the data-parallel mean;
+    under pipeline parallelism only the last stage's ranks hold a loss, the others 0)."""
     if not launch.distributed:
         return lambda x: x
-    return lambda x: _all_reduce_sum([x])[0] / launch.world_size
+    return lambda x: _all_reduce_sum([x])[0] / (launch.world_size // pp)
 
 
-def _reduce_step(launch: LaunchEnv) -> Callable[[float, bool], tuple[float, bool]]:
+def _reduce_step(launch: LaunchEnv, pp: int = 1) -> Callable[[float, bool], tuple[float, bool]]:
     """The step's mean loss and whether any rank was asked to stop, in one all-reduce."""
     if not launch.distributed:
         return lambda loss, stop: (loss, stop)
 
     def reduce(loss: float, stop: bool) -> tuple[float, bool]:
         total, stops = _all_reduce_sum([loss, float(stop)])  # any rank's 1 makes it positive
-        return total / launch.world_size, stops > 0
+        return total / (launch.world_size // pp), stops > 0
 
     return reduce
 
@@ -213,8 +214,10 @@ def resolve_objective(cfg: NeoxConfig, dims: ParallelDims) -> TrainImpl | None:
 class ParallelModel:
     module: torch.nn.Module  # parameters as the checkpoints name them (DTensors under TP/ZeRO)
     trained: torch.nn.Module  # what the loop calls: `module`, or its DDP wrapper
-    mesh: Any  # DeviceMesh ("dp", "tp"), None in a single process
+    mesh: Any  # DeviceMesh ("dp", "tp") or ("pp", "dp", "tp"), None in a single process
     dims: ParallelDims
+    pipeline: Any = None  # distributed.pipeline.Pipeline when pipe_parallel_size > 1
+    n_params: int | None = None  # the whole model's parameters (a pipeline rank holds a part)
 
 
 def build_parallel_model(
@@ -239,6 +242,8 @@ def build_parallel_model(
         from neox_core.distributed.mesh import build_mesh
 
         mesh = build_mesh(dims, device.type)
+    if dims.pp > 1:
+        return _build_pipeline_model(cfg, dims, model, mesh, device, log)
     trained = parallelize(model, mesh, cfg, device)
     log(describe_speed_settings(cfg, device))
     if mesh is None:
@@ -251,6 +256,25 @@ def build_parallel_model(
         + (", CPU offload" if (p.offload_optimizer or p.offload_param) else "")
     )
     return ParallelModel(model, trained, mesh, dims)
+
+
+def _build_pipeline_model(cfg, dims, model, mesh, device, log) -> ParallelModel:
+    """Pipeline parallelism: this rank's stages of the model (distributed/pipeline.py)."""
+    from neox_core.distributed.pipeline import build_pipeline
+    from neox_core.training.throughput import non_embedding_params
+
+    n_params = non_embedding_params(model, tied_embeddings=cfg.model.tie_embeddings)
+    pipe = build_pipeline(model, mesh, cfg, device)
+    log(describe_speed_settings(cfg, device))
+    p = cfg.parallel
+    log(
+        f" > parallel: {dims.describe()}, ZeRO stage {p.zero_stage}, pipe_schedule "
+        f"{p.pipe_schedule}, {pipe.n_microbatches} micro batches, partition "
+        f"{p.pipe_partition_method}"
+    )
+    for line in pipe.describe():
+        log(f" > {line}")
+    return ParallelModel(pipe.module, pipe.module, mesh, dims, pipe, n_params)
 
 
 def describe_speed_settings(cfg: NeoxConfig, device: torch.device) -> str:
@@ -518,7 +542,7 @@ def build_loop(
 
     # model FLOPs of the whole model (DTensor numel is the global size) per iteration; the
     # log line divides by the world size: TFLOPS and MFU per GPU under any layout
-    n_flops = non_embedding_params(model.module, tied_embeddings=m.tie_embeddings)
+    n_flops = model.n_params or non_embedding_params(model.module, tied_embeddings=m.tie_embeddings)
     per_token = flops_per_token(n_flops, m.num_layers, m.hidden_size, cfg.data.seq_length)
     device = checkpointer.device or torch.device("cpu")
     return Loop(
@@ -526,7 +550,7 @@ def build_loop(
         optimizer=opt.optimizer,
         schedule=opt.schedule,
         scaler=opt.scaler,
-        settings=build_step_settings(cfg, device, launch.distributed, log, impl),
+        settings=build_step_settings(cfg, device, launch.distributed, log, impl, model.pipeline),
         train_data=data.train,
         valid_data=data.valid,
         progress=progress,
@@ -544,8 +568,9 @@ def build_loop(
         trackers=trackers,
         stop=stop,
         save=save if ck.save else None,
-        reduce_mean=_reduce_mean(launch),
-        reduce_step=_reduce_step(launch),
+        reduce_mean=_reduce_mean(launch, model.dims.pp),
+        reduce_step=_reduce_step(launch, model.dims.pp),
+        pipeline=model.pipeline,
         log=log,
         harness=build_training_harness(
             cfg,
@@ -560,7 +585,12 @@ def build_loop(
 
 
 def build_step_settings(
-    cfg: NeoxConfig, device: torch.device, distributed: bool, log: Log, impl: TrainImpl | None
+    cfg: NeoxConfig,
+    device: torch.device,
+    distributed: bool,
+    log: Log,
+    impl: TrainImpl | None,
+    pipeline: Any = None,
 ) -> StepSettings:
     """How `train_step` runs: precision, accumulation, clipping, attention kernel, host syncs."""
     t, m = cfg.training, cfg.model
@@ -582,6 +612,7 @@ def build_step_settings(
         # one process: results stay on the GPU between log intervals (see step.py); with
         # several, each step's loss and stop flag are all-reduced on the host as before
         defer_sync=not distributed,
+        pipeline=pipeline,
     )
 
 

@@ -89,6 +89,8 @@ class StepSettings:
     attention_backends: list[Any] = field(default_factory=list)
     # keep the step's results on the device where that is exact (see the module docstring)
     defer_sync: bool = False
+    # pipeline parallelism: a distributed.pipeline.Pipeline runs forward and backward
+    pipeline: Any = None
 
 
 def can_defer(
@@ -131,6 +133,20 @@ def micro_batch_loss(
     return lm_loss(model, make_batch(sample), autocast(s.precision, s.device)), {}
 
 
+class _PrecisionAndKernel(contextlib.ExitStack):
+    """autocast and the SDPA kernel choice around a pipeline schedule's forwards/backwards."""
+
+    def __init__(self, s: StepSettings) -> None:
+        super().__init__()
+        self._s = s
+
+    def __enter__(self):
+        super().__enter__()
+        self.enter_context(autocast(self._s.precision, self._s.device))
+        self.enter_context(sdpa_context(self._s.attention_backends))
+        return self
+
+
 def mean_metrics(per_micro_batch: list[dict[str, float]]) -> dict[str, float]:
     """Each metric's mean over the micro-batches that reported it."""
     sums: dict[str, list[float]] = {}
@@ -159,7 +175,12 @@ def train_step(
     scale = scaler.scale if scaler is not None else 1.0
     optimizer.zero_grad(set_to_none=True)
     losses, metrics = [], []
-    for i, sample in enumerate(_micro_batches(data, gas, s.device)):
+    norm_kw = {}
+    if s.pipeline is not None:  # the schedule runs every micro batch (losses on the last stage)
+        ctx = _PrecisionAndKernel(s)
+        losses = s.pipeline.forward_backward(list(_micro_batches(data, gas, s.device)), scale, ctx)
+        norm_kw = s.pipeline.norm_kwargs()
+    for i, sample in enumerate(_micro_batches(data, gas if s.pipeline is None else 0, s.device)):
         sync = getattr(model, "no_sync", None)
         ctx = sync() if sync is not None and i < gas - 1 else contextlib.nullcontext()
         with ctx, sdpa_context(s.attention_backends):
@@ -182,7 +203,11 @@ def train_step(
         grad_pct_zeros=s.log_grad_pct_zeros,
     )
     # the norm of the whole model's gradient on every rank, also when TP/ZeRO shard them
-    norm = clip_grad_norm(params, s.clip_grad) if s.clip_grad > 0 else total_grad_norm(params)
+    norm = (
+        clip_grad_norm(params, s.clip_grad, **norm_kw)
+        if s.clip_grad > 0
+        else total_grad_norm(params, **norm_kw)
+    )
     grad_norm = float(norm)
     loss_ok, grads_ok = math.isfinite(loss_value), math.isfinite(grad_norm)
     if s.precision == "fp16" and scaler is not None:
@@ -248,7 +273,12 @@ def evaluate_with_metrics(
     model.eval()
     try:
         losses, metrics = [], []
-        for sample in _micro_batches(data, eval_iters * s.gradient_accumulation_steps, s.device):
+        n = eval_iters * s.gradient_accumulation_steps
+        if s.pipeline is not None:
+            batches = list(_micro_batches(data, n, s.device))
+            losses = s.pipeline.eval_losses(batches, _PrecisionAndKernel(s))
+            n = 0
+        for sample in _micro_batches(data, n, s.device):
             with sdpa_context(s.attention_backends):
                 loss, micro_metrics = micro_batch_loss(model, sample, s)
             losses.append(loss)

@@ -1,0 +1,248 @@
+"""Pipeline parallelism (issue 18) through the real `neox-train` on CPU (gloo, fp32).
+
+Several layouts run in one torchrun launch (`workers/pp_train.py`) so torch's import and the
+process start are paid once (CI budget). Each is compared with one process training the same
+global batch: losses and gradient norms within 1e-5 relative over 10 steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neox_core.config import ConfigError, load_config
+from neox_core.distributed.pipeline_partition import partition_layers, stage_splits
+from neox_core.training.run import main_train
+from neox_data.indexed_dataset import write_dataset
+
+WORKER = Path(__file__).parent / "workers" / "pp_train.py"
+STEP = re.compile(r"iteration\s+(\d+)/\s*\d+ \|.* lm_loss: ([0-9.E+-]+) \|.*")
+RUN = re.compile(r"^=== RUN (\S+) rc=(\d+)$", re.M)
+
+BASE = {
+    "split": "90,10,0", "vocab_size": 96, "make_vocab_size_divisible_by": 64, "num-workers": 0,
+    "num-layers": 3, "hidden-size": 32, "num-attention-heads": 4, "seq-length": 32,
+    "max-position-embeddings": 32, "pos-emb": "rotary", "rotary-pct": 0.5,
+    "no-weight-tying": False, "hidden-dropout": 0.0,
+    "optimizer": {"type": "Adam", "params": {"lr": 0.003, "betas": [0.9, 0.95], "eps": 1.0e-8}},
+    "min_lr": 0.0003, "lr-decay-style": "cosine", "warmup": 0.1, "weight-decay": 0.1,
+    "gradient_clipping": 1.0, "train_batch_size": 4, "train_micro_batch_size_per_gpu": 1,
+    "train-iters": 10, "seed": 5, "eval-interval": 10, "eval-iters": 1, "log-interval": 1,
+    "log_grad_norm": False,
+}  # fmt: skip
+
+
+def _write(path: Path, keys: dict) -> str:
+    path.write_text(json.dumps(keys))
+    return str(path)
+
+
+def _data(tmp: Path) -> str:
+    rng = np.random.default_rng(0)
+    docs = []
+    for _ in range(120):
+        start, step, n = rng.integers(0, 96), rng.integers(1, 5), rng.integers(10, 60)
+        docs.append(((start + step * np.arange(n)) % 96).astype(np.uint16))
+    write_dataset(tmp / "corpus_text_document", docs, np.uint16)
+    return str(tmp / "corpus_text_document")
+
+
+def _losses(out: str) -> dict[int, float]:
+    return {int(m.group(1)): float(m.group(2)) for m in STEP.finditer(out)}
+
+
+def _runs(out: str) -> dict[str, str]:
+    """Each run's stdout (rank 0), by the name given to the worker."""
+    parts, start = {}, 0
+    for m in RUN.finditer(out):
+        assert m.group(2) == "0", out[start : m.end()][-3000:]
+        parts[m.group(1)] = out[start : m.start()]
+        start = m.end()
+    return parts
+
+
+def _single(cfg: list[str], capsys) -> dict[int, float]:
+    assert main_train(load_config(cfg)) == 0
+    losses = _losses(capsys.readouterr().out)
+    assert sorted(losses) == list(range(1, 11))
+    return losses
+
+
+def _close(got: dict[int, float], want: dict[int, float], steps=range(1, 11)) -> float:
+    worst = 0.0
+    for i in steps:
+        assert got[i] == pytest.approx(want[i], rel=1e-5), (i, got[i], want[i])
+        worst = max(worst, abs(got[i] - want[i]) / abs(want[i]))
+    return worst
+
+
+# -- fast: the partition ------------------------------------------------------------------
+
+
+def test_partition_methods_split_layers(tmp_path: Path) -> None:
+    cfg = load_config([_write(tmp_path / "a.yml", {**BASE, "data-path": "x", "num-layers": 7})])
+    m = cfg.model
+    assert partition_layers(m, 2, "type:transformer") == [(0, 4), (4, 7)]
+    assert partition_layers(m, 3, "type:transformer") == [(0, 3), (3, 5), (5, 7)]
+    # DeepSpeed's uniform over [embed, 7 layers, head]: 9 items -> 5 + 4
+    assert partition_layers(m, 2, "uniform") == [(0, 4), (4, 7)]
+    assert partition_layers(m, 4, "uniform") == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    # parameters: the embedding (96 -> 128 rows x 32) and tied head weigh about a layer each
+    spans = partition_layers(m, 2, "parameters")
+    assert spans[0][0] == 0 and spans[-1][1] == 7 and spans[0][1] == spans[1][0]
+    with pytest.raises(ConfigError, match=r"8 stages .* only num_layers = 7"):
+        partition_layers(m, 8, "type:transformer")
+    with pytest.raises(ConfigError, match=r"expected one of"):
+        partition_layers(m, 2, "type:mlp")
+    pp = _write(tmp_path / "pp.yml", {"pipe_parallel_size": 2, "gradient_accumulation_steps": 4})
+    splits = stage_splits(load_config([str(tmp_path / "a.yml"), pp]))
+    assert [(s.rank, s.start, s.stop, s.first, s.last) for s in splits] == [
+        (0, 0, 4, True, False),
+        (1, 4, 7, False, True),
+    ]
+    assert splits[0].parameters + splits[1].parameters > 0
+
+
+def test_pipeline_layout_errors(tmp_path: Path, monkeypatch, capsys) -> None:
+    base = _write(tmp_path / "a.yml", {**BASE, "data-path": "x"})
+    few = _write(tmp_path / "few.yml", {"pipe_parallel_size": 4, "gradient_accumulation_steps": 2})
+    with pytest.raises(ConfigError, match=r"4 stages .* only num_layers = 3"):
+        load_config([base, few])
+    mb = _write(tmp_path / "mb.yml", {"pipe_parallel_size": 2, "train_batch_size": 1})
+    with pytest.raises(ConfigError, match=r"1f1b with pipe_parallel_size = 2 needs at least 2"):
+        load_config([base, mb])
+    inter = _write(
+        tmp_path / "i.yml",
+        {"pipe_parallel_size": 2, "pipe_schedule": "interleaved_1f1b", "pipe_virtual_stages": 2},
+    )
+    with pytest.raises(ConfigError, match=r"4 stages .* only num_layers = 3"):
+        load_config([base, inter])
+    # the layout must multiply to the world size: 3 processes cannot hold PP 2
+    pp = _write(tmp_path / "pp.yml", {"pipe_parallel_size": 2})
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert main_train(load_config([base, pp])) == 2
+    assert "world size 3 is not divisible by model_parallel_size x pipe_parallel_size" in (
+        capsys.readouterr().err
+    )
+
+
+# -- slow: training parity, tied embeddings, checkpoints ---------------------------------
+
+
+@pytest.mark.slow
+def test_pp2_schedules_and_checkpoints_match_one_process(tmp_path: Path, torchrun, capsys) -> None:
+    data = _data(tmp_path)
+    base = _write(tmp_path / "base.yml", {**BASE, "data-path": data})
+    four = _write(tmp_path / "four.yml", {"num-layers": 4})
+
+    def layout(name: str, **keys) -> str:
+        return _write(tmp_path / f"{name}.yml", keys)
+
+    ref_dir = tmp_path / "ref"
+    ref = _single([base, layout("ref_save", save=str(ref_dir), checkpoint_factor=5)], capsys)
+    ref4 = _single([base, four], capsys)
+
+    pp2 = {"pipe_parallel_size": 2}
+    pp_dir = tmp_path / "pp2"
+    runs = {
+        # 3 layers: 2 + 1 per stage (uneven), tied embedding split over the stages
+        "1f1b": [base, layout("a", **pp2, save=str(pp_dir), checkpoint_factor=5)],
+        "gpipe": [base, layout("b", **pp2, pipe_schedule="gpipe")],
+        "interleaved": [
+            base,
+            four,
+            layout("d", **pp2, pipe_schedule="interleaved_1f1b", pipe_virtual_stages=2),
+        ],
+        # resume at PP 2 from its own step 5, and at PP 2 from one process's step 5
+        "resume": [base, layout("e", **pp2, load=str(pp_dir), iteration=5)],
+        "from_pp1": [base, layout("f", **pp2, load=str(ref_dir), iteration=5)],
+    }
+    args = [f"{name}={','.join(files)}" for name, files in runs.items()]
+    run = torchrun(WORKER, 2, *args, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    out = _runs(run.stdout)
+    assert set(out) == set(runs)
+    assert "pipeline stage 0 (pipe rank 0): embedding, layers 0-1" in out["1f1b"]
+    assert "pipeline stage 1 (pipe rank 1): layer 2, final norm, head, loss" in out["1f1b"]
+    assert "pipeline stage 3 (pipe rank 1): layer 3, final norm, head, loss" in out["interleaved"]
+    assert re.search(r"> pipeline \(1f1b\): stage 0: [0-9.]+ ms, bubble", out["1f1b"])
+    deltas = {
+        name: _close(_losses(out[name]), ref4 if name == "interleaved" else ref)
+        for name in ("1f1b", "gpipe", "interleaved")
+    }
+    with capsys.disabled():
+        print("\nrelative loss deltas vs one process:", deltas)
+    # tied embeddings: the first and last stage's copies equal after every step
+    tied = dict(re.findall(r"^TIED (\S+) (\S+)$", run.stdout, re.M))
+    assert float(tied["1f1b"]) == 0.0 and float(tied["gpipe"]) == 0.0
+    # exact resume at the same layout; PP 1 -> PP 2 reshards on load
+    resumed = _losses(out["resume"])
+    assert sorted(resumed) == list(range(6, 11))
+    for i in range(6, 11):
+        assert resumed[i] == pytest.approx(_losses(out["1f1b"])[i], rel=1e-6)
+    _close(_losses(out["from_pp1"]), ref, range(6, 11))
+    manifest = json.loads((pp_dir / "global_step5" / "manifest.json").read_text())
+    assert manifest["parallel"]["pipe_parallel_size"] == 2
+    assert (pp_dir / "global_step5" / "model_tp00_pp01.safetensors").is_file()
+    # PP 2 -> PP 1: one process continues the pipelined run's checkpoint
+    back = _single_from(base, layout("g", load=str(pp_dir), iteration=5), capsys=capsys)
+    _close(back, ref, range(6, 11))
+
+
+def _single_from(*cfg: str, capsys) -> dict[int, float]:
+    assert main_train(load_config(list(cfg))) == 0
+    losses = _losses(capsys.readouterr().out)
+    assert sorted(losses) == list(range(6, 11))
+    return losses
+
+
+@pytest.mark.slow
+def test_pp2_with_tp2_and_dp2_match_one_process(tmp_path: Path, torchrun, capsys) -> None:
+    data = _data(tmp_path)
+    base = _write(tmp_path / "base.yml", {**BASE, "data-path": data, "train-iters": 10})
+    ref = _single([base], capsys)
+    runs = {
+        "pp2_tp2": [
+            base,
+            _write(tmp_path / "a.yml", {"pipe_parallel_size": 2, "model-parallel-size": 2}),
+        ],
+        "pp2_dp2_zero1": [
+            base,
+            _write(
+                tmp_path / "b.yml",
+                {"pipe_parallel_size": 2, "zero_optimization": {"stage": 1}},
+            ),
+        ],
+    }
+    args = [f"{name}={','.join(files)}" for name, files in runs.items()]
+    run = torchrun(WORKER, 4, *args, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    out = _runs(run.stdout)
+    deltas = {name: _close(_losses(out[name]), ref) for name in runs}
+    with capsys.disabled():
+        print("\nrelative loss deltas vs one process:", deltas)
+    assert "data-parallel 2 x tensor-parallel 1 x pipeline-parallel 2" in out["pp2_dp2_zero1"]
+    tied = dict(re.findall(r"^TIED (\S+) (\S+)$", run.stdout, re.M))
+    assert all(float(v) == 0.0 for v in tied.values())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("NEOX_TEST_8PROC") != "1", reason="set NEOX_TEST_8PROC=1")
+def test_pp2_tp2_dp2_eight_processes(tmp_path: Path, torchrun, capsys) -> None:
+    data = _data(tmp_path)
+    base = _write(tmp_path / "base.yml", {**BASE, "data-path": data, "train_batch_size": 8})
+    ref = _single([base], capsys)
+    lay = _write(
+        tmp_path / "l.yml",
+        {"pipe_parallel_size": 2, "model-parallel-size": 2, "zero_optimization": {"stage": 1}},
+    )
+    run = torchrun(WORKER, 8, f"pp2tp2dp2={base},{lay}", timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    _close(_losses(_runs(run.stdout)["pp2tp2dp2"]), ref)
