@@ -140,7 +140,12 @@ def test_pipeline_layout_errors(tmp_path: Path, monkeypatch, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_pp2_schedules_and_checkpoints_match_one_process(tmp_path: Path, torchrun, capsys) -> None:
+def test_pp2_layouts_schedules_and_checkpoints_match_one_process(
+    tmp_path: Path, torchrun, capsys
+) -> None:
+    """One 4-process launch (CI budget: one start-up for every layout): PP2 x DP2 with 1F1B
+    (DDP), GPipe (ZeRO 1) and interleaved 1F1B; PP2 x TP2; exact resume at PP2 x DP2; PP1 ->
+    PP2 x DP2; then PP2 x DP2 -> PP1 in this process."""
     data = _data(tmp_path)
     base = _write(tmp_path / "base.yml", {**BASE, "data-path": data})
     four = _write(tmp_path / "four.yml", {"num-layers": 4})
@@ -156,47 +161,55 @@ def test_pp2_schedules_and_checkpoints_match_one_process(tmp_path: Path, torchru
     pp_dir = tmp_path / "pp2"
     runs = {
         # 3 layers: 2 + 1 per stage (uneven), tied embedding split over the stages
-        "1f1b": [base, layout("a", **pp2, save=str(pp_dir), checkpoint_factor=5)],
-        "gpipe": [base, layout("b", **pp2, pipe_schedule="gpipe")],
-        "interleaved": [
+        "1f1b_dp2": [base, layout("a", **pp2, save=str(pp_dir), checkpoint_factor=5)],
+        "gpipe_dp2_zero1": [
+            base,
+            layout("b", **pp2, pipe_schedule="gpipe", zero_optimization={"stage": 1}),
+        ],
+        "interleaved_dp2": [
             base,
             four,
-            layout("d", **pp2, pipe_schedule="interleaved_1f1b", pipe_virtual_stages=2),
+            layout("c", **pp2, pipe_schedule="interleaved_1f1b", pipe_virtual_stages=2),
         ],
-        # resume at PP 2 from its own step 5, and at PP 2 from one process's step 5
+        "1f1b_tp2": [base, layout("d", **pp2, **{"model-parallel-size": 2})],
+        # resume at PP2 x DP2 from its own step 5, and from one process's step 5
         "resume": [base, layout("e", **pp2, load=str(pp_dir), iteration=5)],
         "from_pp1": [base, layout("f", **pp2, load=str(ref_dir), iteration=5)],
     }
     args = [f"{name}={','.join(files)}" for name, files in runs.items()]
-    run = torchrun(WORKER, 2, *args, timeout=600)
+    run = torchrun(WORKER, 4, *args, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     out = _runs(run.stdout)
     assert set(out) == set(runs), re.findall(r".*=== RUN.*", run.stdout)
-    assert "pipeline stage 0 (pipe rank 0): embedding, layers 0-1" in out["1f1b"]
-    assert "pipeline stage 1 (pipe rank 1): layer 2, final norm, head, loss" in out["1f1b"]
-    assert "pipeline stage 3 (pipe rank 1): layer 3, final norm, head, loss" in out["interleaved"]
-    assert re.search(r"> pipeline \(1f1b\): stage 0: [0-9.]+ ms, bubble", out["1f1b"])
+    first = out["1f1b_dp2"]
+    assert "data-parallel 2 x tensor-parallel 1 x pipeline-parallel 2" in first
+    assert "pipeline stage 0 (pipe rank 0): embedding, layers 0-1" in first
+    assert "pipeline stage 1 (pipe rank 1): layer 2, final norm, head, loss" in first
+    assert "stage 3 (pipe rank 1): layer 3, final norm, head, loss" in out["interleaved_dp2"]
+    assert "data-parallel 1 x tensor-parallel 2 x pipeline-parallel 2" in out["1f1b_tp2"]
+    assert re.search(r"> pipeline \(1f1b\): stage 0: [0-9.]+ ms, bubble", first)
     deltas = {
-        name: _close(_losses(out[name]), ref4 if name == "interleaved" else ref)
-        for name in ("1f1b", "gpipe", "interleaved")
+        name: _close(_losses(out[name]), ref4 if name.startswith("interleaved") else ref)
+        for name in ("1f1b_dp2", "gpipe_dp2_zero1", "interleaved_dp2", "1f1b_tp2")
     }
-    with capsys.disabled():
-        print("\nrelative loss deltas vs one process:", deltas)
-    # tied embeddings: the first and last stage's copies equal after every step
-    tied = dict(TIED.findall(run.stdout))
-    assert float(tied["1f1b"]) == 0.0 and float(tied["gpipe"]) == 0.0
-    # exact resume at the same layout; PP 1 -> PP 2 reshards on load
+    # tied embeddings: the first and last stage's copies are equal after every step
+    tied = TIED.findall(run.stdout)
+    assert {name for name, _ in tied} == set(runs)
+    assert all(float(diff) == 0.0 for _, diff in tied), tied
+    # exact resume at the same layout; PP 1 -> PP 2 x DP 2 reshards on load
     resumed = _losses(out["resume"])
     assert sorted(resumed) == list(range(6, 11))
     for i in range(6, 11):
-        assert resumed[i] == pytest.approx(_losses(out["1f1b"])[i], rel=1e-6)
-    _close(_losses(out["from_pp1"]), ref, range(6, 11))
+        assert resumed[i] == pytest.approx(_losses(first)[i], rel=1e-6)
+    deltas["from_pp1"] = _close(_losses(out["from_pp1"]), ref, range(6, 11))
     manifest = json.loads((pp_dir / "global_step5" / "manifest.json").read_text())
     assert manifest["parallel"]["pipe_parallel_size"] == 2
     assert (pp_dir / "global_step5" / "model_tp00_pp01.safetensors").is_file()
-    # PP 2 -> PP 1: one process continues the pipelined run's checkpoint
+    # PP 2 x DP 2 -> PP 1: one process continues the pipelined run's checkpoint
     back = _single_from(base, layout("g", load=str(pp_dir), iteration=5), capsys=capsys)
-    _close(back, ref, range(6, 11))
+    deltas["to_pp1"] = _close(back, ref, range(6, 11))
+    with capsys.disabled():
+        print("\nrelative loss deltas vs one process:", deltas)
 
 
 def _single_from(*cfg: str, capsys) -> dict[int, float]:
@@ -204,36 +217,6 @@ def _single_from(*cfg: str, capsys) -> dict[int, float]:
     losses = _losses(capsys.readouterr().out)
     assert sorted(losses) == list(range(6, 11))
     return losses
-
-
-@pytest.mark.slow
-def test_pp2_with_tp2_and_dp2_match_one_process(tmp_path: Path, torchrun, capsys) -> None:
-    data = _data(tmp_path)
-    base = _write(tmp_path / "base.yml", {**BASE, "data-path": data, "train-iters": 10})
-    ref = _single([base], capsys)
-    runs = {
-        "pp2_tp2": [
-            base,
-            _write(tmp_path / "a.yml", {"pipe_parallel_size": 2, "model-parallel-size": 2}),
-        ],
-        "pp2_dp2_zero1": [
-            base,
-            _write(
-                tmp_path / "b.yml",
-                {"pipe_parallel_size": 2, "zero_optimization": {"stage": 1}},
-            ),
-        ],
-    }
-    args = [f"{name}={','.join(files)}" for name, files in runs.items()]
-    run = torchrun(WORKER, 4, *args, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    out = _runs(run.stdout)
-    deltas = {name: _close(_losses(out[name]), ref) for name in runs}
-    with capsys.disabled():
-        print("\nrelative loss deltas vs one process:", deltas)
-    assert "data-parallel 2 x tensor-parallel 1 x pipeline-parallel 2" in out["pp2_dp2_zero1"]
-    tied = dict(TIED.findall(run.stdout))
-    assert all(float(v) == 0.0 for v in tied.values())
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -52,9 +53,10 @@ def main() -> int:
     for spec in sys.argv[1:]:
         name, files = spec.split("=", 1)
         _tied_diff[0] = -1.0
+        start = time.perf_counter()
         rc = main_train(load_config(files.split(",")))
         if int(os.environ.get("RANK", "0")) == 0:
-            print(f"=== RUN {name} rc={rc}", flush=True)
+            print(f"=== RUN {name} rc={rc} ({time.perf_counter() - start:.1f} s)", flush=True)
         if _tied_diff[0] >= 0:
             print(f"TIED {name} {_tied_diff[0]:.3e}", flush=True)
         worst = max(worst, rc)

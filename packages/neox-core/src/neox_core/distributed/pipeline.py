@@ -319,7 +319,15 @@ def build_pipeline(
         apply_activation_checkpointing(sm, mode)
         if compile_enabled(cfg.training.compile, device):
             apply_compile(sm)
-        trained = apply_data_parallel(sm, mesh["dp"], p, device)
+        if p.zero_stage == 0 and mesh["dp"].size() > 1:
+            # ZeRO 0: torch's DDP under a pipeline schedule hangs after the first step here
+            # (gloo, torch 2.15); the hook-based all-reduce-mean is exact and simple (it
+            # averages after every micro batch's backward: more traffic than DDP's once)
+            from neox_core.distributed.data_parallel import ReplicatedGradSync
+
+            trained = ReplicatedGradSync(sm, mesh["dp"].get_group())
+        else:
+            trained = apply_data_parallel(sm, mesh["dp"], p, device)
         stage = PipelineStage(trained, split.stage, len(splits), device, group=pipe.pp_group)
         stage.forward_one_chunk = _timed(pipe, stage.forward_one_chunk)
         stage.backward_one_chunk = _timed(pipe, stage.backward_one_chunk)
