@@ -127,3 +127,29 @@ def test_neox_fused_ops_narrows_fusion_to_the_kinds_named(make_llama, monkeypatc
     monkeypatch.setenv("NEOX_FUSED_OPS", "norm,attention")
     with pytest.raises(ValueError, match=r"NEOX_FUSED_OPS.*attention"):
         fused_ops._ops_from_env()
+
+
+def _fused_kinds_seen(compiled: bool) -> set[str]:
+    """The op kinds `use_fused` grants on CPU (fusion forced), in eager code or traced by
+    torch.compile (the eager backend: Dynamo's tracing is what `is_compiling` reports)."""
+
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(
+            [x.sum() * fused_ops.use_fused(True, x, kind=k) for k in fused_ops.OP_KINDS]
+        )
+
+    torch._dynamo.reset()
+    fn = torch.compile(probe, backend="eager", fullgraph=True) if compiled else probe
+    with fused_ops.force_fusion_on_cpu():
+        granted = fn(torch.ones(2))
+    return {kind for kind, g in zip(fused_ops.OP_KINDS, granted.tolist(), strict=True) if g}
+
+
+def test_compiled_steps_keep_norms_plain_unless_neox_fused_ops_names_them(monkeypatch) -> None:
+    assert _fused_kinds_seen(compiled=False) == set(fused_ops.OP_KINDS)
+    assert _fused_kinds_seen(compiled=True) == set(fused_ops.OP_KINDS) - {"norm"}
+    monkeypatch.setenv("NEOX_FUSED_OPS", "norm,loss")
+    monkeypatch.setattr(fused_ops, "_FUSED_KINDS", fused_ops._ops_from_env())
+    monkeypatch.setattr(fused_ops, "_FUSED_KINDS_COMPILED", fused_ops._ops_from_env(compiled=True))
+    assert _fused_kinds_seen(compiled=True) == {"norm", "loss"}
+    assert _fused_kinds_seen(compiled=False) == {"norm", "loss"}
