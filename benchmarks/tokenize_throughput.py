@@ -38,6 +38,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -395,6 +396,7 @@ class TreeMemory(threading.Thread):
 def measured(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
     """Wall seconds (start-up included) and peak memory of a command and its children."""
     with open(log, "w") as out:
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         mem = TreeMemory(proc.pid)
@@ -402,6 +404,10 @@ def measured(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]
         rc = proc.wait()
         dt = time.perf_counter() - t
         mem.stop()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the command and every process it waited for (its workers): on a
+    # shared machine tokens per CPU-second stays comparable when wall time does not
+    cpu_s = (after.ru_utime + after.ru_stime) - (cpu.ru_utime + cpu.ru_stime)
     if rc != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({rc}); see {log}:\n{log.read_text()[-3000:]}")
     return {
@@ -410,6 +416,7 @@ def measured(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]
         "peak_rss_one_mb": mem.peak_rss_kb / 1024,
         "peak_rss_sum_mb": mem.peak_rss_sum_kb / 1024,
         "processes": mem.peak_procs,
+        "cpu_s": cpu_s,
     }
 
 
@@ -566,7 +573,10 @@ def print_scaling(
         # the main process serves all workers: it caps the run once workers x the per-worker
         # rate reaches what it handles per CPU-second (start-up included, so a lower bound)
         cap = (r["mb"] / st["main_cpu"]) / (r["mb"] / st["tokenize"])
-        print(f"main process saturates at about {cap:,.0f} workers (at {w} workers' rates)")
+        print(
+            f"main process saturates at about {cap:,.0f} workers (its CPU per MB at {w} "
+            "workers, start-up included: a lower bound)"
+        )
     print(
         f"\n## Scaling: corpus {size:.0f} MB ({docs:,} documents); {cpu_topology()}; "
         f"load average {os.getloadavg()[0]:.1f}; one tokenizer thread per worker; wall time "
@@ -575,7 +585,8 @@ def print_scaling(
     print(
         "efficiency = tokens/s / (workers x tokens/s of 1 worker); peak PSS = all processes "
         "(shared pages split fairly); sum RSS = peak of the processes' RSS added up (counts "
-        "shared pages once per process); max RSS = the largest single process"
+        "shared pages once per process); max RSS = the largest single process; tok/CPU-s = "
+        "tokens per CPU-second of all its processes (start-up included)"
     )
     if ceiling:
         print(
@@ -585,7 +596,7 @@ def print_scaling(
     print(
         f"{'run':<30} {'workers':>7} {'MB':>5} {'seconds':>8} {'tokens/s':>11} {'speed-up':>8} "
         f"{'effic.':>6} {'raw effic.':>10} {'of raw':>6} {'peak PSS MB':>11} {'PSS/worker':>10} "
-        f"{'sum RSS MB':>10} {'max RSS MB':>10} {'output':>16}"
+        f"{'sum RSS MB':>10} {'max RSS MB':>10} {'tok/CPU-s':>10} {'output':>16}"
     )
     raw1 = ceiling[1]["per_proc_tps"] if 1 in ceiling else None
     order = sorted(rows, key=lambda x: (x[0].startswith("GPT"), x[0] != "neox-data", x[1]))
@@ -601,7 +612,7 @@ def print_scaling(
             f"{tps / base_tps:>7.2f}x {tps / base_tps / w:>6.2f} {raw_eff:>10} {of_raw:>6} "
             f"{r['peak_pss_mb']:>11.0f} {r['peak_pss_mb'] / max(w, 1):>10.0f} "
             f"{r.get('peak_rss_sum_mb', 0):>10.0f} {r['peak_rss_one_mb']:>10.0f} "
-            f"{r['digest']:>16}"
+            f"{r['tokens'] / max(r.get('cpu_s', 0), 1e-9):>10,.0f} {r['digest']:>16}"
         )
     for name, w, r in rows:
         if r.get("workers_used", w) != w:
