@@ -464,9 +464,11 @@ def neox_run(
     return row
 
 
-def gpt_neox_run(corpus: Path, tok: Path, work: Path, workers: int, gpt_neox: Path) -> dict:
+def gpt_neox_run(
+    corpus: Path, tok: Path, work: Path, workers: int, gpt_neox: Path, python: str
+) -> dict:
     prefix = work / f"gpt-neox-w{workers}"
-    cmd = [sys.executable, str(gpt_neox / "tools" / "datasets" / "preprocess_data.py")]
+    cmd = [python, str(gpt_neox / "tools" / "datasets" / "preprocess_data.py")]
     cmd += ["--input", str(corpus), "--output-prefix", str(prefix)]
     cmd += ["--tokenizer-type", "HFTokenizer", "--vocab-file", str(tok)]
     cmd += ["--workers", str(workers), "--log-interval", "100000"]
@@ -524,7 +526,7 @@ def scaling(args: argparse.Namespace, work: Path, corpus: Path, tok: Path, start
     if args.gpt_neox:
         for w in args.gpt_neox_workers or [top]:
             try:
-                row = gpt_neox_run(corpus, tok, work, w, args.gpt_neox)
+                row = gpt_neox_run(corpus, tok, work, w, args.gpt_neox, args.gpt_neox_python)
             except SystemExit as e:  # a peer that cannot run here costs its row, not the table
                 print(f"GPT-NeoX did not run: {e}", flush=True)
                 continue
@@ -537,11 +539,14 @@ def scaling(args: argparse.Namespace, work: Path, corpus: Path, tok: Path, start
         for w in sorted(counts):
             ceiling[w] = ceiling_run(tok, corpus, w, args.ceiling_mb)
             print(f"{'tokenizer ceiling':<34} w={w:<3} {ceiling[w]['seconds']:15.1f} s", flush=True)
-    print_scaling(rows, corpus, ceiling)
+    print_scaling(rows, corpus, ceiling, tried_gpt_neox=bool(args.gpt_neox))
 
 
 def print_scaling(
-    rows: list[tuple[str, int, dict]], corpus: Path, ceiling: dict[int, dict[str, float]]
+    rows: list[tuple[str, int, dict]],
+    corpus: Path,
+    ceiling: dict[int, dict[str, float]],
+    tried_gpt_neox: bool = False,
 ) -> None:
     size = corpus.stat().st_size / 2**20
     ours = sorted(((w, r) for n, w, r in rows if n == "neox-data"), key=lambda x: x[0])
@@ -623,7 +628,8 @@ def print_scaling(
             ratio = (top_row["tokens"] / top_row["seconds"]) / (r["tokens"] / r["seconds"])
             print(f"\nneox-data vs GPT-NeoX preprocess_data.py at {top} workers: {ratio:.2f}x")
     if not any(name.startswith("GPT") for name, _, _ in rows):
-        print("\nGPT-NeoX preprocess_data.py: not run (give --gpt-neox DIR to run it)")
+        why = "it failed: see 'GPT-NeoX did not run' above" if tried_gpt_neox else "no --gpt-neox"
+        print(f"\nGPT-NeoX preprocess_data.py: not run ({why})")
     full = {r["digest"] for _, _, r in rows if abs(r["mb"] - size) < 0.5}
     print(
         "whole-corpus outputs byte-identical (neox-data any workers, GPT-NeoX):",
@@ -666,6 +672,12 @@ def main() -> None:
     )
     ap.add_argument("--gpt-neox", type=Path, help="a GPT-NeoX checkout to run side by side")
     ap.add_argument("--gpt-neox-workers", type=int, nargs="+", help="default: N")
+    ap.add_argument(
+        "--gpt-neox-python",
+        default=sys.executable,
+        help="the Python of GPT-NeoX's environment (torch, deepspeed, lm_dataformat, ftfy); "
+        "default: this one",
+    )
     ap.add_argument(
         "--compare-src",
         nargs="+",
