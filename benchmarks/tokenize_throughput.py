@@ -7,10 +7,15 @@ on its head (no network), or takes `--tokenizer`. Then, each run in a fresh proc
 Default mode (200 MB): raw `Tokenizer.encode_batch` over the texts in memory (default
 threads, and one thread) and `neox-data tokenize --workers 1 2`; tokens/s and peak RSS.
 
-`--scaling N` (400 MB or more): `neox-data tokenize` with workers N, .., 4, 2, 1, one
-tokenizer thread each, wall time with start-up; tokens/s, speed-up and efficiency against
-one single-threaded worker, peak memory of the whole process tree (summed PSS, and the
-largest single RSS), the per-stage seconds the CLI reports, and a digest of the outputs.
+`--scaling N` or `--scaling 1,2,4,8,16` (400 MB or more): `neox-data tokenize` with workers
+N, .., 4, 2, 1 (or the listed counts), one tokenizer thread each, wall time with start-up;
+tokens/s, speed-up and efficiency against one single-threaded worker, peak memory of the
+whole process tree (summed PSS, summed RSS, and the largest single RSS), the per-stage
+seconds the CLI reports (with the main process's CPU seconds and the worker count at which
+it would saturate), and a digest of the outputs. The hardware ceiling: N copies of the bare
+tokenizer encoding one in-memory sample side by side (`--ceiling-mb`, 0 skips it); their
+efficiency is what the CPUs allow any pipeline. `--corpus FILE` takes a JSONL corpus
+instead of generating one.
 `--gpt-neox DIR` runs GPT-NeoX's `tools/datasets/preprocess_data.py` from a checkout
 (outside this repo) on the same corpus and tokenizer at N workers (`--gpt-neox-workers`),
 and the digests show whether the outputs are byte-identical. `--compare-src DIR` adds an
@@ -19,7 +24,7 @@ bounds the whole run: the narrow runs, slowest last, then share a prefix of the 
 (the MB column says how much) rather than a row going missing.
 
     uv run python benchmarks/tokenize_throughput.py
-    uv run python benchmarks/tokenize_throughput.py --scaling 16 --gpt-neox ../gpt-neox
+    uv run python benchmarks/tokenize_throughput.py --scaling 1,2,4,8,16 --gpt-neox ../gpt-neox
 
 Timings on a shared machine are noisy; run it on an idle one for numbers to quote.
 """
@@ -33,6 +38,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -246,6 +252,84 @@ print(json.dumps({"seconds": dt, "tokens": res["tokens"]["text"], "rss_mb": rss,
 """
 
 
+CEILING = r"""
+import json, sys, time
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(sys.argv[1])
+with open(sys.argv[2], "rb") as fh:
+    data = fh.read(int(sys.argv[3]))
+texts = [json.loads(line)["text"] for line in data.split(b"\n")[:-1]]
+print("ready", flush=True)
+sys.stdin.readline()
+t = time.perf_counter()
+n = 0
+for i in range(0, len(texts), 512):
+    n += sum(len(e.ids) for e in tok.encode_batch_fast(texts[i:i + 512]))
+print(json.dumps({"seconds": time.perf_counter() - t, "tokens": n}), flush=True)
+"""
+
+
+def ceiling_run(tok: Path, corpus: Path, procs: int, sample_mb: float) -> dict[str, float]:
+    """`procs` processes tokenize the same in-memory sample at once, one thread each.
+
+    No reading, no parsing, no hand-off and no writing are timed: the rate is what the
+    tokenizer itself gets from the CPUs when `procs` copies run side by side, the ceiling
+    of any pipeline. Its efficiency against one process shows what the hardware allows
+    (shared caches, memory bandwidth, all-core clock, SMT siblings).
+    """
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1"}
+    args = [str(tok), str(corpus), str(int(sample_mb * 2**20))]
+    kids = [
+        subprocess.Popen(
+            [sys.executable, "-c", CEILING, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(procs)
+    ]
+    for k in kids:  # every copy has loaded its sample before any starts the clock
+        assert k.stdout is not None and k.stdout.readline().strip() == "ready"
+    for k in kids:
+        assert k.stdin is not None
+        k.stdin.write("go\n")
+        k.stdin.flush()
+    outs = [json.loads(k.communicate()[0].strip().splitlines()[-1]) for k in kids]
+    if any(k.returncode for k in kids):
+        raise SystemExit("a tokenizer ceiling process failed")
+    seconds = max(o["seconds"] for o in outs)
+    tokens = sum(o["tokens"] for o in outs)
+    return {"seconds": seconds, "tokens": tokens, "per_proc_tps": outs[0]["tokens"] / seconds}
+
+
+def cpu_topology() -> str:
+    """Logical CPUs, physical cores (distinct package/core ids) and the CPUs given to us."""
+    cores = set()
+    for d in Path("/sys/devices/system/cpu").glob("cpu[0-9]*"):
+        try:
+            pkg = (d / "topology" / "physical_package_id").read_text().strip()
+            core = (d / "topology" / "core_id").read_text().strip()
+        except OSError:
+            continue
+        cores.add((pkg, core))
+    try:
+        given = len(os.sched_getaffinity(0))
+    except AttributeError:
+        given = os.cpu_count() or 1
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    phys = f"{len(cores)} physical cores" if cores else "physical cores unknown"
+    return f"{os.cpu_count()} logical CPUs, {phys}, {given} in this process's affinity; {model}"
+
+
 def run(code: str, args: list[str], env_extra: dict[str, str]) -> dict[str, float]:
     env = {**os.environ, **env_extra}
     out = subprocess.run(
@@ -287,7 +371,7 @@ class TreeMemory(threading.Thread):
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
-        self.peak_pss_kb = self.peak_rss_kb = self.peak_procs = 0
+        self.peak_pss_kb = self.peak_rss_kb = self.peak_rss_sum_kb = self.peak_procs = 0
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -300,6 +384,7 @@ class TreeMemory(threading.Thread):
             mem = [_memory_kb(p) for p in pids]
             self.peak_pss_kb = max(self.peak_pss_kb, sum(m[0] for m in mem))
             self.peak_rss_kb = max([self.peak_rss_kb, *(m[1] for m in mem)])
+            self.peak_rss_sum_kb = max(self.peak_rss_sum_kb, sum(m[1] for m in mem))
             self.peak_procs = max(self.peak_procs, len(pids))
             self._done.wait(self.interval)
 
@@ -311,6 +396,7 @@ class TreeMemory(threading.Thread):
 def measured(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
     """Wall seconds (start-up included) and peak memory of a command and its children."""
     with open(log, "w") as out:
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         mem = TreeMemory(proc.pid)
@@ -318,13 +404,19 @@ def measured(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]
         rc = proc.wait()
         dt = time.perf_counter() - t
         mem.stop()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the command and every process it waited for (its workers): on a
+    # shared machine tokens per CPU-second stays comparable when wall time does not
+    cpu_s = (after.ru_utime + after.ru_stime) - (cpu.ru_utime + cpu.ru_stime)
     if rc != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({rc}); see {log}:\n{log.read_text()[-3000:]}")
     return {
         "seconds": dt,
         "peak_pss_mb": mem.peak_pss_kb / 1024,
         "peak_rss_one_mb": mem.peak_rss_kb / 1024,
+        "peak_rss_sum_mb": mem.peak_rss_sum_kb / 1024,
         "processes": mem.peak_procs,
+        "cpu_s": cpu_s,
     }
 
 
@@ -372,9 +464,11 @@ def neox_run(
     return row
 
 
-def gpt_neox_run(corpus: Path, tok: Path, work: Path, workers: int, gpt_neox: Path) -> dict:
+def gpt_neox_run(
+    corpus: Path, tok: Path, work: Path, workers: int, gpt_neox: Path, python: str
+) -> dict:
     prefix = work / f"gpt-neox-w{workers}"
-    cmd = [sys.executable, str(gpt_neox / "tools" / "datasets" / "preprocess_data.py")]
+    cmd = [python, str(gpt_neox / "tools" / "datasets" / "preprocess_data.py")]
     cmd += ["--input", str(corpus), "--output-prefix", str(prefix)]
     cmd += ["--tokenizer-type", "HFTokenizer", "--vocab-file", str(tok)]
     cmd += ["--workers", str(workers), "--log-interval", "100000"]
@@ -396,8 +490,8 @@ def scaling(args: argparse.Namespace, work: Path, corpus: Path, tok: Path, start
     the runs left would overrun the budget they all get the same prefix of the corpus (cut
     at a line; the table's MB column says how much), instead of a row going missing.
     """
-    top = args.scaling
-    counts = sorted({*(2**i for i in range(top.bit_length()) if 2**i <= top), top}, reverse=True)
+    counts = sorted(args.scaling, reverse=True)
+    top = counts[0]
     size = corpus.stat().st_size / 2**20
     results = work / "scaling.jsonl"
     rows: list[tuple[str, int, dict]] = []
@@ -432,7 +526,7 @@ def scaling(args: argparse.Namespace, work: Path, corpus: Path, tok: Path, start
     if args.gpt_neox:
         for w in args.gpt_neox_workers or [top]:
             try:
-                row = gpt_neox_run(corpus, tok, work, w, args.gpt_neox)
+                row = gpt_neox_run(corpus, tok, work, w, args.gpt_neox, args.gpt_neox_python)
             except SystemExit as e:  # a peer that cannot run here costs its row, not the table
                 print(f"GPT-NeoX did not run: {e}", flush=True)
                 continue
@@ -440,59 +534,119 @@ def scaling(args: argparse.Namespace, work: Path, corpus: Path, tok: Path, start
             keep("GPT-NeoX preprocess_data.py", w, row)
     for i, w in enumerate(counts[1:], start=1):
         ours(w, counts[i:])
-    print_scaling(rows, corpus)
+    ceiling: dict[int, dict[str, float]] = {}
+    if args.ceiling_mb > 0:
+        for w in sorted(counts):
+            ceiling[w] = ceiling_run(tok, corpus, w, args.ceiling_mb)
+            print(f"{'tokenizer ceiling':<34} w={w:<3} {ceiling[w]['seconds']:15.1f} s", flush=True)
+    print_scaling(rows, corpus, ceiling, tried_gpt_neox=bool(args.gpt_neox))
 
 
-def print_scaling(rows: list[tuple[str, int, dict]], corpus: Path) -> None:
+def print_scaling(
+    rows: list[tuple[str, int, dict]],
+    corpus: Path,
+    ceiling: dict[int, dict[str, float]],
+    tried_gpt_neox: bool = False,
+) -> None:
     size = corpus.stat().st_size / 2**20
     ours = sorted(((w, r) for n, w, r in rows if n == "neox-data"), key=lambda x: x[0])
     base = ours[0][1]
     base_tps = base["tokens"] / base["seconds"]
     docs = max(r["docs"] for _, _, r in rows)
     print("\n## Stage profile: worker stages in seconds summed over the workers; main process")
-    print("## stages in its own seconds (main wait = idle, waiting on workers)")
+    print("## stages in its own seconds (main wait = idle, waiting on workers); main CPU = CPU")
+    print("## seconds of the main process (all threads: hand-out, receiving, writing, start-up)")
     head = f"{'workers':>7} {'MB':>5} {'read':>6} {'parse':>6} {'tokenize':>9} {'pack':>6}"
-    print(f"{head} {'main read':>9} {'main wait':>9} {'write':>6} {'tokenize MB/s/worker':>20}")
+    print(
+        f"{head} {'main read':>9} {'main wait':>9} {'write':>6} {'main CPU':>8} "
+        f"{'tokenize MB/s/worker':>20} {'main MB/CPU-s':>13}"
+    )
     for w, r in ours:
         st = r["stages"]
         rate = r["mb"] / st["tokenize"] if st.get("tokenize") else 0.0
+        main_cpu = st.get("main_cpu")
+        cpu_col = f"{main_cpu:>8.2f}" if main_cpu is not None else f"{'-':>8}"
+        main_rate = f"{r['mb'] / main_cpu:>13.0f}" if main_cpu else f"{'-':>13}"
         print(
             f"{w:>7} {r['mb']:>5.0f} {st['read']:>6.2f} {st['parse']:>6.2f} "
             f"{st['tokenize']:>9.2f} {st['pack']:>6.2f} {st['main_read']:>9.2f} "
-            f"{st['main_wait']:>9.2f} {st['write']:>6.2f} {rate:>20.2f}"
+            f"{st['main_wait']:>9.2f} {st['write']:>6.2f} {cpu_col} {rate:>20.2f} {main_rate}"
+        )
+    w, r = ours[-1]
+    st = r["stages"]
+    if w > 1 and st.get("main_cpu") and st.get("tokenize"):
+        # the main process serves all workers: it caps the run once workers x the per-worker
+        # rate reaches what it handles per CPU-second (start-up included, so a lower bound)
+        cap = (r["mb"] / st["main_cpu"]) / (r["mb"] / st["tokenize"])
+        print(
+            f"main process saturates at about {cap:,.0f} workers (its CPU per MB at {w} "
+            "workers, start-up included: a lower bound)"
         )
     print(
-        f"\n## Scaling: corpus {size:.0f} MB ({docs:,} documents), {os.cpu_count()} CPUs, "
+        f"\n## Scaling: corpus {size:.0f} MB ({docs:,} documents); {cpu_topology()}; "
         f"load average {os.getloadavg()[0]:.1f}; one tokenizer thread per worker; wall time "
         "with start-up"
     )
     print(
         "efficiency = tokens/s / (workers x tokens/s of 1 worker); peak PSS = all processes "
-        "(shared pages split fairly); max RSS = the largest single process"
+        "(shared pages split fairly); sum RSS = peak of the processes' RSS added up (counts "
+        "shared pages once per process); max RSS = the largest single process; tok/CPU-s = "
+        "tokens per CPU-second of all its processes (start-up included)"
     )
+    if ceiling:
+        print(
+            "raw effic. = the tokenizer alone, N copies on one in-memory sample side by side "
+            "(no pipeline): what the CPUs allow; of raw = neox-data tokens/s / raw tokens/s"
+        )
     print(
         f"{'run':<30} {'workers':>7} {'MB':>5} {'seconds':>8} {'tokens/s':>11} {'speed-up':>8} "
-        f"{'effic.':>6} {'peak PSS MB':>11} {'PSS/worker':>10} {'max RSS MB':>10} {'output':>16}"
+        f"{'effic.':>6} {'raw effic.':>10} {'of raw':>6} {'peak PSS MB':>11} {'PSS/worker':>10} "
+        f"{'sum RSS MB':>10} {'max RSS MB':>10} {'tok/CPU-s':>10} {'output':>16}"
     )
+    raw1 = ceiling[1]["per_proc_tps"] if 1 in ceiling else None
     order = sorted(rows, key=lambda x: (x[0].startswith("GPT"), x[0] != "neox-data", x[1]))
     for name, w, r in order:
         tps = r["tokens"] / r["seconds"]
+        raw_eff = of_raw = "-"
+        if name == "neox-data" and w in ceiling and raw1:
+            raw = ceiling[w]["tokens"] / ceiling[w]["seconds"]
+            raw_eff = f"{raw / raw1 / w:.2f}"
+            of_raw = f"{tps / raw:.2f}"
         print(
             f"{name:<30} {w:>7} {r['mb']:>5.0f} {r['seconds']:>8.1f} {tps:>11,.0f} "
-            f"{tps / base_tps:>7.2f}x {tps / base_tps / w:>6.2f} {r['peak_pss_mb']:>11.0f} "
-            f"{r['peak_pss_mb'] / max(w, 1):>10.0f} {r['peak_rss_one_mb']:>10.0f} "
-            f"{r['digest']:>16}"
+            f"{tps / base_tps:>7.2f}x {tps / base_tps / w:>6.2f} {raw_eff:>10} {of_raw:>6} "
+            f"{r['peak_pss_mb']:>11.0f} {r['peak_pss_mb'] / max(w, 1):>10.0f} "
+            f"{r.get('peak_rss_sum_mb', 0):>10.0f} {r['peak_rss_one_mb']:>10.0f} "
+            f"{r['tokens'] / max(r.get('cpu_s', 0), 1e-9):>10,.0f} {r['digest']:>16}"
         )
+    for name, w, r in rows:
+        if r.get("workers_used", w) != w:
+            print(f"note: {name} at {w} used fewer workers ({r['workers_used']}): input too small")
     top, top_row = ours[-1]
     for name, w, r in rows:
         if name.startswith("GPT") and w == top:
             ratio = (top_row["tokens"] / top_row["seconds"]) / (r["tokens"] / r["seconds"])
             print(f"\nneox-data vs GPT-NeoX preprocess_data.py at {top} workers: {ratio:.2f}x")
+    if not any(name.startswith("GPT") for name, _, _ in rows):
+        why = "it failed: see 'GPT-NeoX did not run' above" if tried_gpt_neox else "no --gpt-neox"
+        print(f"\nGPT-NeoX preprocess_data.py: not run ({why})")
     full = {r["digest"] for _, _, r in rows if abs(r["mb"] - size) < 0.5}
     print(
         "whole-corpus outputs byte-identical (neox-data any workers, GPT-NeoX):",
         "yes" if len(full) == 1 else f"NO {sorted(full)}",
     )
+
+
+def worker_counts(value: str) -> list[int]:
+    """`N`: 1, 2, 4, .. N (powers of two, and N); `a,b,c`: those counts (1 is added)."""
+    if "," in value:
+        counts = {int(x) for x in value.split(",") if x}
+    else:
+        top = int(value)
+        counts = {*(2**i for i in range(top.bit_length()) if 2**i <= top), top}
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"worker counts must be at least 1: {value!r}")
+    return sorted(counts | {1})  # efficiency is measured against one worker
 
 
 def main() -> None:
@@ -501,9 +655,29 @@ def main() -> None:
     ap.add_argument("--workdir", help="keep the corpus here (default: a temp dir)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--tokenizer", help="use this tokenizer.json instead of training one")
-    ap.add_argument("--scaling", type=int, metavar="N", help="workers 1, 2, 4, .. N")
+    ap.add_argument(
+        "--scaling",
+        type=worker_counts,
+        metavar="N|a,b,c",
+        help="scaling mode: workers 1, 2, 4, .. N, or the listed counts (e.g. 1,2,4,8,16)",
+    )
+    ap.add_argument(
+        "--corpus", type=Path, help="a JSONL corpus (key text) instead of the generated one"
+    )
+    ap.add_argument(
+        "--ceiling-mb",
+        type=float,
+        default=8.0,
+        help="scaling: MB each raw-tokenizer copy encodes for the hardware ceiling (0: skip)",
+    )
     ap.add_argument("--gpt-neox", type=Path, help="a GPT-NeoX checkout to run side by side")
     ap.add_argument("--gpt-neox-workers", type=int, nargs="+", help="default: N")
+    ap.add_argument(
+        "--gpt-neox-python",
+        default=sys.executable,
+        help="the Python of GPT-NeoX's environment (torch, deepspeed, lm_dataformat, ftfy); "
+        "default: this one",
+    )
     ap.add_argument(
         "--compare-src",
         nargs="+",
@@ -514,12 +688,16 @@ def main() -> None:
     )
     args = ap.parse_args()
     size_mb = args.size_mb or (400 if args.scaling else 200)
+    if args.corpus is not None:
+        if not args.corpus.is_file():
+            raise SystemExit(f"--corpus {args.corpus}: not a file")
+        size_mb = int(args.corpus.stat().st_size / 2**20)
     if args.scaling and size_mb < 400:
         print(f"note: a {size_mb} MB corpus is a smoke run; scaling figures need >= 400 MB")
     t_start = time.perf_counter()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="neox-tok-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    corpus = work / f"corpus-{size_mb}mb.jsonl"
+    corpus = args.corpus or work / f"corpus-{size_mb}mb.jsonl"
     tok = Path(args.tokenizer) if args.tokenizer else work / "tokenizer.json"
     if not corpus.exists():
         t = time.perf_counter()

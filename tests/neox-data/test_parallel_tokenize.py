@@ -205,3 +205,24 @@ def test_default_workers_come_from_the_allocation(
     small.write_text(json.dumps({"text": "x"}) + "\n", encoding="utf-8")
     assert main([*args[:2], str(small), *args[3:], "--workers", "8"]) == 0
     assert json.loads(capsys.readouterr().out)["workers"] == 1
+
+
+def test_json_reports_every_stage(
+    tok_dir: Path, tmp_path: Path, tiny_ranges: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stages_s` names each stage, worker and main, and main_cpu is this process's CPU time."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS * 20), encoding="utf-8")
+    base = ["tokenize", "--input", str(src), "--vocab-file", str(tok_dir / "tokenizer.json")]
+    base += ["--output-prefix", str(tmp_path / "o"), "--json"]
+    expected = {"read", "parse", "tokenize", "pack", "main_read", "main_wait", "write", "main_cpu"}
+    for w in (1, 2):
+        assert main([*base, "--workers", str(w)]) == 0
+        report = json.loads(capsys.readouterr().out)
+        stages = report["stages_s"]
+        assert set(stages) == expected
+        assert all(v >= 0 for v in stages.values()) and stages["main_cpu"] > 0
+        assert stages["tokenize"] > 0 and stages["read"] > 0  # workers read their ranges
+        # CPU time of one process: at most wall time x its threads (tokenizer's pool at 1)
+        assert stages["main_cpu"] <= report["seconds"] * allocated_cpus() + 0.05
+    assert stages["main_read"] < 0.5  # with workers the main process reads no input bytes

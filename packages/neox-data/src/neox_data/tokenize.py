@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import resource
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -49,7 +50,9 @@ class TokenizeResult:
     seconds: float = 0.0
     workers: int = 1
     # seconds per stage: read/parse/tokenize/pack summed over workers; main_read (chunks
-    # the main process reads itself), main_wait (waiting on workers) and write in the main
+    # the main process reads itself), main_wait (waiting on workers) and write in the main;
+    # main_cpu: CPU seconds of the main process, all its threads (with workers, the cost of
+    # handing out ranges, receiving results and writing: what caps very wide runs)
     stages: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,6 +67,12 @@ class TokenizeResult:
             "workers": self.workers,
             "stages_s": {k: round(v, 3) for k, v in self.stages.items()},
         }
+
+
+def _cpu_seconds() -> float:
+    """User and system CPU seconds of this process (every thread, no child processes)."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
 
 
 def output_prefix_for(prefix: str, name: str) -> str:
@@ -168,6 +177,7 @@ def tokenize(
     output, chunk by chunk.
     """
     start = time.monotonic()
+    cpu_start = _cpu_seconds()
     if workers is None:
         workers = allocated_cpus()
     if workers < 1:
@@ -228,6 +238,7 @@ def tokenize(
         results.close()  # stops the worker pool at once on failure
         if progress is not None:
             progress.close()
+    stages["main_cpu"] = _cpu_seconds() - cpu_start
     return TokenizeResult(
         outputs=prefixes if write else {},
         documents=docs,
