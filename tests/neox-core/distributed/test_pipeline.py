@@ -332,11 +332,17 @@ def _single_from(*cfg: str, capsys) -> dict[int, float]:
 def test_pp2_tp2_dp2_eight_processes(tmp_path: Path, torchrun, capsys) -> None:
     data = _data(tmp_path)
     base = _write(tmp_path / "base.yml", {**BASE, "data-path": data, "train_batch_size": 8})
-    ref = _single([base], capsys)
+    ref_out = _single_out([base], capsys)
+    ref = _losses(ref_out)
     lay = _write(
         tmp_path / "l.yml",
         {"pipe_parallel_size": 2, "model-parallel-size": 2, "zero_optimization": {"stage": 1}},
     )
     run = torchrun(WORKER, 8, f"pp2tp2dp2={base},{lay}", timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    _close(_losses(_runs(run.stdout)["pp2tp2dp2"]), ref)
+    out = _runs(run.stdout)["pp2tp2dp2"]
+    delta = _close(_losses(out), ref)
+    val_delta = _close(_val(out), _val(ref_out), (5, 10))
+    with capsys.disabled():
+        print(f"\nPP2 x TP2 x DP2: relative loss delta {delta:.2e}, validation {val_delta:.2e};",
+              re.findall(r"=== RUN \S+ rc=0 \([0-9.]+ s\)", run.stdout))  # fmt: skip
