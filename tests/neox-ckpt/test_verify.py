@@ -47,6 +47,10 @@ def test_damage_is_reported_per_file(converted: Path, tmp_path: Path, capsys) ->
     data = bytearray(f.read_bytes())
     data[-3] ^= 0x01
     f.write_bytes(bytes(data))
+    f = step / "model_tp01_pp01.safetensors"  # a pipeline stage 1 file
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    f.write_bytes(bytes(data))
     (step / "model_tp00_pp01.safetensors").unlink()
     (step / "stray.bin").write_bytes(b"x")
 
@@ -59,6 +63,7 @@ def test_damage_is_reported_per_file(converted: Path, tmp_path: Path, capsys) ->
     rc, lines = _verify(capsys, save)
     assert rc == 1
     assert any("model_tp01_pp00.safetensors: content hash xxh3_64" in line for line in lines)
+    assert any("model_tp01_pp01.safetensors: content hash xxh3_64" in line for line in lines)
     assert any("latest: names global_step5, which does not verify" in line for line in lines)
     assert all(line.startswith("neox-ckpt verify: ") for line in lines)
 

@@ -146,6 +146,8 @@ class Checkpointer:
             tp_size=self.tp_size,
             tp_rank=self.tp_rank,
             first_replica=self.dp_rank == 0 and self.tp_rank == 0,
+            pp_stage=self.pp_rank,
+            pp_size=self.pp_size,
         )
 
     def _param_names(self) -> dict[int, str]:

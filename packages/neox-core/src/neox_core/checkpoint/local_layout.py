@@ -82,17 +82,22 @@ def describe_local(
     tp_size: int,
     tp_rank: int,
     first_replica: bool,
+    pp_stage: int = 0,
+    pp_size: int = 1,
 ) -> LocalPiece:
     """The `LocalPiece` of parameter (or state tensor) `name` held as `t` on this rank.
 
     `tp_size`/`tp_rank` are this rank's TP coordinates; `first_replica` whether this rank is
-    the first of its copies for a plain (non-DTensor) tensor.
+    the first of its copies for a plain (non-DTensor) tensor; `pp_stage`/`pp_size` the
+    pipeline rank whose `model_tp<TT>_pp<PP>` file records it (the format's shard record).
     """
     full = tuple(t.shape)
     ndim = len(full)
     if not is_dtensor(t):
         dim = tp_split_dim(name, ndim) if tp_size == 1 else None
-        info = ShardInfo(dim, tp_rank, tp_size, 0, 1, full, _blocks(dim, tp_blocks, tp_size))
+        info = ShardInfo(
+            dim, tp_rank, tp_size, pp_stage, pp_size, full, _blocks(dim, tp_blocks, tp_size)
+        )
         return LocalPiece(info, (0,) * ndim, full, first_replica)
 
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
@@ -117,14 +122,14 @@ def describe_local(
             )
     owner = all(_sharded(p) or mesh.get_local_rank(i) == 0 for i, p in enumerate(placements))
     if world > 1:
-        info = ShardInfo(dim, rank, world, 0, 1, full, _blocks(dim, tp_blocks, world))
+        info = ShardInfo(dim, rank, world, pp_stage, pp_size, full, _blocks(dim, tp_blocks, world))
     elif tp_size > 1:
         # sharded over dp only and replicated over TP (e.g. a norm): stored as replicated,
         # saved by TP rank 0
-        info = ShardInfo(None, tp_rank, tp_size, 0, 1, full, None)
+        info = ShardInfo(None, tp_rank, tp_size, pp_stage, pp_size, full, None)
         owner = owner and tp_rank == 0
     else:
-        info = ShardInfo(dim, 0, 1, 0, 1, full, _blocks(dim, tp_blocks, 1))
+        info = ShardInfo(dim, 0, 1, pp_stage, pp_size, full, _blocks(dim, tp_blocks, 1))
     return LocalPiece(info, tuple(offset), tuple(local_shape), owner)
 
 

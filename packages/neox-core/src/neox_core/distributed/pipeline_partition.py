@@ -188,6 +188,12 @@ def check_pipeline(cfg: NeoxConfig, keys: dict[str, str] | None = None) -> None:
             "sequence_parallel with pipe_parallel_size > 1 is not yet supported (activations "
             "between stages are sent whole); set sequence_parallel: false"
         )
+    if cfg.evaluation.eval_tasks:
+        raise ConfigError(
+            "eval_tasks (lm-evaluation-harness during training) with pipe_parallel_size > 1 is "
+            "not yet supported (the harness runs the whole model on rank 0); unset eval_tasks "
+            "and run neox-eval on a saved checkpoint instead"
+        )
     if cfg.posttrain.train_impl not in ("normal", None):
         raise ConfigError(
             f"train_impl {cfg.posttrain.train_impl} with pipe_parallel_size > 1 is not yet "
