@@ -6,7 +6,8 @@ loss and every gradient (mapped back to the canonical layout), and run STEPS Ada
 with gradient clipping on both, comparing loss and gradient norm at each step and the final
 weights. Rank 0 writes the largest relative differences as JSON to `--out`.
 
-A run is `VARIANT[+sp][+fused][+fp64][+sgd]:STEPS`. `+fp64` puts the model, the batches' loss
+A run is `VARIANT[+sp][+fused][+fp64][+sgd][+compile]:STEPS`. `+compile` compiles each TP
+layer as neox-train's `compile: true` does (`--compile-backend`, default aot_eager). `+fp64` puts the model, the batches' loss
 masks and the optimizer state in float64: the sharded computation then matches one process to
 ~1e-15 per operation, so a difference left in fp32 is round-off, not a sharding error. `+sgd`
 trains with plain SGD instead of AdamW, whose g/sqrt(v) update turns round-off in near-zero
@@ -36,6 +37,7 @@ from _common import VARIANTS, init_gloo, llama
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
+from neox_core.distributed.compile import apply_compile
 from neox_core.distributed.loss import lm_loss, vocab_parallel_cross_entropy
 from neox_core.distributed.tensor_parallel import apply_tensor_parallel
 from neox_core.distributed.tp_layout import tp_global_to_canonical, tp_param_layout
@@ -124,6 +126,7 @@ def run_variant(
     dtype: torch.dtype = torch.float32,
     opt_kind: str = "adamw",
     label: str = "",
+    compile_backend: str | None = None,
 ) -> dict[str, float]:
     cfg = VARIANTS[name]
     ref = build_model(cfg, seed=7, device=DEVICE).to(dtype)
@@ -131,6 +134,8 @@ def run_variant(
     apply_tensor_parallel(model, tp_mesh, sequence_parallel=sp)
     assert all(isinstance(p, DTensor) for p in model.parameters()), "plain tensor left"
     assert all(p.dtype == dtype for p in model.parameters())
+    if compile_backend:  # each TP layer compiled as neox-train's `compile: true` does
+        apply_compile(model, backend=compile_backend)
 
     seq = 16
     tokens, labels, mask = batch(0, cfg, seq, dtype)
@@ -269,10 +274,17 @@ def main() -> None:
     ap.add_argument(
         "--runs",
         required=True,
-        help="comma list of VARIANT[+sp][+fused][+fp64][+sgd]:STEPS, dropout, activations",
+        help="comma list of VARIANT[+sp][+fused][+fp64][+sgd][+compile]:STEPS, dropout, "
+        "activations",
     )
     ap.add_argument("--out", help="write the results as JSON here (rank 0)")
     ap.add_argument("--trace", action="store_true", help="print every step's differences")
+    ap.add_argument(
+        "--compile-backend",
+        default="aot_eager",
+        help="torch.compile backend of +compile runs (aot_eager: traced as inductor would be, "
+        "no code generated, quick on CPU; inductor: as neox-train)",
+    )
     ap.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU a rank)")
     args = ap.parse_args()
     global DEVICE, TRACE
@@ -296,14 +308,15 @@ def main() -> None:
         key, steps = run.split(":")
         name, *mods = key.split("+")
         # +fused: the fused ops' PyTorch references on CPU, as CUDA runs the kernels
-        unknown = set(mods) - {"sp", "fused", "fp64", "sgd"}
+        unknown = set(mods) - {"sp", "fused", "fp64", "sgd", "compile"}
         assert not unknown, f"{run}: unknown modifiers {sorted(unknown)}"
         dtype = torch.float64 if "fp64" in mods else torch.float32
         opt_kind = "sgd" if "sgd" in mods else "adamw"
         with force_fusion_on_cpu("fused" in mods):
             results[key] = run_variant(
-                name, "sp" in mods, int(steps), mesh, world, dtype, opt_kind, key
-            )
+                name, "sp" in mods, int(steps), mesh, world, dtype, opt_kind, key,
+                args.compile_backend if "compile" in mods else None,
+            )  # fmt: skip
     if rank == 0:
         for key, diffs in results.items():
             print(key, " ".join(f"{k} {v:.1e}" for k, v in diffs.items()), flush=True)
