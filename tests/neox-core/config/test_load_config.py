@@ -56,6 +56,22 @@ def test_unsupported_feature_is_rejected_as_not_yet_supported(tiny, write) -> No
         load_config([tiny, bad])
 
 
+def test_row_parallel_output_layer_is_refused_naming_key_value_and_column(tiny, write) -> None:
+    """GPT-NeoX's `output_layer_parallelism: row` is refused at config load (before any
+    process allocates memory), naming the key, the value and the supported `column`."""
+    for spelling in ("output_layer_parallelism", "output-layer-parallelism"):
+        bad = write("row.yml", f'{{"{spelling}": "row", "model-parallel-size": 2}}')
+        with pytest.raises(ConfigError) as err:
+            load_config([tiny, bad])
+        message = str(err.value)
+        assert f"{bad}:1: output_layer_parallelism = 'row'" in message, message
+        assert "row-parallel output layer is not yet supported" in message, message
+        assert message.endswith("supported: 'column'"), message
+    for value in ("column", "Column"):
+        cfg = load_config([tiny, write("col.yml", f'{{"output_layer_parallelism": "{value}"}}')])
+        assert "output_layer_parallelism" in cfg.ignored
+
+
 def test_unsupported_key_at_its_harmless_value_is_accepted_and_listed(tiny, write) -> None:
     ok = write("ok.yml", '{"use_mup": false, "bias-gelu-fusion": true}')
     cfg = load_config([tiny, ok])

@@ -6,6 +6,9 @@ instead: the header is planned up front (names, dtypes, shapes are known from me
 tensor is then written at its offset in any order, and reads copy one tensor with `readinto`.
 The byte layout is the documented safetensors one: an 8-byte little-endian header length, a
 JSON header padded with spaces to a multiple of 8, then the raw little-endian tensor bytes.
+The dtype table, the header and the tensor bytes are neox-core's (`checkpoint.hashing`), shared
+with the checkpoint writer of `neox-train`; what is here is the out-of-order writing and the
+reading one tensor at a time.
 """
 
 from __future__ import annotations
@@ -21,32 +24,26 @@ import torch
 import xxhash
 
 from neox_ckpt.errors import ConversionError
-
-_DTYPE_NAMES: dict[torch.dtype, str] = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
-_NAME_DTYPES = {v: k for k, v in _DTYPE_NAMES.items()}
+from neox_core.checkpoint.hashing import (
+    HASH_NAME,
+    SAFETENSORS_DTYPE_OF_NAME,
+    SAFETENSORS_DTYPES,
+    hash_file,
+    safetensors_header,
+    tensor_bytes,
+)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     try:
-        return _DTYPE_NAMES[dtype]
+        return SAFETENSORS_DTYPES[dtype]
     except KeyError:
         raise ConversionError(f"dtype {dtype} cannot be stored in safetensors here") from None
 
 
 def dtype_from_name(name: str, where: str) -> torch.dtype:
     try:
-        return _NAME_DTYPES[name]
+        return SAFETENSORS_DTYPE_OF_NAME[name]
     except KeyError:
         raise ConversionError(f"{where}: unsupported safetensors dtype {name!r}") from None
 
@@ -129,34 +126,24 @@ class SafetensorsWriter:
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
-        header: dict[str, object] = {}
-        if metadata:
-            header["__metadata__"] = dict(metadata)
-        self.entries: dict[str, TensorEntry] = {}
-        offset = 0
-        for name, dtype, shape in entries:
-            if name in self.entries:
-                raise ConversionError(f"{self.path}: tensor {name!r} planned twice")
-            size = nbytes(dtype, shape)
-            self.entries[name] = TensorEntry(name, dtype, tuple(shape), offset, offset + size)
-            header[name] = {
-                "dtype": dtype_name(dtype),
-                "shape": list(shape),
-                "data_offsets": [offset, offset + size],
-            }
-            offset += size
-        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-        raw += b" " * (-len(raw) % 8)
-        self.data_start = 8 + len(raw)
-        self.total = self.data_start + offset
+        planned = [(name, dtype, tuple(shape)) for name, dtype, shape in entries]
+        for _, dtype, _ in planned:
+            dtype_name(dtype)  # a ConversionError naming the dtype, as before
+        try:  # header layout and offsets: neox-core's, as its checkpoint writer uses
+            head, offsets = safetensors_header(planned, dict(metadata) if metadata else None)
+        except ValueError as e:
+            raise ConversionError(f"{self.path}: {e}") from None
+        self.entries: dict[str, TensorEntry] = {
+            name: TensorEntry(name, dtype, shape, *offsets[name]) for name, dtype, shape in planned
+        }
+        self.data_start = len(head)
+        self.total = self.data_start + (max(e for _, e in offsets.values()) if offsets else 0)
         self._written: set[str] = set()
         self._f = open(self.path, "wb")  # noqa: SIM115 - closed in close()
         self._hash = xxhash.xxh3_64()
-        self._hashed_to = 0  # bytes from the start hashed so far (writes in file order)
-        for part in (struct.pack("<Q", len(raw)), raw):
-            self._f.write(part)
-            self._hash.update(part)
-            self._hashed_to += len(part)
+        self._f.write(head)
+        self._hash.update(head)
+        self._hashed_to = len(head)  # bytes from the start hashed so far (writes in file order)
         self._f.truncate(self.total)
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
@@ -168,10 +155,8 @@ class SafetensorsWriter:
                 f"{self.path}: tensor {name!r} is {tuple(tensor.shape)} {tensor.dtype}, "
                 f"planned {e.shape} {e.dtype}"
             )
-        t = tensor.detach().to("cpu").contiguous()
-        data = t.reshape(-1).view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
         self._f.seek(self.data_start + e.begin)
-        view = memoryview(data.numpy())
+        view = tensor_bytes(tensor)
         self._f.write(view)
         if self.data_start + e.begin == self._hashed_to:  # in order: hash it in passing
             self._hash.update(view)
@@ -190,13 +175,9 @@ class SafetensorsWriter:
         self._f.close()
         if missing:
             raise ConversionError(f"{self.path}: tensors never written: {missing[:5]}")
-        if self._hashed_to == self.total:
-            digest = self._hash.hexdigest()
-        else:
-            from neox_core.checkpoint.hashing import hash_file
-
-            digest = hash_file(self.path)
-        return {"size": self.total, "xxh3_64": digest}
+        in_order = self._hashed_to == self.total
+        digest = self._hash.hexdigest() if in_order else hash_file(self.path)
+        return {"size": self.total, HASH_NAME: digest}
 
     def abort(self) -> None:
         if not self._f.closed:

@@ -5,6 +5,19 @@ reference, split the other with `apply_tensor_parallel` over all ranks, then com
 loss and every gradient (mapped back to the canonical layout), and run STEPS AdamW steps
 with gradient clipping on both, comparing loss and gradient norm at each step and the final
 weights. Rank 0 writes the largest relative differences as JSON to `--out`.
+
+A run is `VARIANT[+sp][+fused][+fp64][+sgd][+compile]:STEPS`. `+compile` compiles each TP
+layer as neox-train's `compile: true` does (`--compile-backend`, default aot_eager). `+fp64` puts the model, the batches' loss
+masks and the optimizer state in float64: the sharded computation then matches one process to
+~1e-15 per operation, so a difference left in fp32 is round-off, not a sharding error. `+sgd`
+trains with plain SGD instead of AdamW, whose g/sqrt(v) update turns round-off in near-zero
+gradients into whole-lr steps. `--trace` prints, on rank 0, every step's relative differences
+(loss, gradient norm, weights over the whole model and in the worst tensor elementwise, and
+how far the weights have moved from the start) so their growth can be followed. To compare round-off on another
+machine (CPU, gloo, 2 processes; prints fp32 and fp64 side by side, AdamW and SGD):
+
+    torchrun --standalone --nproc-per-node 2 tests/neox-core/distributed/workers/tp_parity.py \
+        --trace --runs llama-gqa:10,llama-gqa+fp64:10,llama-gqa+sgd:10,llama-gqa+fp64+sgd:10
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from _common import VARIANTS, init_gloo, llama
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
+from neox_core.distributed.compile import apply_compile
 from neox_core.distributed.loss import lm_loss, vocab_parallel_cross_entropy
 from neox_core.distributed.tensor_parallel import apply_tensor_parallel
 from neox_core.distributed.tp_layout import tp_global_to_canonical, tp_param_layout
@@ -59,29 +73,76 @@ def grad_norm_and_clip(params: list[torch.nn.Parameter], max_norm: float) -> flo
     return float(total)
 
 
-def batch(step: int, cfg, seq: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batch(
+    step: int, cfg, seq: int, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(100 + step)
     tokens = torch.randint(0, cfg.vocab_size, (2, seq + 1), generator=g)
-    mask = (torch.rand(2, seq, generator=g) > 0.2).float()
+    mask = (torch.rand(2, seq, generator=g) > 0.2).to(dtype)
     labels = torch.where(mask > 0, tokens[:, 1:], torch.zeros_like(tokens[:, 1:]))
     return tokens[:, :-1].to(DEVICE), labels.to(DEVICE), mask.to(DEVICE)
 
 
 DEVICE = torch.device("cpu")
+TRACE = False  # --trace: print every step's differences on rank 0
 
 
-def run_variant(name: str, sp: bool, steps: int, tp_mesh, tp: int) -> dict[str, float]:
+def optimizer(params, kind: str) -> torch.optim.Optimizer:
+    if kind == "sgd":
+        # lr chosen so that 10 clipped steps move the weights about as far as AdamW's do
+        # (relative movement printed by --trace), for a like-for-like comparison
+        return torch.optim.SGD(params, lr=0.04, weight_decay=0.1)
+    # Adam divides by sqrt(v) + eps: with eps 1e-8 a round-off difference of 1e-9 in a
+    # near-zero gradient becomes a whole-lr step of either sign, so one-process runs that
+    # differ only in summation order drift apart elementwise; eps 1e-6 keeps the comparison
+    # meaningful
+    return torch.optim.AdamW(params, lr=1e-3, eps=1e-6, weight_decay=0.1)
+
+
+def weights_rel(model, ref, cfg, tp: int, start: dict[str, torch.Tensor] | None = None):
+    """(|w - w_ref| / |w_ref|, |w_ref - start| / |w_ref|, worst tensor's max |w - w_ref| /
+    max |w_ref|): the first two over the whole model (Frobenius), the last elementwise.
+
+    The test checks the Frobenius figure: elementwise, Adam turns round-off in near-zero
+    gradients (zero-initialised biases, the key bias whose true gradient is 0) into visibly
+    different steps, as it would between any two summation orders (--trace prints both)."""
+    weights = canonical(model, cfg, tp, grads=False)
+    ref_w = {n: p.detach() for n, p in ref.named_parameters()}
+    norm = sum(float(w.pow(2).sum()) for w in ref_w.values()) ** 0.5
+    diff = sum(float((weights[n] - w).pow(2).sum()) for n, w in ref_w.items()) ** 0.5
+    moved = 0.0
+    if start is not None:
+        moved = sum(float((w - start[n]).pow(2).sum()) for n, w in ref_w.items()) ** 0.5
+    worst = max(rel(weights[n], w) for n, w in ref_w.items())
+    return diff / norm, moved / norm, worst
+
+
+def run_variant(
+    name: str,
+    sp: bool,
+    steps: int,
+    tp_mesh,
+    tp: int,
+    dtype: torch.dtype = torch.float32,
+    opt_kind: str = "adamw",
+    label: str = "",
+    compile_backend: str | None = None,
+) -> dict[str, float]:
     cfg = VARIANTS[name]
-    ref = build_model(cfg, seed=7, device=DEVICE)
+    ref = build_model(cfg, seed=7, device=DEVICE).to(dtype)
     model = copy.deepcopy(ref)
     apply_tensor_parallel(model, tp_mesh, sequence_parallel=sp)
     assert all(isinstance(p, DTensor) for p in model.parameters()), "plain tensor left"
+    assert all(p.dtype == dtype for p in model.parameters())
+    if compile_backend:  # each TP layer compiled as neox-train's `compile: true` does
+        apply_compile(model, backend=compile_backend)
 
     seq = 16
-    tokens, labels, mask = batch(0, cfg, seq)
+    tokens, labels, mask = batch(0, cfg, seq, dtype)
     ref_logits = ref(tokens)
     logits = model(tokens)
     assert isinstance(logits, DTensor), type(logits)
+    assert logits.dtype == ref_logits.dtype == dtype, (logits.dtype, ref_logits.dtype)
     out = {"logits": rel(logits.full_tensor(), ref_logits)}
 
     # vocabulary-parallel cross entropy with -100 labels, forward and gradient
@@ -92,19 +153,19 @@ def run_variant(name: str, sp: bool, steps: int, tp_mesh, tp: int) -> dict[str, 
     out["ce_tokens"] = rel(ce, ref_ce)
     assert float(ce.detach()[:, ::3].abs().max()) == 0.0
 
-    # Adam divides by sqrt(v) + eps: with eps 1e-8 a round-off difference of 1e-9 in a near-zero
-    # gradient becomes a whole-lr step of either sign, so one-process runs that differ only in
-    # summation order drift apart elementwise; eps 1e-6 keeps the comparison meaningful
-    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, eps=1e-6, weight_decay=0.1)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-6, weight_decay=0.1)
+    ref_opt = optimizer(ref.parameters(), opt_kind)
+    opt = optimizer(model.parameters(), opt_kind)
+    start = {n: p.detach().clone() for n, p in ref.named_parameters()} if TRACE else None
     loss_rel = grad_rel = norm_rel = 0.0
     for step in range(steps):
-        tokens, labels, mask = batch(step, cfg, seq)
+        tokens, labels, mask = batch(step, cfg, seq, dtype)
         ref_loss = lm_loss(ref(tokens), labels, mask)
         loss = lm_loss(model(tokens), labels, mask)
+        assert loss.dtype == ref_loss.dtype == dtype
         ref_loss.backward()
         loss.backward()
-        loss_rel = max(loss_rel, abs(loss.item() - ref_loss.item()) / abs(ref_loss.item()))
+        step_loss = abs(loss.item() - ref_loss.item()) / abs(ref_loss.item())
+        loss_rel = max(loss_rel, step_loss)
         if step == 0:
             ref_grads = {n: p.grad for n, p in ref.named_parameters()}
             grads = canonical(model, cfg, tp, grads=True)
@@ -112,20 +173,24 @@ def run_variant(name: str, sp: bool, steps: int, tp_mesh, tp: int) -> dict[str, 
             grad_rel = max(rel(grads[n], ref_grads[n]) for n in grads)
         ref_norm = grad_norm_and_clip(list(ref.parameters()), 0.5)
         norm = grad_norm_and_clip(list(model.parameters()), 0.5)
-        norm_rel = max(norm_rel, abs(norm - ref_norm) / ref_norm)
+        step_norm = abs(norm - ref_norm) / ref_norm
+        norm_rel = max(norm_rel, step_norm)
         ref_opt.step()
         opt.step()
         ref_opt.zero_grad()
         opt.zero_grad()
+        if TRACE:
+            w, moved, worst = weights_rel(model, ref, cfg, tp, start)
+            if dist.get_rank() == 0:
+                print(
+                    f"trace {label} step {step + 1:2d}: loss {step_loss:.2e} "
+                    f"grad_norm {step_norm:.2e} weights {w:.2e} (moved {moved:.2e}, "
+                    f"worst tensor elementwise {worst:.2e})",
+                    flush=True,
+                )
     out.update(loss=loss_rel, grads_step0=grad_rel, grad_norm=norm_rel)
     if steps:
-        weights = canonical(model, cfg, tp, grads=False)
-        # over the whole model (Frobenius): elementwise, Adam turns round-off in near-zero
-        # gradients (zero-initialised biases, the key bias whose true gradient is 0) into
-        # visibly different steps, as it would between any two summation orders
-        diff = sum(float((weights[n] - p.detach()).pow(2).sum()) for n, p in ref.named_parameters())
-        norm = sum(float(p.detach().pow(2).sum()) for p in ref.parameters())
-        out["weights_after"] = (diff / norm) ** 0.5
+        out["weights_after"] = weights_rel(model, ref, cfg, tp)[0]
     return out
 
 
@@ -209,12 +274,21 @@ def main() -> None:
     ap.add_argument(
         "--runs",
         required=True,
-        help="comma list of VARIANT[+sp][+fused]:STEPS, dropout, activations",
+        help="comma list of VARIANT[+sp][+fused][+fp64][+sgd][+compile]:STEPS, dropout, "
+        "activations",
     )
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="write the results as JSON here (rank 0)")
+    ap.add_argument("--trace", action="store_true", help="print every step's differences")
+    ap.add_argument(
+        "--compile-backend",
+        default="aot_eager",
+        help="torch.compile backend of +compile runs (aot_eager: traced as inductor would be, "
+        "no code generated, quick on CPU; inductor: as neox-train)",
+    )
     ap.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU a rank)")
     args = ap.parse_args()
-    global DEVICE
+    global DEVICE, TRACE
+    TRACE = args.trace
     if args.device == "cuda":
         local = int(os.environ["LOCAL_RANK"])
         DEVICE = torch.device("cuda", local)
@@ -234,10 +308,20 @@ def main() -> None:
         key, steps = run.split(":")
         name, *mods = key.split("+")
         # +fused: the fused ops' PyTorch references on CPU, as CUDA runs the kernels
+        unknown = set(mods) - {"sp", "fused", "fp64", "sgd", "compile"}
+        assert not unknown, f"{run}: unknown modifiers {sorted(unknown)}"
+        dtype = torch.float64 if "fp64" in mods else torch.float32
+        opt_kind = "sgd" if "sgd" in mods else "adamw"
         with force_fusion_on_cpu("fused" in mods):
-            results[key] = run_variant(name, "sp" in mods, int(steps), mesh, world)
+            results[key] = run_variant(
+                name, "sp" in mods, int(steps), mesh, world, dtype, opt_kind, key,
+                args.compile_backend if "compile" in mods else None,
+            )  # fmt: skip
     if rank == 0:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+        for key, diffs in results.items():
+            print(key, " ".join(f"{k} {v:.1e}" for k, v in diffs.items()), flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=1))
     dist.barrier()
     dist.destroy_process_group()
 

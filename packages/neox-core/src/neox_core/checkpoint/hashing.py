@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,7 +20,8 @@ import xxhash
 HASH_NAME = "xxh3_64"  # the manifest key holding a file's hash (hex, 16 digits)
 _CHUNK = 8 << 20
 
-_DTYPE_NAMES: dict[torch.dtype, str] = {
+# torch dtype <-> safetensors dtype name (the dtypes neox and neox-ckpt store)
+SAFETENSORS_DTYPES: dict[torch.dtype, str] = {
     torch.float64: "F64",
     torch.float32: "F32",
     torch.float16: "F16",
@@ -32,6 +33,43 @@ _DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
+SAFETENSORS_DTYPE_OF_NAME: dict[str, torch.dtype] = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+
+
+def safetensors_header(
+    entries: Iterable[tuple[str, torch.dtype, tuple[int, ...]]],
+    metadata: Mapping[str, str] | None,
+) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    """The bytes that start a safetensors file (8-byte little-endian header length, JSON header
+    padded with spaces to a multiple of 8) for tensors stored back to back in `entries` order,
+    and each tensor's (begin, end) in the data section that follows.
+
+    `metadata` None writes no `__metadata__` (a mapping, even empty, is written). Raises ValueError for a dtype not in
+    SAFETENSORS_DTYPES or a name given twice.
+    """
+    header: dict[str, Any] = {}
+    if metadata is not None:
+        header["__metadata__"] = dict(metadata)
+    offsets: dict[str, tuple[int, int]] = {}
+    offset = 0
+    for name, dtype, shape in entries:
+        if name in offsets:
+            raise ValueError(f"tensor {name!r} planned twice")
+        if dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"tensor {name!r} has dtype {dtype}, not storable")
+        size = torch.tensor([], dtype=dtype).element_size()
+        for s in shape:
+            size *= int(s)
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offsets[name] = (offset, offset + size)
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw, offsets
 
 
 class HashingFile:
@@ -72,7 +110,8 @@ def write_json_hashed(path: str | Path, obj: Any) -> dict[str, Any]:
     return write_bytes_hashed(path, text.encode("utf-8"))
 
 
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The raw (little-endian, C-order) bytes of `t` on the CPU, as safetensors stores them."""
     t = t.detach().to("cpu").contiguous()
     if not t.numel():
         return memoryview(b"")
@@ -82,29 +121,20 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
 def write_safetensors_hashed(
     path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
 ) -> dict[str, Any]:
-    """Write a safetensors file (the documented layout: 8-byte little-endian header length,
-    JSON header padded with spaces to a multiple of 8, raw little-endian tensor bytes) one
-    tensor at a time, hashing as it goes; return its manifest record."""
-    header: dict[str, Any] = {"__metadata__": dict(metadata)}
-    offset = 0
-    for name, t in tensors.items():
-        if t.dtype not in _DTYPE_NAMES:
-            raise ValueError(f"{path}: tensor {name!r} has dtype {t.dtype}, not storable")
-        size = t.numel() * t.element_size()
-        header[name] = {
-            "dtype": _DTYPE_NAMES[t.dtype],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
+    """Write a safetensors file (the documented layout, see `safetensors_header`) one tensor at
+    a time, hashing as it goes; return its manifest record."""
+    try:
+        head, _ = safetensors_header(
+            ((name, t.dtype, tuple(t.shape)) for name, t in tensors.items()),
+            metadata,
+        )
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
     def fill(out: HashingFile) -> None:
-        out.write(struct.pack("<Q", len(raw)))
-        out.write(raw)
+        out.write(head)
         for t in tensors.values():
-            out.write(_tensor_bytes(t))
+            out.write(tensor_bytes(t))
 
     return write_hashed(path, fill)
 

@@ -127,8 +127,14 @@ def unknown_key_error(entry: Entry, key: str) -> ConfigError:
     return ConfigError(f"{entry.source}: unknown key {entry.spelled!r}{hint}")
 
 
-def not_supported_error(source: str, key: str, value: Any, what: str) -> ConfigError:
-    return ConfigError(f"{source}: {key} = {value!r}: {what} is not yet supported by neox")
+def not_supported_error(
+    source: str, key: str, value: Any, what: str, accepted: tuple[Any, ...] = ()
+) -> ConfigError:
+    """`accepted`: the values neox does take for `key`, named in the message."""
+    msg = f"{source}: {key} = {value!r}: {what} is not yet supported by neox"
+    if accepted:
+        msg += f"; supported: {', '.join(repr(a) for a in accepted)}"
+    return ConfigError(msg)
 
 
 def _norm_choice(value: Any) -> Any:
@@ -157,7 +163,7 @@ def translate(merged: dict[str, Entry]) -> Translation:
         elif key in UNSUPPORTED:
             harmless, what = UNSUPPORTED[key]
             if _norm_choice(entry.value) not in [_norm_choice(h) for h in harmless]:
-                raise not_supported_error(entry.source, key, entry.value, what)
+                raise not_supported_error(entry.source, key, entry.value, what, harmless)
             out.ignored[key] = f"{entry.source}: set to its harmless value ({what} is off)"
         else:
             raise unknown_key_error(entry, key)

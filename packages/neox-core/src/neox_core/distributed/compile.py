@@ -23,10 +23,10 @@ def compile_enabled(setting: str, device: torch.device) -> bool:
     return setting == "true"
 
 
-def apply_compile(model: nn.Module) -> None:
+def apply_compile(model: nn.Module, backend: str = "inductor") -> None:
     """Compile each of `model.layers` in place (after TP and activation checkpointing)."""
     layers = getattr(model, "layers", None)
     if layers is None:
         raise ValueError(f"{type(model).__name__} has no `layers` to compile")
     for layer in layers:
-        layer.compile(dynamic=False)
+        layer.compile(dynamic=False, backend=backend)

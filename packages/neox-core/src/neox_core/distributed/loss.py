@@ -6,6 +6,8 @@ all-reduces of one number per token (max, target logit, sum of exponentials), as
 `vocab_parallel_cross_entropy`; the full-vocabulary logits are never gathered. It is written
 with explicit collectives rather than DTensor's `loss_parallel` so that it returns per-token
 losses of any leading shape (for loss masks) and keeps the softmax in fp32 for the backward.
+(fp64 logits stay fp64: the parity tests run the whole model in fp64 to tell sharding errors
+from round-off.)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx,
-        logits: torch.Tensor,  # [N, V_local] fp32, this rank's vocabulary slice
+        logits: torch.Tensor,  # [N, V_local] fp32 (or fp64), this rank's vocabulary slice
         labels: torch.Tensor,  # [N]
         vocab_start: int,
         ignore_index: int,
@@ -58,10 +60,16 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         return grad, None, None, None, None
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 up to fp32; fp32 and fp64 unchanged."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def vocab_parallel_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100
 ) -> torch.Tensor:
-    """Per-token cross entropy in fp32, shape of `labels`; 0 where the label is `ignore_index`.
+    """Per-token cross entropy in fp32 (fp64 for fp64 logits), shape of `labels`; 0 where the
+    label is `ignore_index`.
 
     `logits` [..., V] is a plain tensor or a DTensor sharded on its last dim over a 1-D mesh
     (then the result is the same on every rank of that mesh, a plain tensor).
@@ -69,7 +77,7 @@ def vocab_parallel_cross_entropy(
     if not isinstance(logits, DTensor):
         vocab = logits.shape[-1]
         losses = F.cross_entropy(
-            logits.float().reshape(-1, vocab),
+            _at_least_fp32(logits).reshape(-1, vocab),
             labels.reshape(-1),
             ignore_index=ignore_index,
             reduction="none",
@@ -89,7 +97,7 @@ def vocab_parallel_cross_entropy(
             f"over {mesh.size()} ranks"
         )
     losses = _VocabParallelCrossEntropy.apply(
-        local.float().reshape(-1, v_local),
+        _at_least_fp32(local).reshape(-1, v_local),
         labels.reshape(-1),
         mesh.get_local_rank() * v_local,
         ignore_index,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed._functional_collectives import AsyncCollectiveTensor
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_module, distribute_tensor
 from torch.distributed.tensor.parallel import (
@@ -235,6 +236,19 @@ class _RankDropoutRng:
         module.register_forward_hook(self.post)
 
 
+def _waited(mod: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+    """The embedding's output as a plain tensor, not an AsyncCollectiveTensor.
+
+    RowwiseParallel returns the result of its all-reduce (reduce-scatter under SP) as
+    torch's AsyncCollectiveTensor, waited on at first use. Eager that is fine, but as the input
+    of a compiled layer (`compile: true`) its backward reaches DTensor's redistribute as a
+    plain tensor and fails ("'Tensor' object has no attribute '_local_tensor'", torch 2.15).
+    A clone waits for it with autograd intact, once per forward (one [B, S, H] copy); the
+    layers' outputs are sums, which wait already.
+    """
+    return out.clone() if isinstance(out, AsyncCollectiveTensor) else out
+
+
 def _check_sequence_length(tp: int):
     def hook(mod: nn.Module, args: tuple) -> None:
         seq = args[0].shape[1]
@@ -275,6 +289,7 @@ def apply_tensor_parallel(model: CausalLM, tp_mesh: DeviceMesh, *, sequence_para
             "final_norm": SequenceParallel() if sp else _ReplicateParallel(),
         },
     )
+    model.embed.register_forward_hook(_waited)
     model.final_norm.register_forward_hook(_replicated_head_input(sp))
     if sp:
         model.register_forward_pre_hook(_check_sequence_length(tp))

@@ -33,7 +33,7 @@ class RMSNorm(nn.Module):
         if use_fused(self.fused, x, self.weight, kind="norm"):
             return fused_ops.norm(self, x)
         dtype = x.dtype
-        x32 = x.float()
+        x32 = x.to(torch.promote_types(dtype, torch.float32))  # fp64 stays fp64
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         out = self.weight * x32.to(dtype)
         return out + self.bias if self.bias is not None else out
