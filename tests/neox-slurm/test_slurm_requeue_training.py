@@ -134,7 +134,7 @@ def test_neox_train_requeued_three_times_ends_with_the_uninterrupted_loss(
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     (profiles / "ci.yaml").write_text(
-        "extends: generic\ngpus_per_node: 0\ncpus_per_task: 1\ntime: '00:05:00'\n"
+        "extends: generic\ngpus_per_node: 0\ncpus_per_task: 1\ntime: '00:30:00'\n"
         f"log_dir: {tmp_path / 'logs'}\n"
     )
     env = {
