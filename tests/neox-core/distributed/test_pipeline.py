@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neox_core.config import ConfigError, load_config
+from neox_core.config import ConfigError, load_config, with_world_size
 from neox_core.distributed.pipeline_partition import partition_layers, stage_splits
 from neox_core.training.run import main_train
 from neox_data.indexed_dataset import write_dataset
@@ -156,6 +156,7 @@ def test_partition_methods_split_layers(tmp_path: Path) -> None:
 
 def test_pipeline_layout_errors(tmp_path: Path, monkeypatch, capsys) -> None:
     base = _write(tmp_path / "a.yml", {**BASE, "data-path": "x"})
+    four_layers = _write(tmp_path / "four.yml", {"num-layers": 4})
     few = _write(tmp_path / "few.yml", {"pipe_parallel_size": 4, "gradient_accumulation_steps": 2})
     with pytest.raises(ConfigError, match=r"4 stages .* only num_layers = 3"):
         load_config([base, few])
@@ -180,6 +181,14 @@ def test_pipeline_layout_errors(tmp_path: Path, monkeypatch, capsys) -> None:
     assert "world size 3 is not divisible by model_parallel_size x pipe_parallel_size" in (
         capsys.readouterr().err
     )
+    # zero_bubble is refused with data parallelism (tested exact at PP 2 x TP 2 only)
+    zb = _write(
+        tmp_path / "zb.yml",
+        {"pipe_parallel_size": 2, "pipe_schedule": "zero_bubble", "pipe_virtual_stages": 2},
+    )
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match=r"zero_bubble with data-parallel size 2 .* not yet"):
+        with_world_size(load_config([base, four_layers, zb]), 4)
 
 
 # -- slow: training parity, tied embeddings, checkpoints ---------------------------------
@@ -233,6 +242,17 @@ def test_pp2_layouts_schedules_and_checkpoints_match_one_process(
             four,
             layout("c", **pp2, pipe_schedule="interleaved_1f1b", pipe_virtual_stages=2),
         ],
+        "zero_bubble_tp2": [
+            base,
+            four,
+            layout(
+                "z",
+                **pp2,
+                **{"model-parallel-size": 2},
+                pipe_schedule="zero_bubble",
+                pipe_virtual_stages=2,
+            ),
+        ],
         "1f1b_tp2": [
             base,
             layout("d", **pp2, **{"model-parallel-size": 2}, save=str(tp_dir), checkpoint_factor=5),
@@ -267,8 +287,15 @@ def test_pp2_layouts_schedules_and_checkpoints_match_one_process(
     assert re.search(r"> pipeline \(1f1b\): stage 0: [0-9.]+ ms, bubble", first)
     assert "activation checkpointing full" in out["ckpt_act"]
     deltas, val_deltas = {}, {}
-    for name in ("1f1b_dp2", "gpipe_dp2_zero1", "interleaved_dp2", "1f1b_tp2", "ckpt_act"):
-        inter = name.startswith("interleaved")
+    for name in (
+        "1f1b_dp2",
+        "gpipe_dp2_zero1",
+        "interleaved_dp2",
+        "zero_bubble_tp2",
+        "1f1b_tp2",
+        "ckpt_act",
+    ):
+        inter = name.startswith(("interleaved", "zero_bubble"))
         deltas[name] = _close(_losses(out[name]), ref4 if inter else ref)
         val_deltas[name] = _close(_val(out[name]), ref4_val if inter else ref_val, (5, 10))
     # tied embeddings: the first and last stage's copies are equal after every step

@@ -214,7 +214,10 @@ class Pipeline:
         return t
 
     def theoretical_bubble(self) -> float:
-        """(p - 1) / (m + p - 1), divided by the virtual stages for interleaved schedules."""
+        """(p - 1) / (m + p - 1), divided by the virtual stages for interleaved schedules.
+
+        For zero_bubble this is the interleaved 1F1B bound, which the schedule aims to go below
+        (it splits weight gradients off the backward to fill the bubble); logged as "≤"."""
         p, m = self.pp_size, self.n_microbatches
         v = max(1, len(self.splits) // p)
         return (p - 1) / v / (m + (p - 1) / v)
@@ -376,5 +379,10 @@ def log_stage_times(pipe: Pipeline, log: Any, trackers: Any, iteration: int) -> 
         charts[f"pipeline/stage{rank}_step_time"] = step
         charts[f"pipeline/stage{rank}_bubble"] = bubble
     theory = pipe.theoretical_bubble()
-    log(f" > pipeline ({pipe.schedule_name}): " + "; ".join(parts) + f" (theory {theory:.1%})")
+    bound = "≤ " if pipe.schedule_name == "zero_bubble" else ""
+    log(
+        f" > pipeline ({pipe.schedule_name}): "
+        + "; ".join(parts)
+        + f" (theory {bound}{theory:.1%})"
+    )
     trackers.log({**charts, "pipeline/bubble_theory": theory}, iteration)
