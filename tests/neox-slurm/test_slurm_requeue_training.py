@@ -20,10 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from neox_data.indexed_dataset import write_dataset
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -80,15 +77,7 @@ def _wait_while_progressing(
         time.sleep(0.5)
 
 
-def _write_run(root: Path, name: str) -> Path:
-    rng = np.random.default_rng(0)
-    docs = []
-    for _ in range(120):
-        start, step, n = rng.integers(0, 96), rng.integers(1, 5), rng.integers(10, 60)
-        docs.append(((start + step * np.arange(n)) % 96).astype(np.uint16))
-    data = root / "corpus_text_document"
-    if not data.with_suffix(".idx").exists():
-        write_dataset(data, docs, np.uint16)
+def _write_run(root: Path, name: str, data: str) -> Path:
     cfg = root / f"{name}.yml"
     cfg.write_text(CONFIG.format(data=data, save=root / f"ckpt-{name}", iters=ITERS))
     return cfg
@@ -121,13 +110,14 @@ def _release(job: str, log: Path, restart: int) -> bool:
 
 
 def test_neox_train_requeued_three_times_ends_with_the_uninterrupted_loss(
-    tmp_path: Path,
+    tmp_path: Path, learnable_corpus
 ) -> None:
     started = time.monotonic()
+    data = learnable_corpus(tmp_path)
     ref_log = tmp_path / "reference.out"
     with ref_log.open("w") as sink:
         reference = subprocess.Popen(
-            [NEOX_TRAIN, str(_write_run(tmp_path, "reference"))],
+            [NEOX_TRAIN, str(_write_run(tmp_path, "reference", data))],
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
@@ -145,7 +135,7 @@ def test_neox_train_requeued_three_times_ends_with_the_uninterrupted_loss(
     }
     for key in ("NEOX_SLURM_LOG_DIR", "NEOX_SLURM_LOG_PATTERN"):
         env.pop(key, None)
-    cfg = _write_run(tmp_path, "requeued")
+    cfg = _write_run(tmp_path, "requeued", data)
     done = subprocess.run(
         [sys.executable, "-m", "neox_slurm.cli", "submit", str(cfg), "--job-name", "requeue3",
          "--train-command", NEOX_TRAIN],

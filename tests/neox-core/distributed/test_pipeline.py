@@ -12,13 +12,11 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from neox_core.config import ConfigError, load_config, with_world_size
 from neox_core.distributed.pipeline_partition import partition_layers, stage_splits
 from neox_core.training.run import main_train
-from neox_data.indexed_dataset import write_dataset
 
 WORKER = Path(__file__).parent / "workers" / "pp_train.py"
 STEP = re.compile(r"iteration\s+(\d+)/\s*\d+ \|.* lm_loss: ([0-9.E+-]+) \|.*")
@@ -44,16 +42,6 @@ BASE = {
 def _write(path: Path, keys: dict) -> str:
     path.write_text(json.dumps(keys))
     return str(path)
-
-
-def _data(tmp: Path) -> str:
-    rng = np.random.default_rng(0)
-    docs = []
-    for _ in range(120):
-        start, step, n = rng.integers(0, 96), rng.integers(1, 5), rng.integers(10, 60)
-        docs.append(((start + step * np.arange(n)) % 96).astype(np.uint16))
-    write_dataset(tmp / "corpus_text_document", docs, np.uint16)
-    return str(tmp / "corpus_text_document")
 
 
 def _losses(out: str) -> dict[int, float]:
@@ -196,7 +184,7 @@ def test_pipeline_layout_errors(tmp_path: Path, monkeypatch, capsys) -> None:
 
 @pytest.mark.slow
 def test_pp2_layouts_schedules_and_checkpoints_match_one_process(
-    tmp_path: Path, torchrun, capsys
+    tmp_path: Path, torchrun, capsys, learnable_corpus
 ) -> None:
     """One 4-process launch (CI budget: one start-up for every layout): PP2 x DP2 with 1F1B
     (DDP), GPipe (ZeRO 1), interleaved 1F1B and activation checkpointing; PP2 x TP2; exact
@@ -204,7 +192,7 @@ def test_pp2_layouts_schedules_and_checkpoints_match_one_process(
     `reshard --tp 2 --pp 2` outputs finetuned at PP 2; then PP2 x DP2 -> PP1 and PP2 x TP2 ->
     PP1 in this process, and `neox-ckpt verify` on the PP2 checkpoint. Validation losses (eval
     through the pipeline) are compared with one process's too."""
-    data = _data(tmp_path)
+    data = learnable_corpus(tmp_path)
     base = _write(tmp_path / "base.yml", {**BASE, "data-path": data})
     four = _write(tmp_path / "four.yml", {"num-layers": 4})
 
@@ -357,8 +345,8 @@ def _single_from(*cfg: str, capsys) -> dict[int, float]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("NEOX_TEST_8PROC") != "1", reason="set NEOX_TEST_8PROC=1")
-def test_pp2_tp2_dp2_eight_processes(tmp_path: Path, torchrun, capsys) -> None:
-    data = _data(tmp_path)
+def test_pp2_tp2_dp2_eight_processes(tmp_path: Path, torchrun, capsys, learnable_corpus) -> None:
+    data = learnable_corpus(tmp_path)
     base = _write(tmp_path / "base.yml", {**BASE, "data-path": data, "train_batch_size": 8})
     ref_out = _single_out([base], capsys)
     ref = _losses(ref_out)

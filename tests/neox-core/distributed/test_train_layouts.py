@@ -10,12 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from neox_core.config import load_config
 from neox_core.training.run import main_train
-from neox_data.indexed_dataset import write_dataset
 
 LOSS = re.compile(r"iteration\s+(\d+)/\s*\d+ \|.* lm_loss: ([0-9.E+-]+) \|")
 
@@ -36,15 +34,11 @@ def _losses(out: str) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_neox_train_tp2_dp2_zero3_matches_one_process(tmp_path: Path, capsys) -> None:
-    rng = np.random.default_rng(0)
-    docs = []
-    for _ in range(120):
-        start, step, n = rng.integers(0, 96), rng.integers(1, 5), rng.integers(10, 60)
-        docs.append(((start + step * np.arange(n)) % 96).astype(np.uint16))
-    write_dataset(tmp_path / "corpus_text_document", docs, np.uint16)
+def test_neox_train_tp2_dp2_zero3_matches_one_process(
+    tmp_path: Path, capsys, learnable_corpus
+) -> None:
     cfg = tmp_path / "tiny.yml"
-    cfg.write_text(CONFIG.format(data=tmp_path / "corpus_text_document"))
+    cfg.write_text(CONFIG.format(data=learnable_corpus(tmp_path)))
     assert main_train(load_config([cfg])) == 0
     single = _losses(capsys.readouterr().out)
     assert sorted(single) == list(range(1, 11))

@@ -5,10 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from neox_data.indexed_dataset import write_dataset
 
 LOSS = re.compile(r"iteration\s+(\d+)/\s*\d+ \|.* lm_loss: ([0-9.E+-]+) \|")
 
@@ -58,14 +55,8 @@ def losses_in():
 
 
 @pytest.fixture
-def tiny_config(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    # a learnable corpus: documents are runs of an arithmetic progression modulo 96
-    docs = []
-    for _ in range(120):
-        start, step, n = rng.integers(0, 96), rng.integers(1, 5), rng.integers(10, 60)
-        docs.append(((start + step * np.arange(n)) % 96).astype(np.uint16))
-    write_dataset(tmp_path / "corpus_text_document", docs, np.uint16)
+def tiny_config(tmp_path: Path, learnable_corpus) -> Path:
+    learnable_corpus(tmp_path)
     cfg = tmp_path / "tiny.yml"
     cfg.write_text(
         CONFIG.format(data=tmp_path / "corpus_text_document", save=tmp_path / "ckpt"),
