@@ -153,3 +153,17 @@ def test_compiled_steps_keep_norms_plain_unless_neox_fused_ops_names_them(monkey
     monkeypatch.setattr(fused_ops, "_FUSED_KINDS_COMPILED", fused_ops._ops_from_env(compiled=True))
     assert _fused_kinds_seen(compiled=True) == {"norm", "loss"}
     assert _fused_kinds_seen(compiled=False) == {"norm", "loss"}
+
+
+@pytest.mark.parametrize("arch", ["neox", "llama"])
+def test_a_decoder_layer_with_fused_ops_compiles_to_one_graph(arch, make_neox, make_llama) -> None:
+    """No graph break inside a layer: a break splits each layer's compiled graph in two (its
+    residual gradient is then summed eagerly and fusions across the break are lost)."""
+    cfg = make_neox(tie_embeddings=False) if arch == "neox" else make_llama(num_kv_heads=2)
+    layer = build_model(cfg, seed=0).layers[0]
+    x = torch.randn(2, 17, cfg.hidden_size, requires_grad=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    with fused_ops.force_fusion_on_cpu(), torch.autocast("cpu", dtype=torch.bfloat16):
+        compiled(x).float().sum().backward()  # fullgraph: a break raises
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -89,6 +89,17 @@ def use_fused(
     return _FORCE_ON_CPU
 
 
+def owns(x: torch.Tensor) -> bool:
+    """Whether an in-place op may write x: not a view that autograd guards.
+
+    Inside a compiled region the question is not asked: `Tensor._is_view` breaks the graph
+    (one break per decoder layer split each layer's graph in two), and functionalization
+    makes in-place writes safe there. The one view a layer sees in practice, tensor
+    parallelism's local shard, is excluded by `use_fused`'s DTensor check of the weight.
+    """
+    return torch.compiler.is_compiling() or not x._is_view()
+
+
 def _ops():
     from neox_kernels import ops
 

@@ -164,7 +164,7 @@ class Attention(nn.Module):
         mixed = self.qkv(x)
         # rotate q and k in place in the fused QKV output (not in a view that autograd guards,
         # such as the local shard tensor parallelism hands over)
-        if use_fused(self.fused, mixed, kind="rotary") and not mixed._is_view():
+        if use_fused(self.fused, mixed, self.qkv.weight, kind="rotary") and fused_ops.owns(mixed):
             h, kv, r = self.num_heads, self.num_kv_heads, self.rotary
             q, k, v = self.split_qkv(fused_ops.rotary_qkv_(mixed, h, kv, r.dim, r.base))
         else:
