@@ -167,8 +167,9 @@ def test_deferred_step_matches_the_synced_one_and_skips_nan_on_the_device() -> N
     torch.manual_seed(0)
     synced, deferred = Poisonable(), Poisonable()
     deferred.load_state_dict(synced.state_dict())
-    opt_s, sched_s, s_s = _setup(synced)
-    opt_d, sched_d, s_d = _setup(deferred, defer_sync=True)
+    # a clip the gradients exceed: the deferred step clips through the fused AdamW's grad_scale
+    opt_s, sched_s, s_s = _setup(synced, clip_grad=0.2)
+    opt_d, sched_d, s_d = _setup(deferred, clip_grad=0.2, defer_sync=True)
     # the fused AdamW neox-train builds on CUDA (it skips a step on a device flag)
     opt_d = torch.optim.AdamW(param_groups(deferred, 0.1), lr=1e-2, betas=(0.9, 0.95), fused=True)
     sched_d.apply(opt_d)
@@ -180,6 +181,7 @@ def test_deferred_step_matches_the_synced_one_and_skips_nan_on_the_device() -> N
         (b,) = resolve_results([b])
         assert b.loss == pytest.approx(a.loss, rel=1e-5)
         assert b.grad_norm == pytest.approx(a.grad_norm, rel=1e-5)
+        assert b.grad_norm > s_d.clip_grad
         assert not b.skipped and not b.nan
     for p, q in zip(synced.parameters(), deferred.parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)

@@ -18,9 +18,29 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate
 
 
+def sum_of_squares(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """Σ x² over all elements of `tensors`, accumulated in fp32 (fp64 stays fp64).
+
+    One multi-tensor norm kernel per (device, dtype) group reads each tensor once; a
+    `.pow(2).sum()` per tensor also wrote a squared copy of every gradient and launched two
+    kernels per parameter (at Pythia-1B about 3 ms of an optimizer step on an H200).
+    """
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault((t.device, t.dtype), []).append(t)
+    total: torch.Tensor | None = None
+    for (_, dtype), group in groups.items():
+        acc = torch.promote_types(dtype, torch.float32)
+        norms = torch._foreach_norm(group, 2, dtype=acc if acc != dtype else None)
+        part = torch.stack(norms).pow(2).sum()
+        total = part if total is None else total + part.to(total.device)
+    return total
+
+
 def _local_square_sums(grads: Iterable[torch.Tensor]) -> torch.Tensor | None:
     total: torch.Tensor | None = None
-    groups: dict[tuple, list[torch.Tensor]] = {}
+    plain: list[torch.Tensor] = []
+    groups: dict[tuple, list] = {}
     for g in grads:
         if isinstance(g, DTensor):
             if any(pl.is_partial() for pl in g.placements):  # pending sums: finish them first
@@ -31,15 +51,18 @@ def _local_square_sums(grads: Iterable[torch.Tensor]) -> torch.Tensor | None:
             # only Replicate repeats them
             shard_dims = tuple(i for i, pl in enumerate(g.placements) if not pl.is_replicate())
             key = (id(g.device_mesh), shard_dims)
-            groups.setdefault(key, [g.device_mesh, shard_dims])  # type: ignore[list-item]
-            groups[key].append(g.to_local().detach().float().pow(2).sum())
+            groups.setdefault(key, [g.device_mesh, shard_dims])
+            groups[key].append(g.to_local().detach())
         else:
-            sq = g.detach().float().pow(2).sum()
-            total = sq if total is None else total + sq
-    for mesh, shard_dims, *sums in groups.values():
-        part = torch.stack(sums).sum()  # type: ignore[arg-type]
-        for dim in shard_dims:  # type: ignore[union-attr]
-            dist.all_reduce(part, group=mesh.get_group(dim))  # type: ignore[union-attr]
+            plain.append(g.detach())
+    if plain:
+        total = sum_of_squares(plain)
+    for mesh, shard_dims, *pieces in groups.values():
+        part = sum_of_squares(pieces)
+        if part is None:
+            continue
+        for dim in shard_dims:
+            dist.all_reduce(part, group=mesh.get_group(dim))
         total = part if total is None else total + part.to(total.device)
     return total
 
@@ -89,21 +112,13 @@ def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float, **norm_kw: A
     return norm
 
 
-def clip_grad_norm_on_device(
-    params: Iterable[torch.Tensor], max_norm: float, **norm_kw: Any
-) -> torch.Tensor:
-    """`clip_grad_norm` without reading the norm on the host: the coefficient is a tensor.
+def clip_divisor(norm: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """What clipping divides the gradients by, as a device tensor: no host sync.
 
-    Same rule (max_norm / (norm + 1e-6), at most 1; a non-finite norm leaves the gradients
-    as they are), computed on the gradients' device, so the step does not wait for the GPU.
+    The same rule as `clip_grad_norm` (the gradients are scaled by max_norm / (norm + 1e-6)
+    when that is below 1; a non-finite norm leaves them as they are), as the divisor
+    (norm + 1e-6) / max_norm, at least 1. A fused AdamW applies it as its `grad_scale` while
+    it reads each gradient, so clipping costs no pass of its own over the gradients.
     """
-    params = list(params)
-    norm = total_grad_norm(params, **norm_kw)
-    if max_norm > 0:
-        coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-        coef = torch.where(torch.isfinite(norm), coef, torch.ones_like(coef))
-        grads = [p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad for p in params]
-        grads = [g for g in grads if g is not None]
-        if grads:
-            torch._foreach_mul_(grads, coef.to(grads[0].device))
-    return norm
+    divisor = ((norm.float() + 1e-6) / max_norm).clamp(min=1.0)
+    return torch.where(torch.isfinite(divisor), divisor, torch.ones_like(divisor))

@@ -20,11 +20,7 @@ from typing import Any
 import torch
 
 from neox_core.distributed.attention_backend import sdpa_context
-from neox_core.distributed.grad_norm import (
-    clip_grad_norm,
-    clip_grad_norm_on_device,
-    total_grad_norm,
-)
+from neox_core.distributed.grad_norm import clip_divisor, clip_grad_norm, total_grad_norm
 from neox_core.models.fused_ops import lm_loss
 from neox_core.training.batch import make_batch
 from neox_core.training.param_stats import parameter_stats
@@ -236,16 +232,22 @@ def _deferred_update(
     loss: torch.Tensor,
     s: StepSettings,
 ) -> StepResult:
-    """Clip and step without a host sync; a non-finite loss or norm skips on the device."""
+    """Clip and step without a host sync; a non-finite loss or norm skips on the device.
+
+    Clipping rides on the fused AdamW: its `grad_scale` divides each gradient as the kernel
+    reads it (GradScaler's hook), instead of a separate pass that scales them in place.
+    """
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-    clip = clip_grad_norm_on_device if s.clip_grad > 0 else None
-    norm = (clip(params, s.clip_grad) if clip else total_grad_norm(params)).to(loss.device)
+    norm = total_grad_norm(params).to(loss.device)
     bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
     optimizer.found_inf = bad.float()  # type: ignore[attr-defined]  (read by fused AdamW)
+    if s.clip_grad > 0:
+        optimizer.grad_scale = clip_divisor(norm, s.clip_grad)  # type: ignore[attr-defined]
     try:
         optimizer.step()
     finally:
         del optimizer.found_inf  # type: ignore[attr-defined]
+        optimizer.__dict__.pop("grad_scale", None)
     schedule.step(optimizer)  # taken back by the loop if the step turns out skipped
     optimizer.zero_grad(set_to_none=True)
     return StepResult(loss, norm, bad, bad)  # type: ignore[arg-type]
