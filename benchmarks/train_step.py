@@ -83,6 +83,7 @@ class Result:
     loss: float = float("nan")
     error: str = ""
     profile: dict[str, float] | None = None
+    top_kernels: list[tuple[str, float, int]] | None = None  # (kernel, ms per step, calls per step)
 
 
 def _import_paths() -> None:
@@ -216,8 +217,11 @@ def family(kernel: str) -> str:
     return "other"
 
 
-def profile_steps(step, device, steps: int = 3) -> dict[str, float]:
-    """ms per step by kernel family, and idle (wall minus GPU-busy time), from torch.profiler."""
+def profile_steps(
+    step, device, steps: int = 3, top: int = 0
+) -> tuple[dict[str, float], list[tuple[str, float, int]]]:
+    """ms per step by kernel family and idle (wall minus GPU-busy time), from torch.profiler;
+    with `top`, also the `top` kernels that take the most time (name, ms and calls per step)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -229,18 +233,25 @@ def profile_steps(step, device, steps: int = 3) -> dict[str, float]:
         torch.cuda.synchronize()
         wall = (time.perf_counter() - start) * 1e3 / steps
     out: dict[str, float] = {"wall": wall}
+    kernels: list[tuple[str, float, int]] = []
     busy = 0.0
     for evt in prof.key_averages():
         if evt.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        # a record_function range mirrored on the GPU ("Optimizer.step#AdamW.step") spans
+        # kernels counted on their own: counting it too made busy time exceed the wall
+        if getattr(evt, "is_user_annotation", False) or "#" in evt.key:
             continue
         ms = evt.self_device_time_total / 1e3 / steps
         if ms <= 0:
             continue
         fam = family(evt.key)
         out[fam] = out.get(fam, 0.0) + ms
+        kernels.append((evt.key, ms, evt.count // steps))
         busy += ms
     out["idle"] = max(0.0, wall - busy)
-    return out
+    kernels.sort(key=lambda k: -k[1])
+    return out, kernels[:top]
 
 
 def run_case(name: str, impl: str, args: argparse.Namespace) -> Result:
@@ -282,9 +293,9 @@ def run_case(name: str, impl: str, args: argparse.Namespace) -> Result:
         f"(warm-up incl. compile {warmup_s:.1f} s)",
         flush=True,
     )
-    if args.profile and device.type == "cuda" and name == "1B":
+    if args.profile and device.type == "cuda" and name in args.profile_cases.split(","):
         try:
-            r.profile = profile_steps(step, device)
+            r.profile, r.top_kernels = profile_steps(step, device, top=args.profile_top)
         except Exception as e:  # the timed row stands without its profile
             print(f"  {name} {impl}: profile failed: {type(e).__name__}: {e}", flush=True)
     return r
@@ -358,6 +369,13 @@ def profile_table(results: list[Result]) -> str:
             share = 100 * ms / r.profile["wall"]  # type: ignore[index]
             cells.append(f"{ms:.1f}" if fam == "wall" else f"{ms:.1f} ({share:.0f} %)")
         lines.append(f"{fam} | " + " | ".join(cells))
+    for r in profiled:
+        if r.top_kernels:
+            lines += ["", f"top kernels, {r.case} {r.impl}: ms per step | calls | family | kernel"]
+            lines += [
+                f"{ms:7.2f} | {calls:4d} | {family(k)} | {k[:110]}"
+                for k, ms, calls in r.top_kernels
+            ]
     return "\n".join(lines)
 
 
@@ -370,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     p.add_argument("--compile", default="auto", help="neox's compile key: auto, true, false")
     p.add_argument("--activation-checkpointing", default="none", help="none, full, selective")
-    p.add_argument("--profile", action="store_true", help="kernel-family breakdown for 1B")
+    p.add_argument("--profile", action="store_true", help="kernel-family breakdown (see below)")
+    p.add_argument("--profile-cases", default="1B", help="the cases --profile breaks down")
+    p.add_argument("--profile-top", type=int, default=0, help="with --profile: list N kernels")
     p.add_argument("--isolate", action="store_true", help="each case in its own process")
     p.add_argument("--case-timeout", type=int, default=300, help="seconds, with --isolate")
     p.add_argument(
