@@ -377,7 +377,7 @@ def _precision(out: Translation) -> None:
         if len(dtypes) > 1:
             listed = ", ".join(f"{what} -> {dt} ({src})" for dt, src, what in choices)
             raise ConfigError(f"conflicting precision settings: {listed}")
-        dtype, src, what = choices[-1]
+        _, src, what = choices[-1]
         out.set("precision.dtype", dtypes.pop(), src, what)
         fp8 = [(src, what) for dt, src, what in choices if dt == "fp8"]
         if fp8:
