@@ -17,6 +17,10 @@ peak memory and neox's ratio to HF.
     python3 benchmarks/train_step.py --cases 1B --profile  # + where Pythia-1B's GPU time goes
     python3 benchmarks/train_step.py --isolate             # each case in its own process
     python3 benchmarks/train_step.py --smoke               # tiny shapes on a CPU, in seconds
+    python3 benchmarks/train_step.py --cases llama-1.1B --precision fp8  # neox with fp8 linears
+
+`--precision fp8` sets neox's `precision: fp8` (decoder linears in float8 through torchao,
+the rest bf16); HF rows stay bf16 and say so in the precision column.
 
 Runs from a plain checkout with PYTHONPATH=packages/neox-core/src:packages/neox-data/src:
 packages/neox-kernels/src (torch, transformers and pyyaml installed; uv is not needed, and
@@ -75,6 +79,7 @@ CASES = {
 class Result:
     case: str
     impl: str  # "neox" | "hf"
+    precision: str = "bf16"  # "bf16" | "fp8" (neox only)
     step_s: float = float("nan")
     tokens_per_s: float = float("nan")
     tflops: float = float("nan")
@@ -95,7 +100,7 @@ def _import_paths() -> None:
         sys.path.insert(0, str(ROOT / "packages" / "neox-kernels" / "src"))
 
 
-def load_case_config(name: str, args: argparse.Namespace):
+def load_case_config(name: str, args: argparse.Namespace, precision: str = "bf16"):
     """The case's GPT-NeoX YAML through neox-core's loader, in the benchmark's regime."""
     from neox_core.config import load_config
 
@@ -103,6 +108,7 @@ def load_case_config(name: str, args: argparse.Namespace):
     overrides: dict[str, Any] = {
         "fp16": {"enabled": False},
         "bf16": {"enabled": True},
+        "precision": precision,  # fp8 agrees with bf16.enabled: bf16 plus float8 linears
         "seq_length": shape.seq,
         "max_position_embeddings": shape.seq,
         "train_micro_batch_size_per_gpu": shape.micro_batch,
@@ -260,7 +266,8 @@ def run_case(name: str, impl: str, args: argparse.Namespace) -> Result:
     from neox_core.training.throughput import flops_per_token, non_embedding_params
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = load_case_config(name, args)
+    precision = args.precision if impl == "neox" else "bf16"
+    cfg = load_case_config(name, args, precision)
     log = print if args.verbose else (lambda msg: None)
     model, step, read = (build_neox if impl == "neox" else build_hf)(cfg, device, log)
     m = cfg.model
@@ -287,9 +294,10 @@ def run_case(name: str, impl: str, args: argparse.Namespace) -> Result:
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     tokens_per_s = mb * seq / step_s
     flops = per_token * tokens_per_s
-    r = Result(name, impl, step_s, tokens_per_s, flops / 1e12, flops / PEAK_FLOPS, peak, loss)
+    r = Result(name, impl, precision, step_s, tokens_per_s, flops / 1e12, flops / PEAK_FLOPS)
+    r.peak_gib, r.loss = peak, loss
     print(
-        f"  {name} {impl}: {tokens_per_s:,.0f} tokens/s, MFU {100 * r.mfu:.1f}% "
+        f"  {name} {impl} {precision}: {tokens_per_s:,.0f} tokens/s, MFU {100 * r.mfu:.1f}% "
         f"(warm-up incl. compile {warmup_s:.1f} s)",
         flush=True,
     )
@@ -311,28 +319,38 @@ def release() -> None:
     torch._dynamo.reset()
 
 
-def run_isolated(name: str, impl: str, timeout: int, argv: list[str]) -> Result:
+def run_isolated(name: str, impl: str, prec: str, timeout: int, argv: list[str]) -> Result:
     """One case in a child process: a crash, hang or OOM there costs only that row."""
     cmd = [sys.executable, __file__, *argv, "--cases", name, "--impls", impl, "--emit-json"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return Result(name, impl, error=f"timed out after {timeout} s")
+        return Result(name, impl, prec, error=f"timed out after {timeout} s")
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return Result(**json.loads(line[len("RESULT ") :]))
         print(line, flush=True)
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return Result(name, impl, error=f"exit {proc.returncode}: {' / '.join(tail)}")
+    return Result(name, impl, prec, error=f"exit {proc.returncode}: {' / '.join(tail)}")
 
 
 def table(results: list[Result]) -> str:
-    head = ("model", "impl", "step ms", "tokens/s", "TFLOPS/GPU", "MFU %", "peak GiB", "vs HF")
+    head = (
+        "model",
+        "impl",
+        "precision",
+        "step ms",
+        "tokens/s",
+        "TFLOPS/GPU",
+        "MFU %",
+        "peak GiB",
+        "vs HF",
+    )
     hf = {r.case: r for r in results if r.impl == "hf" and not r.error}
     rows = []
     for r in results:
         if r.error:
-            rows.append((r.case, r.impl, "failed", "", "", "", "", r.error[:60]))
+            rows.append((r.case, r.impl, r.precision, "failed", "", "", "", "", r.error[:60]))
             continue
         ratio = ""
         if r.impl == "neox" and r.case in hf:
@@ -341,6 +359,7 @@ def table(results: list[Result]) -> str:
             (
                 r.case,
                 r.impl,
+                r.precision,
                 f"{r.step_s * 1e3:.1f}",
                 f"{r.tokens_per_s:,.0f}",
                 f"{r.tflops:.1f}",
@@ -388,6 +407,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     p.add_argument("--compile", default="auto", help="neox's compile key: auto, true, false")
     p.add_argument("--activation-checkpointing", default="none", help="none, full, selective")
+    p.add_argument(
+        "--precision",
+        default="bf16",
+        choices=("bf16", "fp8"),
+        help="neox's precision key: fp8 trains the decoder linears in float8 (torchao); "
+        "HF rows stay bf16",
+    )
     p.add_argument("--profile", action="store_true", help="kernel-family breakdown (see below)")
     p.add_argument("--profile-cases", default="1B", help="the cases --profile breaks down")
     p.add_argument("--profile-top", type=int, default=0, help="with --profile: list N kernels")
@@ -415,8 +441,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.emit_json:
         name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+        regime = "fp32 params + bf16 autocast"
+        if args.precision == "fp8":
+            regime += " + neox decoder linears in fp8 (torchao tensorwise; HF rows bf16)"
         print(
-            f"torch {torch.__version__} on {name}; fp32 params + bf16 autocast, fused AdamW, "
+            f"torch {torch.__version__} on {name}; {regime}, fused AdamW, "
             f"clip 1.0; {args.steps} timed steps after {args.warmup} warm-up; neox compile "
             f"{args.compile}, activation checkpointing {args.activation_checkpointing}; "
             f"MFU vs {PEAK_FLOPS / 1e12:.0f} TFLOP/s",
@@ -429,19 +458,22 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     began = time.perf_counter()
     for name, impl in itertools.product(args.cases.split(","), args.impls.split(",")):
+        prec = args.precision if impl == "neox" else "bf16"
         left = args.deadline_s - (time.perf_counter() - began) if args.deadline_s else 1e9
         if left < 30:
-            results.append(Result(name, impl, error=f"not run: --deadline-s {args.deadline_s:g}"))
+            results.append(
+                Result(name, impl, prec, error=f"not run: --deadline-s {args.deadline_s:g}")
+            )
             continue
         if args.isolate:
             timeout = int(min(args.case_timeout, left))
-            results.append(run_isolated(name, impl, timeout, child_argv))
+            results.append(run_isolated(name, impl, prec, timeout, child_argv))
             continue
         try:
             results.append(run_case(name, impl, args))
         except Exception as e:  # one failing case (OOM, a compile error) keeps the table
             traceback.print_exc()
-            results.append(Result(name, impl, error=f"{type(e).__name__}: {e}"))
+            results.append(Result(name, impl, prec, error=f"{type(e).__name__}: {e}"))
         finally:
             release()
     if args.emit_json:

@@ -67,6 +67,9 @@ class PrecisionConfig:
     # fp32 master weights, so data-parallel reduction is fp32 either way; tensor-parallel
     # reductions of bf16/fp16 activations read this switch.
     fp32_allreduce: bool = False
+    # neox `precision: fp8` (dtype stays "bf16"): the decoder layers' linears train in float8
+    # through torchao (distributed/float8.py); everything else is exactly the bf16 path.
+    fp8_linear: bool = False
 
 
 @dataclass

@@ -279,10 +279,12 @@ def _precision(out: Translation) -> None:
     choices: list[tuple[str, str, str]] = []  # (dtype, source, what set it)
     entry = out.shape.get("precision")
     if entry is not None and entry.value is not None:
-        names = {"fp16": "fp16", "fp32": "fp32", "bfloat16": "bf16", "bf16": "bf16"}
+        # fp8: bf16 everywhere, the decoder linears in float8 (neox, beyond GPT-NeoX)
+        names = {"fp16": "fp16", "fp32": "fp32", "bfloat16": "bf16", "bf16": "bf16", "fp8": "fp8"}
         if not isinstance(entry.value, str) or entry.value not in names:
             raise ConfigError(
-                f"{entry.source}: precision = {entry.value!r}: expected one of fp16, bfloat16, fp32"
+                f"{entry.source}: precision = {entry.value!r}: expected one of fp16, bfloat16, "
+                "fp32, fp8"
             )
         choices.append((names[entry.value], entry.source, "precision"))
     entry = out.shape.get("fp16")
@@ -370,12 +372,16 @@ def _precision(out: Translation) -> None:
             # O1: fp16 autocast with fp32 weights and dynamic loss scaling, as neox's fp16
             choices.append(("fp16" if level == "O1" else "fp32", src, "amp.opt_level"))
     if choices:
-        dtypes = {c[0] for c in choices}
+        # fp8 is bf16 autocast plus float8 linears: it agrees with bf16 settings, not with others
+        dtypes = {"bf16" if c[0] == "fp8" else c[0] for c in choices}
         if len(dtypes) > 1:
             listed = ", ".join(f"{what} -> {dt} ({src})" for dt, src, what in choices)
             raise ConfigError(f"conflicting precision settings: {listed}")
-        dtype, src, what = choices[-1]
-        out.set("precision.dtype", dtype, src, what)
+        _, src, what = choices[-1]
+        out.set("precision.dtype", dtypes.pop(), src, what)
+        fp8 = [(src, what) for dt, src, what in choices if dt == "fp8"]
+        if fp8:
+            out.set("precision.fp8_linear", True, fp8[0][0], fp8[0][1])
     entry = out.shape.get("dynamic_loss_scale")
     if entry is not None and entry.value is not None:
         dynamic = coerce(entry.value, "bool", "dynamic_loss_scale", entry.source)

@@ -183,6 +183,7 @@ def validate(cfg: NeoxConfig, keys: dict[str, str]) -> None:
         fail("parallel.offload_optimizer", "optimizer offload needs ZeRO stage 1, 2 or 3")
     if cfg.parallel.sequence_parallel and cfg.parallel.tensor_parallel_size == 1:
         fail("parallel.sequence_parallel", "sequence parallelism needs model_parallel_size > 1")
+    _validate_fp8(cfg, keys)
     from neox_core.distributed.parallel_dims import check_model_split
 
     check_model_split(cfg, keys)
@@ -192,6 +193,24 @@ def validate(cfg: NeoxConfig, keys: dict[str, str]) -> None:
 
     _validate_data(cfg, keys)
     _validate_posttrain(cfg, keys)
+
+
+def _validate_fp8(cfg: NeoxConfig, keys: dict[str, str]) -> None:
+    """`precision: fp8` is bf16 plus float8 linears, tested without TP and pipelines only."""
+    if not cfg.precision.fp8_linear:
+        return
+    where = f"{_where(cfg, keys, 'precision.fp8_linear')} = fp8"
+    if cfg.precision.dtype != "bf16":
+        raise ConfigError(f"{where}: fp8 runs on bf16 autocast, not {cfg.precision.dtype}")
+    for dotted, what in (
+        ("parallel.tensor_parallel_size", "float8 linears are not wired into neox's TP layout"),
+        ("parallel.pipe_parallel_size", "not verified with pipeline parallelism"),
+    ):
+        if _value(cfg, dotted) > 1:
+            raise ConfigError(
+                f"{where}: not yet supported with {_where(cfg, keys, dotted)} = "
+                f"{_value(cfg, dotted)} ({what}); use precision: bf16 or a size of 1"
+            )
 
 
 def _validate_data(cfg: NeoxConfig, keys: dict[str, str]) -> None:

@@ -1,15 +1,18 @@
-"""`parallelize(model, mesh, cfg)`: TP, activation checkpointing, compile, then data parallelism.
+"""`parallelize(model, mesh, cfg)`: TP, fp8, activation checkpointing, compile, then data parallelism.
 
 The model file knows nothing of these (as torchtitan's parallelize step), and the order is
 torchtitan's: TP turns the parameters into DTensors on mesh["tp"]
-(`tensor_parallel.apply_tensor_parallel`); activation checkpointing wraps each layer's
+(`tensor_parallel.apply_tensor_parallel`); `precision: fp8` swaps the decoder linears for
+torchao's Float8Linear (`float8.apply_float8_training`); activation checkpointing wraps each layer's
 forward (`activation_checkpoint`); `torch.compile` compiles each layer, checkpoint included
 (`compile`); then the ZeRO stage wraps or shards the model over mesh["dp"]
-(`data_parallel.apply_data_parallel`) around the compiled layers. In a single process (no mesh) only checkpointing and compile apply. The optimizer must be
+(`data_parallel.apply_data_parallel`) around the compiled layers. In a single process (no mesh) only fp8, checkpointing and compile apply. The optimizer must be
 built after this, on the parameters it leaves.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -30,7 +33,11 @@ def activation_checkpointing_mode(cfg: NeoxConfig) -> str:
 
 
 def parallelize(
-    model: nn.Module, mesh: DeviceMesh | None, cfg: NeoxConfig, device: torch.device
+    model: nn.Module,
+    mesh: DeviceMesh | None,
+    cfg: NeoxConfig,
+    device: torch.device,
+    log: Callable[[str], None] | None = None,
 ) -> nn.Module:
     """Apply TP (if `model_parallel_size` > 1), checkpointing, compile, then the ZeRO stage.
 
@@ -47,6 +54,15 @@ def parallelize(
         for module in model.modules():
             if hasattr(module, "fused"):
                 module.fused = False
+    if cfg.precision.fp8_linear:
+        from neox_core.distributed.float8 import apply_float8_training
+
+        converted, linears = apply_float8_training(model, device)
+        if log is not None:
+            log(
+                f" > fp8: torchao float8 (tensorwise) on {converted} of {linears} decoder-layer "
+                "linears; embedding and LM head stay bf16"
+            )
     apply_activation_checkpointing(model, activation_checkpointing_mode(cfg))
     if compile_enabled(cfg.training.compile, device):
         apply_compile(model)

@@ -244,7 +244,7 @@ def build_parallel_model(
         mesh = build_mesh(dims, device.type)
     if dims.pp > 1:
         return _build_pipeline_model(cfg, dims, model, mesh, device, log)
-    trained = parallelize(model, mesh, cfg, device)
+    trained = parallelize(model, mesh, cfg, device, log)
     log(describe_speed_settings(cfg, device))
     if mesh is None:
         return ParallelModel(model, trained, None, dims)
