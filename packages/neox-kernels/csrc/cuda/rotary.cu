@@ -5,32 +5,67 @@
 namespace neox {
 namespace {
 
-template <typename T>
+constexpr int kHeadsPerThread = 4;
+
+// One thread rotates VEC consecutive pairs (i, i + rot_half) of one token in up to
+// kHeadsPerThread heads: the angles depend on the position and i only, so each sin/cos is
+// computed once for those heads, and every load and store is a VEC-wide pack.
+template <typename T, int VEC>
 __global__ void rotary_kernel(T* __restrict__ qkv, int64_t tokens, int64_t seq_len,
                               int64_t row_stride, int num_q, int64_t q_offset, int64_t q_stride,
                               int num_k, int64_t k_offset, int64_t k_stride, int rot_half,
                               const float* __restrict__ inv_freq, int64_t position_offset,
                               float sign) {
   const int heads = num_q + num_k;
-  const int64_t per_token = int64_t(heads) * rot_half, total = tokens * per_token;
+  const int packs = rot_half / VEC;
+  const int groups = (heads + kHeadsPerThread - 1) / kHeadsPerThread;
+  const int64_t per_token = int64_t(groups) * packs, total = tokens * per_token;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t t = e / per_token;
-    const int64_t rem = e - t * per_token;
-    const int head = static_cast<int>(rem / rot_half);
-    const int i = static_cast<int>(rem - int64_t(head) * rot_half);
-    const int64_t col = head < num_q ? q_offset + head * q_stride
-                                     : k_offset + (head - num_q) * k_stride;
-    T* p = qkv + t * row_stride + col;
+    const int rem = static_cast<int>(e - t * per_token);
+    const int group = rem / packs;
+    const int i0 = (rem - group * packs) * VEC;
     // the same fp32 product as torch.outer(positions, inv_freq) in the reference
-    const float angle = static_cast<float>(t % seq_len + position_offset) * inv_freq[i];
-    float s, c;
-    sincosf(angle, &s, &c);
-    s *= sign;
-    const float x1 = to_f(p[i]), x2 = to_f(p[i + rot_half]);
-    p[i] = from_f<T>(x1 * c - x2 * s);
-    p[i + rot_half] = from_f<T>(x2 * c + x1 * s);
+    const float position = static_cast<float>(t % seq_len + position_offset);
+    float c[VEC], s[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      sincosf(position * inv_freq[i0 + k], &s[k], &c[k]);
+      s[k] *= sign;
+    }
+    T* row = qkv + t * row_stride;
+    const int last = min(heads, (group + 1) * kHeadsPerThread);
+    for (int head = group * kHeadsPerThread; head < last; ++head) {
+      const int64_t col = head < num_q ? q_offset + head * q_stride
+                                       : k_offset + (head - num_q) * k_stride;
+      T* p = row + col + i0;
+      Pack<T, VEC> a = load_pack<T, VEC>(p, 0), b = load_pack<T, VEC>(p + rot_half, 0);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const float x1 = to_f(a.v[k]), x2 = to_f(b.v[k]);
+        a.v[k] = from_f<T>(x1 * c[k] - x2 * s[k]);
+        b.v[k] = from_f<T>(x2 * c[k] + x1 * s[k]);
+      }
+      store_pack<T, VEC>(p, 0, a);
+      store_pack<T, VEC>(p + rot_half, 0, b);
+    }
   }
+}
+
+template <typename T, int VEC>
+void launch_rotary(T* qkv, int64_t tokens, int64_t seq_len, int64_t row_stride, int num_q,
+                   int64_t q_offset, int64_t q_stride, int num_k, int64_t k_offset,
+                   int64_t k_stride, int rot_half, const float* inv_freq,
+                   int64_t position_offset, float sign, cudaStream_t s) {
+  const int groups = (num_q + num_k + kHeadsPerThread - 1) / kHeadsPerThread;
+  const int64_t total = tokens * groups * (rot_half / VEC);
+  const int threads = 256;
+  const int blocks = grid_for(total, threads, sm_count() * 16);
+  rotary_kernel<T, VEC><<<blocks, threads, 0, s>>>(qkv, tokens, seq_len, row_stride, num_q,
+                                                   q_offset, q_stride, num_k, k_offset,
+                                                   k_stride, rot_half, inv_freq,
+                                                   position_offset, sign);
 }
 
 }  // namespace
@@ -44,12 +79,23 @@ const char* rotary_inplace(int dtype, void* qkv, int64_t tokens, int64_t seq_len
   if (total == 0) return nullptr;
   if (seq_len <= 0) return "seq_len must be positive";
   auto s = static_cast<cudaStream_t>(stream);
-  const int threads = 256;
-  const int blocks = grid_for(total, threads, sm_count() * 16);
+  const float sign = inverse ? -1.f : 1.f;
   NEOX_DISPATCH_DTYPE(dtype, {
-    rotary_kernel<scalar_t><<<blocks, threads, 0, s>>>(
-        static_cast<scalar_t*>(qkv), tokens, seq_len, row_stride, num_q, q_offset, q_stride,
-        num_k, k_offset, k_stride, rot_half, inv_freq, position_offset, inverse ? -1.f : 1.f);
+    constexpr int vec = 16 / sizeof(scalar_t);
+    // packs need every offset, stride and half-width in whole packs and a 16-byte base
+    const bool packed = rot_half % vec == 0 && row_stride % vec == 0 && q_offset % vec == 0 &&
+                        q_stride % vec == 0 && k_offset % vec == 0 && k_stride % vec == 0 &&
+                        reinterpret_cast<uintptr_t>(qkv) % 16 == 0;
+    auto* x = static_cast<scalar_t*>(qkv);
+    if (packed) {
+      launch_rotary<scalar_t, vec>(x, tokens, seq_len, row_stride, num_q, q_offset, q_stride,
+                                   num_k, k_offset, k_stride, rot_half, inv_freq,
+                                   position_offset, sign, s);
+    } else {
+      launch_rotary<scalar_t, 1>(x, tokens, seq_len, row_stride, num_q, q_offset, q_stride,
+                                 num_k, k_offset, k_stride, rot_half, inv_freq, position_offset,
+                                 sign, s);
+    }
   });
   return last_error();
 }
