@@ -267,12 +267,23 @@ __global__ void __launch_bounds__(512)
       }
     }
   }
+  // The row statistics are loaded one row ahead as well (their latency is otherwise paid
+  // once per row, before any arithmetic can start).
+  float rstd_next = 0.f, mean_next = 0.f;
+  if (blockIdx.x < rows) {
+    rstd_next = rstd_in[blockIdx.x];
+    if (!RMS) mean_next = mean_in[blockIdx.x];
+  }
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t base = row * hidden;
-    const float rstd = rstd_in[row];
-    const float mean = RMS ? 0.f : mean_in[row];
+    const float rstd = rstd_next;
+    const float mean = RMS ? 0.f : mean_next;
     Pack<T, VEC> nx[P], ng[P];
     const int64_t next = row + gridDim.x;
+    if (next < rows) {
+      rstd_next = rstd_in[next];
+      if (!RMS) mean_next = mean_in[next];
+    }
 #pragma unroll
     for (int j = 0; j < P; ++j) {
       const int i = threadIdx.x + j * blockDim.x;
