@@ -4,15 +4,39 @@
 namespace neox {
 namespace {
 
-__device__ __forceinline__ float silu(float x) { return x / (1.f + __expf(-x)); }
+// 1 / (1 + exp(-x)) with the fast reciprocal: exp overflow gives 0 (x -> -inf), as it should.
+__device__ __forceinline__ float sigmoid(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
+__device__ __forceinline__ float silu(float x) { return x * sigmoid(x); }
+
+// Row/column of flat pack index p (p = r * per_row + j, 0 <= j < per_row), advanced by a
+// grid-stride step without a 64-bit division per element.
+struct RowCursor {
+  int64_t r, j, dr, dj, per_row;
+  __device__ __forceinline__ RowCursor(int64_t p, int64_t stride, int64_t per_row_)
+      : per_row(per_row_) {
+    r = p / per_row;
+    j = p - r * per_row;
+    dr = stride / per_row;
+    dj = stride - dr * per_row;
+  }
+  __device__ __forceinline__ void advance() {
+    r += dr;
+    j += dj;
+    if (j >= per_row) {
+      j -= per_row;
+      ++r;
+    }
+  }
+};
 
 template <typename T, int VEC>
 __global__ void swiglu_fwd_kernel(const T* __restrict__ h, T* __restrict__ out, int64_t rows,
                                   int64_t inner) {
   const int64_t packs_per_row = inner / VEC, total = rows * packs_per_row;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < total;
-       p += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = p / packs_per_row, j = p - r * packs_per_row;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  for (RowCursor c(p, stride, packs_per_row); p < total; p += stride, c.advance()) {
+    const int64_t r = c.r, j = c.j;
     const T* hr = h + r * 2 * inner;
     Pack<T, VEC> up = load_pack<T, VEC>(hr, j), gate = load_pack<T, VEC>(hr + inner, j);
 #pragma unroll
@@ -25,9 +49,10 @@ template <typename T, int VEC>
 __global__ void swiglu_bwd_kernel(const T* __restrict__ g, const T* __restrict__ h,
                                   T* __restrict__ dh, int64_t rows, int64_t inner) {
   const int64_t packs_per_row = inner / VEC, total = rows * packs_per_row;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < total;
-       p += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = p / packs_per_row, j = p - r * packs_per_row;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  for (RowCursor c(p, stride, packs_per_row); p < total; p += stride, c.advance()) {
+    const int64_t r = c.r, j = c.j;
     const T* hr = h + r * 2 * inner;
     T* dr = dh + r * 2 * inner;
     Pack<T, VEC> up = load_pack<T, VEC>(hr, j), gate = load_pack<T, VEC>(hr + inner, j);
@@ -35,7 +60,7 @@ __global__ void swiglu_bwd_kernel(const T* __restrict__ g, const T* __restrict__
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       const float x = to_f(gate.v[k]), u = to_f(up.v[k]), gg = to_f(go.v[k]);
-      const float sig = 1.f / (1.f + __expf(-x));
+      const float sig = sigmoid(x);
       const float sl = x * sig;
       up.v[k] = from_f<T>(gg * sl);
       gate.v[k] = from_f<T>(gg * u * sig * (1.f + x * (1.f - sig)));
@@ -50,14 +75,20 @@ constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 constexpr float kSqrt2OverPi = 0.79788456080286536f;
 constexpr float kTanhCoef = 0.044715f;
 
+// tanh(u) = 1 - 2 / (exp(2u) + 1): exactly +-1 where exp over/underflows; its absolute error
+// (~1e-7) is what matters here, as it enters only through 1 + t and 1 - t^2.
+__device__ __forceinline__ float fast_tanh(float u) {
+  return 1.f - __fdividef(2.f, __expf(2.f * u) + 1.f);
+}
+
 __device__ __forceinline__ float gelu(float x, bool approximate) {
-  if (approximate) return 0.5f * x * (1.f + tanhf(kSqrt2OverPi * (x + kTanhCoef * x * x * x)));
+  if (approximate) return 0.5f * x * (1.f + fast_tanh(kSqrt2OverPi * (x + kTanhCoef * x * x * x)));
   return 0.5f * x * (1.f + erff(x * kSqrt1_2));
 }
 
 __device__ __forceinline__ float gelu_grad(float x, bool approximate) {
   if (approximate) {
-    const float t = tanhf(kSqrt2OverPi * (x + kTanhCoef * x * x * x));
+    const float t = fast_tanh(kSqrt2OverPi * (x + kTanhCoef * x * x * x));
     return 0.5f * (1.f + t) +
            0.5f * x * (1.f - t * t) * kSqrt2OverPi * (1.f + 3.f * kTanhCoef * x * x);
   }
@@ -69,10 +100,11 @@ __global__ void bias_gelu_fwd_kernel(const T* __restrict__ x, const T* __restric
                                      T* __restrict__ out, int64_t rows, int64_t cols,
                                      bool approximate) {
   const int64_t packs_per_row = cols / VEC, total = rows * packs_per_row;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < total;
-       p += int64_t(gridDim.x) * blockDim.x) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  for (RowCursor c(p, stride, packs_per_row); p < total; p += stride, c.advance()) {
     Pack<T, VEC> px = load_pack<T, VEC>(x, p), pb;
-    if (bias != nullptr) pb = load_pack<T, VEC>(bias, p % packs_per_row);
+    if (bias != nullptr) pb = load_pack<T, VEC>(bias, c.j);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       float v = to_f(px.v[k]);
@@ -88,11 +120,12 @@ __global__ void bias_gelu_bwd_kernel(const T* __restrict__ g, const T* __restric
                                      const T* __restrict__ bias, T* __restrict__ dx, int64_t rows,
                                      int64_t cols, bool approximate) {
   const int64_t packs_per_row = cols / VEC, total = rows * packs_per_row;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < total;
-       p += int64_t(gridDim.x) * blockDim.x) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  for (RowCursor c(p, stride, packs_per_row); p < total; p += stride, c.advance()) {
     Pack<T, VEC> px = load_pack<T, VEC>(x, p), pb;
     const Pack<T, VEC> pg = load_pack<T, VEC>(g, p);
-    if (bias != nullptr) pb = load_pack<T, VEC>(bias, p % packs_per_row);
+    if (bias != nullptr) pb = load_pack<T, VEC>(bias, c.j);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       float v = to_f(px.v[k]);

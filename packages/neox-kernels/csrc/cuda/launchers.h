@@ -23,7 +23,8 @@ const char* norm_backward(int dtype, bool rms, const void* grad_out, const void*
                           const void* input, const void* weight, const float* mean,
                           const float* rstd, void* grad_x, float* partial_dw, float* partial_db,
                           int blocks, int64_t rows, int64_t hidden, void* stream);
-int norm_backward_blocks(int64_t rows);
+// Blocks (rows of partial_dw / partial_db) to pass to norm_backward: one resident wave.
+int norm_backward_blocks(int dtype, bool rms, int64_t rows, int64_t hidden);
 
 // h: [rows, 2*inner] = [up; gate]; out = up * silu(gate), [rows, inner].
 const char* swiglu_forward(int dtype, const void* h, void* out, int64_t rows, int64_t inner,

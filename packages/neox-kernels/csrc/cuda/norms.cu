@@ -1,5 +1,7 @@
 // RMSNorm / LayerNorm forward and backward, with the residual add fused in front.
-// One block per row; fp32 statistics; the row is re-read from L1/L2 rather than kept.
+// One block per row (forward); fp32 statistics. Rows of up to 512 * P packs are kept in
+// registers (the *_reg kernels); longer rows take the shared-memory kernels, which re-read
+// the row from L1/L2.
 #include "common.cuh"
 
 namespace neox {
@@ -147,6 +149,229 @@ __global__ void norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ 
   }
 }
 
+// Register-resident variants: thread t of the block owns packs t, t + blockDim, ... (at most P),
+// so a row is read from memory once, its statistics come from registers (LayerNorm's variance
+// as a second pass over the registers: no cancellation) and the output is written once.
+template <typename T, int VEC, bool RMS, int P>
+__global__ void __launch_bounds__(512)
+    norm_fwd_reg_kernel(const T* __restrict__ x, const T* __restrict__ res,
+                        const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ out,
+                        T* __restrict__ res_out, float* __restrict__ mean_out,
+                        float* __restrict__ rstd_out, int64_t hidden, float eps) {
+  __shared__ float scratch[32];
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * hidden;
+  const int packs = static_cast<int>(hidden / VEC);
+  Pack<T, VEC> px[P];
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < packs) {
+      px[j] = load_pack<T, VEC>(x + base, i);
+      if (res != nullptr) {
+        const Pack<T, VEC> pr = load_pack<T, VEC>(res + base, i);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k)  // the residual stream's rounding
+          px[j].v[k] = from_f<T>(to_f(px[j].v[k]) + to_f(pr.v[k]));
+        store_pack<T, VEC>(res_out + base, i, px[j]);
+      }
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const float v = to_f(px[j].v[k]);
+        s += RMS ? v * v : v;
+      }
+    }
+  }
+  float mean = 0.f, var;
+  if (RMS) {
+    var = block_sum(s, scratch) / hidden;
+  } else {
+    mean = block_sum(s, scratch) / hidden;
+    float d2 = 0.f;
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      if (static_cast<int>(threadIdx.x + j * blockDim.x) < packs) {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+          const float d = to_f(px[j].v[k]) - mean;
+          d2 += d * d;
+        }
+      }
+    }
+    var = block_sum(d2, scratch) / hidden;
+  }
+  const float rstd = rsqrtf(var + eps);
+  if (threadIdx.x == 0) {
+    rstd_out[blockIdx.x] = rstd;
+    if (!RMS) mean_out[blockIdx.x] = mean;
+  }
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < packs) {
+      Pack<T, VEC> pw, pb, po;
+      if (w != nullptr) pw = load_pack<T, VEC>(w, i);
+      if (b != nullptr) pb = load_pack<T, VEC>(b, i);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        float y = (to_f(px[j].v[k]) - mean) * rstd;
+        if (w != nullptr) y *= to_f(pw.v[k]);
+        if (b != nullptr) y += to_f(pb.v[k]);
+        po.v[k] = from_f<T>(y);
+      }
+      store_pack<T, VEC>(out + base, i, po);
+    }
+  }
+}
+
+// Sums of a and b over the block; every thread gets both. `scratch` holds 32 float2.
+__device__ __forceinline__ float2 block_sum2(float a, float b, float2* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = (blockDim.x + 31) >> 5;
+  a = warp_sum(a);
+  b = warp_sum(b);
+  __syncthreads();  // scratch may still be read by the previous row's reduction
+  if (lane == 0) scratch[warp] = make_float2(a, b);
+  __syncthreads();
+  const float2 v = lane < warps ? scratch[lane] : make_float2(0.f, 0.f);
+  return make_float2(warp_sum(v.x), warp_sum(v.y));
+}
+
+// Grid-stride over rows; thread t owns the columns of packs t, t + blockDim, ... (at most P) in
+// every row, so its weight/bias gradient sums stay in registers and are written once, and the
+// row's x and dy stay in registers between the two passes.
+template <typename T, int VEC, bool RMS, int P>
+__global__ void __launch_bounds__(512)
+    norm_bwd_reg_kernel(const T* __restrict__ dy, const T* __restrict__ dres,
+                        const T* __restrict__ x, const T* __restrict__ w,
+                        const float* __restrict__ mean_in, const float* __restrict__ rstd_in,
+                        T* __restrict__ dx, float* __restrict__ part_dw,
+                        float* __restrict__ part_db, int64_t rows, int64_t hidden) {
+  __shared__ float2 scratch[32];
+  const int packs = static_cast<int>(hidden / VEC);
+  float dw[P][VEC], db[P][VEC];
+#pragma unroll
+  for (int j = 0; j < P; ++j)
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) dw[j][k] = db[j][k] = 0.f;
+  // Small rows: the next row's x and dy are loaded while this row is reduced (prefetch).
+  constexpr bool kPrefetch = P * VEC <= 16;
+  Pack<T, VEC> px[P], pg[P];
+  if (kPrefetch && blockIdx.x < rows) {
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int i = threadIdx.x + j * blockDim.x;
+      if (i < packs) {
+        px[j] = load_pack<T, VEC>(x + blockIdx.x * hidden, i);
+        pg[j] = load_pack<T, VEC>(dy + blockIdx.x * hidden, i);
+      }
+    }
+  }
+  // The row statistics are loaded one row ahead as well (their latency is otherwise paid
+  // once per row, before any arithmetic can start).
+  float rstd_next = 0.f, mean_next = 0.f;
+  if (blockIdx.x < rows) {
+    rstd_next = rstd_in[blockIdx.x];
+    if (!RMS) mean_next = mean_in[blockIdx.x];
+  }
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t base = row * hidden;
+    const float rstd = rstd_next;
+    const float mean = RMS ? 0.f : mean_next;
+    Pack<T, VEC> nx[P], ng[P];
+    const int64_t next = row + gridDim.x;
+    if (next < rows) {
+      rstd_next = rstd_in[next];
+      if (!RMS) mean_next = mean_in[next];
+    }
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int i = threadIdx.x + j * blockDim.x;
+      if (kPrefetch && next < rows && i < packs) {
+        nx[j] = load_pack<T, VEC>(x + next * hidden, i);
+        ng[j] = load_pack<T, VEC>(dy + next * hidden, i);
+      }
+    }
+    float s_wdy_xhat = 0.f, s_wdy = 0.f;
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int i = threadIdx.x + j * blockDim.x;
+      if (i < packs) {
+        if (!kPrefetch) {
+          px[j] = load_pack<T, VEC>(x + base, i);
+          pg[j] = load_pack<T, VEC>(dy + base, i);
+        }
+        Pack<T, VEC> pw;
+        if (w != nullptr) pw = load_pack<T, VEC>(w, i);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+          const float xhat = (to_f(px[j].v[k]) - mean) * rstd;
+          const float g = to_f(pg[j].v[k]);
+          const float wdy = w != nullptr ? g * to_f(pw.v[k]) : g;
+          s_wdy_xhat += wdy * xhat;
+          s_wdy += wdy;
+          dw[j][k] += g * xhat;
+          db[j][k] += g;
+        }
+      }
+    }
+    const float2 sums = block_sum2(s_wdy_xhat, s_wdy, scratch);
+    const float c1 = sums.x / hidden;
+    const float c2 = RMS ? 0.f : sums.y / hidden;
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int i = threadIdx.x + j * blockDim.x;
+      if (i < packs) {
+        Pack<T, VEC> pw, pr, pd;
+        if (w != nullptr) pw = load_pack<T, VEC>(w, i);
+        if (dres != nullptr) pr = load_pack<T, VEC>(dres + base, i);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+          const float xhat = (to_f(px[j].v[k]) - mean) * rstd;
+          const float g = to_f(pg[j].v[k]);
+          const float wdy = w != nullptr ? g * to_f(pw.v[k]) : g;
+          float d = rstd * (wdy - c2 - xhat * c1);
+          if (dres != nullptr) d += to_f(pr.v[k]);
+          pd.v[k] = from_f<T>(d);
+        }
+        store_pack<T, VEC>(dx + base, i, pd);
+      }
+    }
+    if (kPrefetch) {
+#pragma unroll
+      for (int j = 0; j < P; ++j) {
+        px[j] = nx[j];
+        pg[j] = ng[j];
+      }
+    }
+  }
+  float* pdw = part_dw != nullptr ? part_dw + static_cast<int64_t>(blockIdx.x) * hidden : nullptr;
+  float* pdb = part_db != nullptr ? part_db + static_cast<int64_t>(blockIdx.x) * hidden : nullptr;
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < packs) {
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        if (pdw != nullptr) pdw[static_cast<int64_t>(i) * VEC + k] = dw[j][k];
+        if (pdb != nullptr) pdb[static_cast<int64_t>(i) * VEC + k] = db[j][k];
+      }
+    }
+  }
+}
+
+// Launch shape of the register-resident kernels: packs per thread p (at most max_p) and
+// threads (a multiple of 32, at most 512) with threads * p >= packs. False: the row is too
+// long for registers (the shared-memory kernels take it).
+bool reg_shape(int64_t packs, int max_p, int* p, int* threads) {
+  const int64_t pp = (packs + 511) / 512;
+  if (pp > max_p || packs < 1) return false;
+  const int64_t per = (packs + pp - 1) / pp;  // <= 512
+  *p = static_cast<int>(pp);
+  *threads = static_cast<int>((per + 31) / 32 * 32);
+  return true;
+}
+
 int threads_for(int64_t packs) {
   int t = 32;
   while (t < 1024 && t * 2 <= packs) t *= 2;
@@ -157,18 +382,68 @@ template <typename T, int VEC>
 const char* launch_fwd(bool rms, const void* x, const void* res, const void* w, const void* b,
                        void* out, void* res_out, float* mean, float* rstd, int64_t rows,
                        int64_t hidden, float eps, cudaStream_t stream) {
-  const int threads = threads_for(hidden / VEC);
+  int threads = threads_for(hidden / VEC), p = 0;
   auto args = [&](auto kernel) {
     kernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(
         static_cast<const T*>(x), static_cast<const T*>(res), static_cast<const T*>(w),
         static_cast<const T*>(b), static_cast<T*>(out), static_cast<T*>(res_out), mean, rstd,
         hidden, eps);
   };
+  constexpr int kMaxP = VEC > 1 ? 4 : 16;
+  if (reg_shape(hidden / VEC, kMaxP, &p, &threads)) {
+    // p packs per thread; the kernel's P is the next instantiated size (P >= p).
+    if constexpr (VEC > 1) {
+      if (p == 1) {
+        rms ? args(norm_fwd_reg_kernel<T, VEC, true, 1>) : args(norm_fwd_reg_kernel<T, VEC, false, 1>);
+        return last_error();
+      }
+      if (p == 2) {
+        rms ? args(norm_fwd_reg_kernel<T, VEC, true, 2>) : args(norm_fwd_reg_kernel<T, VEC, false, 2>);
+        return last_error();
+      }
+    }
+    if (p <= 4)
+      rms ? args(norm_fwd_reg_kernel<T, VEC, true, 4>) : args(norm_fwd_reg_kernel<T, VEC, false, 4>);
+    else
+      rms ? args(norm_fwd_reg_kernel<T, VEC, true, kMaxP>)
+          : args(norm_fwd_reg_kernel<T, VEC, false, kMaxP>);
+    return last_error();
+  }
+  threads = threads_for(hidden / VEC);
   if (rms)
     args(norm_fwd_kernel<T, VEC, true>);
   else
     args(norm_fwd_kernel<T, VEC, false>);
   return last_error();
+}
+
+// Calls f(kernel, threads) with the register-resident backward kernel for rows of `hidden`
+// (packs of VEC); false when the row is too long for registers.
+template <typename T, int VEC, typename F>
+bool with_bwd_reg_kernel(bool rms, int64_t hidden, F&& f) {
+  constexpr int kMaxP = VEC > 1 ? 4 : 16;
+  int p = 0, threads = 0;
+  if (!reg_shape(hidden / VEC, kMaxP, &p, &threads)) return false;
+  // p packs per thread; the kernel's P is the next instantiated size (P >= p).
+  if constexpr (VEC > 1) {
+    if (p == 1) {
+      rms ? f(norm_bwd_reg_kernel<T, VEC, true, 1>, threads)
+          : f(norm_bwd_reg_kernel<T, VEC, false, 1>, threads);
+      return true;
+    }
+    if (p == 2) {
+      rms ? f(norm_bwd_reg_kernel<T, VEC, true, 2>, threads)
+          : f(norm_bwd_reg_kernel<T, VEC, false, 2>, threads);
+      return true;
+    }
+  }
+  if (p <= 4)
+    rms ? f(norm_bwd_reg_kernel<T, VEC, true, 4>, threads)
+        : f(norm_bwd_reg_kernel<T, VEC, false, 4>, threads);
+  else
+    rms ? f(norm_bwd_reg_kernel<T, VEC, true, kMaxP>, threads)
+        : f(norm_bwd_reg_kernel<T, VEC, false, kMaxP>, threads);
+  return true;
 }
 
 template <typename T, int VEC>
@@ -188,6 +463,14 @@ const char* launch_bwd(bool rms, const void* dy, const void* dres, const void* x
         static_cast<const T*>(w), mean, rstd, static_cast<T*>(dx), pdw, pdb, rows, hidden);
     return last_error();
   };
+  const char* error = nullptr;
+  if (with_bwd_reg_kernel<T, VEC>(rms, hidden, [&](auto kernel, int reg_threads) {
+        kernel<<<blocks, reg_threads, 0, stream>>>(
+            static_cast<const T*>(dy), static_cast<const T*>(dres), static_cast<const T*>(x),
+            static_cast<const T*>(w), mean, rstd, static_cast<T*>(dx), pdw, pdb, rows, hidden);
+        error = last_error();
+      }))
+    return error;
   return rms ? run(norm_bwd_kernel<T, VEC, true>) : run(norm_bwd_kernel<T, VEC, false>);
 }
 
@@ -210,8 +493,30 @@ const char* norm_forward(int dtype, bool rms, const void* x, const void* residua
   return nullptr;
 }
 
-int norm_backward_blocks(int64_t rows) {
-  const int64_t most = static_cast<int64_t>(sm_count()) * 4;
+int norm_backward_blocks(int dtype, bool rms, int64_t rows, int64_t hidden) {
+  // As many blocks as are resident at once (one wave: every block strides over the same
+  // number of rows, give or take one), from the occupancy of the kernel norm_backward picks
+  // (the vectorised one when hidden allows; any count is correct, this one is the fastest).
+  int per_sm = 4;
+  auto occupancy = [&](auto kernel, int threads) {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0) != cudaSuccess)
+      cudaGetLastError();  // clear it; the default stays
+    else if (n > 0)
+      per_sm = n < 8 ? n : 8;
+  };
+  auto pick = [&](auto zero) {
+    using scalar_t = decltype(zero);
+    constexpr int vec = 16 / sizeof(scalar_t);
+    if (hidden > 0 && hidden % vec == 0)
+      with_bwd_reg_kernel<scalar_t, vec>(rms, hidden, occupancy);
+    else if (hidden > 0)
+      with_bwd_reg_kernel<scalar_t, 1>(rms, hidden, occupancy);
+  };
+  if (dtype == kFloat32) pick(float{});
+  else if (dtype == kFloat16) pick(__half{});
+  else if (dtype == kBFloat16) pick(__nv_bfloat16{});
+  const int64_t most = static_cast<int64_t>(sm_count()) * per_sm;
   return static_cast<int>(rows < most ? (rows > 0 ? rows : 1) : most);
 }
 

@@ -24,14 +24,17 @@ _CHUNK_BYTES = 128 * 2**20  # logits bytes per chunk
 
 
 def default_chunk_rows(vocab: int, dtype: torch.dtype) -> int:
-    """Tokens per chunk so that one chunk of logits takes about 128 MiB."""
+    """Tokens per chunk so that one chunk of logits takes at most about 128 MiB."""
     itemsize = torch.empty(0, dtype=dtype).element_size()
     return max(64, _CHUNK_BYTES // max(1, vocab * itemsize))
 
 
 def _chunks(n: int, chunk: int):
-    for start in range(0, n, chunk):
-        yield start, min(n, start + chunk)
+    """(start, end) of ceil(n / chunk) chunks of at most `chunk` rows, of balanced sizes, so
+    that no small tail chunk runs its matmuls inefficiently."""
+    count = -(-n // max(1, chunk))
+    for i in range(count):
+        yield n * i // count, n * (i + 1) // count
 
 
 def _ref_stats(logits: Tensor, labels: Tensor, vocab_start: int) -> tuple[Tensor, Tensor]:
@@ -60,7 +63,10 @@ def _accumulate_weight_grad(acc: Tensor | None, grad_logits: Tensor, h: Tensor) 
         try:  # cuBLAS writes the fp32 result itself: no bf16 temporary (torch >= 2.8)
             if acc is None:
                 return torch.mm(grad_logits.t(), h, out_dtype=torch.float32)
-            return torch.addmm(acc, grad_logits.t(), h, out_dtype=torch.float32)
+            try:  # in place (beta = 1 into acc): no second [vocab, h] fp32 buffer
+                return torch.addmm(acc, grad_logits.t(), h, out_dtype=torch.float32, out=acc)
+            except (TypeError, RuntimeError):
+                return torch.addmm(acc, grad_logits.t(), h, out_dtype=torch.float32)
         except (TypeError, RuntimeError):
             pass
     if acc is None:
@@ -166,7 +172,10 @@ def _lce_backward(ctx, grad_loss, _glse, _gh, _gw, _gs):
     grad_hidden, grad_weight, scale = ctx.saved_tensors
     factor = grad_loss * scale
     gh = grad_hidden * factor.to(grad_hidden.dtype)
-    gw = (grad_weight * factor).to(ctx.weight_dtype)
+    # (grad_weight * factor).to(weight dtype) without an fp32 [vocab, h] temporary: the
+    # product is computed in fp32 and rounded once on the store into the output.
+    gw = torch.empty(grad_weight.shape, dtype=ctx.weight_dtype, device=grad_weight.device)
+    torch.mul(grad_weight, factor, out=gw)
     return gh, gw, None, None, None, None, None
 
 
