@@ -135,3 +135,22 @@ def test_parallelize_converts_and_logs_only_when_fp8_is_set() -> None:
         " > fp8: torchao float8 (tensorwise) on 4 of 8 decoder-layer linears; "
         "embedding and LM head stay bf16"
     ]
+
+
+def test_a_compiled_fp8_layer_with_fused_ops_trains() -> None:
+    """Float8Linear's output is a view made inside an autograd Function, which the fused
+    rotary must not write in place (compiling such a layer failed on the H200)."""
+    from neox_core.distributed.compile import apply_compile
+    from neox_core.models import fused_ops
+
+    model = _model(intermediate=64)
+    for module in model.modules():
+        if hasattr(module, "fused"):
+            module.fused = True
+    apply_float8_training(model, CPU)
+    apply_compile(model, backend="aot_eager")
+    torch._dynamo.reset()
+    tokens = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    with fused_ops.force_fusion_on_cpu(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(tokens).float().sum().backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -76,5 +76,14 @@ def apply_float8_training(model: nn.Module, device: torch.device) -> tuple[int, 
     ]
     config = float8.Float8LinearConfig.from_recipe_name("tensorwise")
     float8.convert_to_float8_training(model, config=config, module_filter_fn=keep)
-    converted = sum(1 for m in model.modules() if type(m).__name__ == "Float8Linear")
+    converted = sum(1 for m in model.modules() if _is_float8(m))
+    # Float8Linear returns a view made inside its autograd Function, which autograd forbids
+    # writing in place: attentions whose QKV projection is converted rotate out of place
+    for module in model.modules():
+        if _is_float8(getattr(module, "qkv", None)) and hasattr(module, "fused"):
+            module.fused = False
     return converted, len(in_layers)
+
+
+def _is_float8(module: object) -> bool:
+    return type(module).__name__ == "Float8Linear"

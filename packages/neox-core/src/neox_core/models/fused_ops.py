@@ -94,8 +94,10 @@ def owns(x: torch.Tensor) -> bool:
 
     Inside a compiled region the question is not asked: `Tensor._is_view` breaks the graph
     (one break per decoder layer split each layer's graph in two), and functionalization
-    makes in-place writes safe there. The one view a layer sees in practice, tensor
-    parallelism's local shard, is excluded by `use_fused`'s DTensor check of the weight.
+    makes in-place writes safe there. The views a layer sees in practice are excluded before:
+    tensor parallelism's local shard by `use_fused`'s DTensor check of the weight, and the
+    output of fp8's Float8Linear (made inside an autograd Function) by distributed/float8.py,
+    which turns the fused rotary off for those attentions.
     """
     return torch.compiler.is_compiling() or not x._is_view()
 
