@@ -111,3 +111,24 @@ def test_grad_norm_and_clipping_match_torch_on_plain_tensors() -> None:
     assert float(mine) == pytest.approx(float(ref), rel=1e-6)
     for p, q in zip(a, b, strict=True):
         torch.testing.assert_close(p.grad, q.grad)
+
+
+def test_grad_norm_of_mixed_dtypes_accumulates_in_fp32_and_keeps_fp64() -> None:
+    """One multi-tensor norm per dtype: bf16 gradients are summed in fp32 (a bf16 norm would be
+    off by ~1e-3), fp64 ones in fp64; the result equals the fp64 norm of all of them."""
+    g = torch.Generator().manual_seed(0)
+    grads = [
+        torch.randn(300, 7, generator=g).to(torch.bfloat16),
+        torch.randn(64, generator=g),
+        torch.randn(5, 5, generator=g, dtype=torch.float64) * 1e3,
+        torch.randn(4097, generator=g).to(torch.bfloat16),
+    ]
+    params = [torch.nn.Parameter(torch.zeros_like(x)) for x in grads]
+    for p, x in zip(params, grads, strict=True):
+        p.grad = x
+    exact = torch.cat([x.double().flatten() for x in grads]).norm()
+    assert abs(float(total_grad_norm(params)) - float(exact)) < 1e-6 * float(exact)
+    fp64_only = total_grad_norm(params[2:3])
+    assert fp64_only.dtype == torch.float64 and float(fp64_only) == pytest.approx(
+        float(grads[2].norm()), rel=1e-14
+    )
