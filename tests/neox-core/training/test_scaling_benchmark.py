@@ -1,0 +1,58 @@
+"""benchmarks/scaling.py runs its torchrun children end to end (tiny model, CPU, gloo).
+
+The GPU/NCCL rows need lent multi-GPU machines; this covers the launch, the worker's use of
+neox-train's launch and build path, the RESULT protocol and the table, at 1 and 2 processes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _table(out: str) -> dict[tuple[str, int], dict[str, str]]:
+    """The last table's rows by (case, processes), cells by column name."""
+    lines = out.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("case "))
+    head = [h.strip() for h in lines[start].split("|")]
+    rows = {}
+    for line in lines[start + 2 :]:
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) == len(head):
+            row = dict(zip(head, cells, strict=True))
+            rows[(row["case"], int(row["GPUs"]))] = row
+    return rows
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_smoke() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NCCL_NVLS_ENABLE"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "NCCL_NVLS_ENABLE=0" in out  # set for the children unless the user set it
+    rows = _table(out)
+    assert sorted(rows) == [("dp-1B", 1), ("dp-1B", 2), ("tp2-7B", 2)]
+    one, two, tp = rows[("dp-1B", 1)], rows[("dp-1B", 2)], rows[("tp2-7B", 2)]
+    assert two["layout"] == "DP 2 x TP 1 x PP 1, ZeRO 1"
+    assert tp["layout"] == "DP 1 x TP 2 x PP 1, ZeRO 0"
+    for row in (one, two, tp):
+        tokens = float(row["tokens/s"].replace(",", ""))
+        assert math.isfinite(tokens) and tokens > 0, row
+        assert float(row["est GiB"]) >= 0, row
+    assert float(one["eff %"]) == 100.0
+    eff = float(two["eff %"])
+    assert math.isfinite(eff) and eff > 0, two
