@@ -45,8 +45,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# benchmarks/train_step.py (this folder is sys.path[0] when a script here runs): the same
+# regime, synthetic tokens and source-tree imports; importing it does not import torch
+from train_step import PEAK_FLOPS, import_paths, regime_overrides, synthetic_batch
+
 ROOT = Path(__file__).resolve().parents[1]
-PEAK_FLOPS = 989e12  # H100/H200 dense bf16, as benchmarks/train_step.py
 PYTHIA_1B = ROOT / "examples" / "configs" / "pythia" / "1B.yml"
 LLAMA_7B = ROOT / "examples" / "configs" / "llama" / "7B.yml"
 SMOKE_SHAPE: dict[str, Any] = {  # benchmarks/train_step.py's smoke model
@@ -102,37 +105,14 @@ class Result:
 # -- the worker: one torchrun process ------------------------------------------------------
 
 
-def _import_paths() -> None:
-    """Make the workspace packages importable from the source tree, installed or not."""
-    import importlib.util
-
-    for pkg, mod in (
-        ("neox-core", "neox_core"),
-        ("neox-data", "neox_data"),
-        ("neox-kernels", "neox_kernels"),
-    ):
-        if importlib.util.find_spec(mod) is None:
-            sys.path.insert(0, str(ROOT / "packages" / pkg / "src"))
-
-
 def load_case_config(name: str, args: argparse.Namespace) -> Any:
     """The case's YAML through neox-core's loader, in the benchmark's regime and layout."""
     from neox_core.config import load_config
 
     case = CASES[name]
     seq = 32 if args.smoke else case.seq
-    overrides: dict[str, Any] = {
-        "fp16": {"enabled": False},
-        "bf16": {"enabled": True},
-        "seq_length": seq,
-        "max_position_embeddings": seq,
-        "train_micro_batch_size_per_gpu": 2 if args.smoke else case.micro_batch,
-        "hidden_dropout": 0.0,
-        "attention_dropout": 0.0,
-        "checkpoint_activations": False,
-        "activation_checkpoint_mode": args.activation_checkpointing,
-        "compile": args.compile,
-        "train_iters": 1000,
+    overrides = regime_overrides(seq, 2 if args.smoke else case.micro_batch, args)
+    overrides |= {
         "model_parallel_size": case.tp,
         "pipe_parallel_size": case.pp,
         "zero_optimization": {"stage": case.zero},
@@ -147,14 +127,6 @@ def load_case_config(name: str, args: argparse.Namespace) -> Any:
         raise ValueError(f"{case.config}: {cfg.training.gradient_accumulation_steps} micro "
                          f"batches per step, the case wants {case.accumulation}")  # fmt: skip
     return cfg
-
-
-def _synthetic_batch(vocab: int, micro_batch: int, seq: int, device: Any) -> Any:
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    text = torch.randint(0, vocab, (micro_batch, seq + 1), generator=g)
-    return text.pin_memory() if device.type == "cuda" else text
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -203,7 +175,7 @@ def worker(args: argparse.Namespace) -> int:
         reduce_step = _reduce_step(launch, dims.pp)
         t, m = cfg.training, cfg.model
         seq = cfg.data.seq_length
-        batch = _synthetic_batch(m.vocab_size, t.micro_batch_size, seq, device)
+        batch = synthetic_batch(m.vocab_size, t.micro_batch_size, seq, device)
         data = itertools.repeat({"text": batch})
 
         def sync() -> None:
@@ -420,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # CPU and gloo, GPU or not
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default, without its warning
     if args.worker or args.env_report:
-        _import_paths()
+        import_paths()
         return worker(args) if args.worker else env_report()
     counts = sorted({int(x) for x in args.gpus.split(",")})
     if not args.smoke:

@@ -91,7 +91,7 @@ class Result:
     top_kernels: list[tuple[str, float, int]] | None = None  # (kernel, ms per step, calls per step)
 
 
-def _import_paths() -> None:
+def import_paths() -> None:
     """Make the workspace packages importable from the source tree, installed or not."""
     for pkg, mod in (("neox-core", "neox_core"), ("neox-data", "neox_data")):
         if importlib.util.find_spec(mod) is None:
@@ -100,18 +100,15 @@ def _import_paths() -> None:
         sys.path.insert(0, str(ROOT / "packages" / "neox-kernels" / "src"))
 
 
-def load_case_config(name: str, args: argparse.Namespace, precision: str = "bf16"):
-    """The case's GPT-NeoX YAML through neox-core's loader, in the benchmark's regime."""
-    from neox_core.config import load_config
-
-    shape = CASES[name]
-    overrides: dict[str, Any] = {
+def regime_overrides(seq: int, micro_batch: int, args: argparse.Namespace) -> dict[str, Any]:
+    """GPT-NeoX keys of the benchmarks' regime: bf16 with fp32 master weights, no dropout,
+    `--activation-checkpointing` and `--compile` as given (also benchmarks/scaling.py's)."""
+    return {
         "fp16": {"enabled": False},
         "bf16": {"enabled": True},
-        "precision": precision,  # fp8 agrees with bf16.enabled: bf16 plus float8 linears
-        "seq_length": shape.seq,
-        "max_position_embeddings": shape.seq,
-        "train_micro_batch_size_per_gpu": shape.micro_batch,
+        "seq_length": seq,
+        "max_position_embeddings": seq,
+        "train_micro_batch_size_per_gpu": micro_batch,
         "hidden_dropout": 0.0,
         "attention_dropout": 0.0,
         "checkpoint_activations": False,
@@ -119,6 +116,15 @@ def load_case_config(name: str, args: argparse.Namespace, precision: str = "bf16
         "compile": args.compile,
         "train_iters": 1000,
     }
+
+
+def load_case_config(name: str, args: argparse.Namespace, precision: str = "bf16"):
+    """The case's GPT-NeoX YAML through neox-core's loader, in the benchmark's regime."""
+    from neox_core.config import load_config
+
+    shape = CASES[name]
+    overrides = regime_overrides(shape.seq, shape.micro_batch, args)
+    overrides["precision"] = precision  # fp8 agrees with bf16.enabled: bf16 plus float8 linears
     if "pythia" in str(shape.config):
         overrides["vocab_size"] = 50277  # the Pythia tokenizer's size (padded to 50304)
     overrides.update(dict(shape.extra))
@@ -128,7 +134,7 @@ def load_case_config(name: str, args: argparse.Namespace, precision: str = "bf16
     return cfg
 
 
-def _synthetic_batch(vocab: int, micro_batch: int, seq: int, device):
+def synthetic_batch(vocab: int, micro_batch: int, seq: int, device):
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -150,7 +156,7 @@ def build_neox(cfg, device, log):
     opt = build_optimizer_and_schedule(cfg, model)
     opt.schedule.apply(opt.optimizer)
     settings = build_step_settings(cfg, device, False, log, None)
-    batch = _synthetic_batch(cfg.model.vocab_size, cfg.training.micro_batch_size,
+    batch = synthetic_batch(cfg.model.vocab_size, cfg.training.micro_batch_size,
                              cfg.data.seq_length, device)  # fmt: skip
     data = itertools.repeat({"text": batch})
 
@@ -184,7 +190,7 @@ def build_hf(cfg, device, log):
         model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
         fused=device.type == "cuda",
     )  # fmt: skip
-    batch = _synthetic_batch(cfg.model.vocab_size, cfg.training.micro_batch_size,
+    batch = synthetic_batch(cfg.model.vocab_size, cfg.training.micro_batch_size,
                              cfg.data.seq_length, device).to(device)  # fmt: skip
     inputs, targets = batch[:, :-1], batch[:, 1:]
 
@@ -436,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in CASES:
             p.error(f"--cases: unknown case {name!r}; choose from {', '.join(CASES)}")
 
-    _import_paths()
+    import_paths()
     import torch
 
     if not args.emit_json:
