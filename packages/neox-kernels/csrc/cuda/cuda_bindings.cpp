@@ -99,12 +99,20 @@ PYBIND11_MODULE(_cuda, m) {
                                   stream_of(stream)),
           "bias_gelu_forward");
   });
+  m.def("bias_gelu_backward_partials", [](int device, int dtype, std::uintptr_t g,
+                                          std::uintptr_t x, std::uintptr_t bias, std::uintptr_t dx,
+                                          int64_t rows, int64_t cols) {
+    use_device(device);  // the grid follows this device's SM count
+    return neox::bias_gelu_backward_partials(dtype, ptr(g), ptr(x), ptr(bias), ptr(dx), rows,
+                                             cols);
+  });
   m.def("bias_gelu_backward", [](int device, int dtype, std::uintptr_t g, std::uintptr_t x,
-                                 std::uintptr_t bias, std::uintptr_t dx, int64_t rows,
-                                 int64_t cols, bool approximate, std::uintptr_t stream) {
+                                 std::uintptr_t bias, std::uintptr_t dx, std::uintptr_t pdb,
+                                 int partials, int64_t rows, int64_t cols, bool approximate,
+                                 std::uintptr_t stream) {
     use_device(device);
-    check(neox::bias_gelu_backward(dtype, ptr(g), ptr(x), ptr(bias), ptr(dx), rows, cols,
-                                   approximate, stream_of(stream)),
+    check(neox::bias_gelu_backward(dtype, ptr(g), ptr(x), ptr(bias), ptr(dx), ptr<float>(pdb),
+                                   partials, rows, cols, approximate, stream_of(stream)),
           "bias_gelu_backward");
   });
   m.def("rotary_inplace",

@@ -35,9 +35,13 @@ const char* swiglu_backward(int dtype, const void* grad_out, const void* h, void
 // out = gelu(x + bias) over [rows, cols]; bias [cols] nullable; tanh form when approximate.
 const char* bias_gelu_forward(int dtype, const void* x, const void* bias, void* out, int64_t rows,
                               int64_t cols, bool approximate, void* stream);
+// partial_db (nullable): [partials, cols] fp32 column sums of grad_x, summed by the caller into
+// the bias gradient; partials must be bias_gelu_backward_partials(...) of the same arguments.
 const char* bias_gelu_backward(int dtype, const void* grad_out, const void* x, const void* bias,
-                               void* grad_x, int64_t rows, int64_t cols, bool approximate,
-                               void* stream);
+                               void* grad_x, float* partial_db, int partials, int64_t rows,
+                               int64_t cols, bool approximate, void* stream);
+int bias_gelu_backward_partials(int dtype, const void* grad_out, const void* x, const void* bias,
+                                const void* grad_x, int64_t rows, int64_t cols);
 
 // Rotates, in place, the first 2*rot_half channels of each query and key head of qkv
 // [tokens, row_stride]: head h of queries starts at column q_offset + h*q_stride (keys alike).

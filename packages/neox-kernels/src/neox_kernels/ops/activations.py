@@ -119,25 +119,40 @@ def _(x, bias, approximate):
 @torch.library.custom_op(
     "neox::bias_gelu_bwd",
     mutates_args=(),
-    schema="(Tensor grad_out, Tensor x, Tensor? bias, bool approximate) -> Tensor",
+    schema="(Tensor grad_out, Tensor x, Tensor? bias, bool approximate, bool bias_grad)"
+    " -> (Tensor, Tensor)",
 )
-def bias_gelu_bwd(grad_out, x, bias, approximate):
+def bias_gelu_bwd(grad_out, x, bias, approximate, bias_grad):
+    """(grad of x, grad of bias in fp32 or an empty tensor): the CUDA kernel sums the bias
+    gradient's columns as it writes grad x, instead of a second pass over it."""
+    stat = be.stat_dtype(x)
     if not be.use_cuda(x):
         v = be.acc(x) + be.acc(bias) if bias is not None else be.acc(x)
-        return (be.acc(grad_out) * _gelu_grad_ref(v, approximate)).to(x.dtype)
+        dx = (be.acc(grad_out) * _gelu_grad_ref(v, approximate)).to(x.dtype)
+        db = dx.reshape(-1, x.shape[-1]).sum(0, dtype=stat) if bias_grad else x.new_empty(0, dtype=stat)  # fmt: skip
+        return dx, db
     x, grad_out = x.contiguous(), grad_out.contiguous()
+    bias = None if bias is None else bias.contiguous()
     dx = torch.empty_like(x)
-    be.cuda_extension().bias_gelu_backward(
-        be.device_index(x), be.dtype_code(x), be.ptr(grad_out), be.ptr(x),
-        be.ptr(None if bias is None else bias.contiguous()), be.ptr(dx), _rows(x), x.shape[-1],
-        approximate, be.stream(x),
+    ext, dev, dtype = be.cuda_extension(), be.device_index(x), be.dtype_code(x)
+    rows, cols = _rows(x), x.shape[-1]
+    pdb = None
+    if bias_grad:
+        parts = ext.bias_gelu_backward_partials(dev, dtype, be.ptr(grad_out), be.ptr(x),
+                                                be.ptr(bias), be.ptr(dx), rows, cols)  # fmt: skip
+        pdb = torch.empty(parts, cols, dtype=torch.float32, device=x.device)
+    ext.bias_gelu_backward(
+        dev, dtype, be.ptr(grad_out), be.ptr(x), be.ptr(bias), be.ptr(dx), be.ptr(pdb),
+        0 if pdb is None else pdb.shape[0], rows, cols, approximate, be.stream(x),
     )  # fmt: skip
-    return dx
+    db = pdb.sum(0).to(stat) if pdb is not None else x.new_empty(0, dtype=stat)
+    return dx, db
 
 
 @bias_gelu_bwd.register_fake
-def _(grad_out, x, bias, approximate):
-    return torch.empty_like(x)
+def _(grad_out, x, bias, approximate, bias_grad):
+    stat = be.stat_dtype(x)
+    return torch.empty_like(x), x.new_empty(x.shape[-1] if bias_grad else 0, dtype=stat)
 
 
 def _gelu_setup(ctx, inputs, output):
@@ -149,11 +164,9 @@ def _gelu_setup(ctx, inputs, output):
 
 def _gelu_backward(ctx, grad_out):
     x, bias = ctx.saved_tensors
-    dx = bias_gelu_bwd(grad_out, x, bias, ctx.approximate)
-    db = None
-    if bias is not None and ctx.needs_input_grad[1]:
-        db = dx.reshape(-1, x.shape[-1]).sum(0, dtype=be.stat_dtype(x)).to(ctx.bias_dtype)
-    return dx, db, None
+    bias_grad = bias is not None and ctx.needs_input_grad[1]
+    dx, db = bias_gelu_bwd(grad_out, x, bias, ctx.approximate, bias_grad)
+    return dx, db.to(ctx.bias_dtype) if bias_grad else None, None
 
 
 bias_gelu_fwd.register_autograd(_gelu_backward, setup_context=_gelu_setup)
