@@ -5,7 +5,7 @@ For each op and shape: median time of forward and of forward + backward, achieve
 bandwidth as a share of a device-to-device copy measured in the same run. The fused
 linear + cross-entropy reports peak memory against torch's linear + cross_entropy instead.
 
-    python benchmarks/kernels.py [--quick] [--no-compile] [--json out.json]
+    python benchmarks/kernels.py [--quick] [--no-compile] [--ops swiglu,bias_gelu] [--json out.json]
 
 Needs a CUDA device; Liger-Kernel is used when importable. Prints the table last.
 """
@@ -97,8 +97,14 @@ def _fwd_bwd(fn, inputs, n_grad):
     return run
 
 
+OPS = ("rmsnorm", "layernorm", "swiglu", "bias_gelu", "gelu", "rotary", "linear+cross_entropy")
+_SELECTED: tuple[str, ...] = OPS
+
+
 def measure(op, shape, impls, make_inputs, n_grad, nbytes, copy_gbps, rows, graph=True):
     """Time each implementation; rows are printed as they come (a later crash keeps them)."""
+    if not any(op.startswith(sel) for sel in _SELECTED):
+        return
     for name, fn in impls.items():
         if fn is None:
             continue
@@ -180,7 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one small shape per op")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile baselines")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--ops", default=",".join(OPS), help=f"comma list of: {', '.join(OPS)}")
     args = parser.parse_args(argv)
+    global _SELECTED
+    _SELECTED = tuple(o.strip() for o in args.ops.split(",") if o.strip())
+    unknown = sorted(set(_SELECTED) - set(OPS))
+    if unknown:
+        parser.error(f"--ops: unknown {unknown}; choose from {', '.join(OPS)}")
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
         return 2
@@ -240,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         "eager": gelu_ref,
         "compile": _compiled(gelu_ref, comp),
     }, lambda: (leaf(tokens, cols), leaf(cols)), 2, 5 * n * 2, copy_gbps, rows)  # fmt: skip
+    # the MLP activation of the Pythia models as neox-core calls it: exact GeLU, the bias
+    # already added by the linear layer
+    measure("gelu(erf)", f"{tokens}x{cols}", {
+        "neox": lambda x: ops.bias_gelu(x, None, approximate=False),
+        "eager": F.gelu,
+        "compile": _compiled(F.gelu, comp),
+    }, lambda: (leaf(tokens, cols),), 1, 5 * n * 2, copy_gbps, rows)  # fmt: skip
 
     seq, heads, d = 2048, 16, 128
     batch = tokens // seq

@@ -89,6 +89,7 @@ class Result:
     error: str = ""
     profile: dict[str, float] | None = None
     top_kernels: list[tuple[str, float, int]] | None = None  # (kernel, ms per step, calls per step)
+    gaps: list[tuple[float, str, str]] | None = None  # (idle ms, kernel before, kernel after)
 
 
 def import_paths() -> None:
@@ -229,11 +230,34 @@ def family(kernel: str) -> str:
     return "other"
 
 
+def idle_gaps(prof, top: int) -> list[tuple[float, str, str]]:
+    """The `top` longest stretches with no kernel running, as (ms, kernel before, kernel after):
+    where the step waits on the host (launch overhead, a sync, Python between graphs)."""
+    import torch
+
+    spans = sorted(
+        (e.time_range.start, e.time_range.end, e.name)
+        for e in prof.events()
+        if e.device_type == torch.autograd.DeviceType.CUDA
+        and not getattr(e, "is_user_annotation", False)
+        and "#" not in e.name
+        and e.time_range.end > e.time_range.start
+    )
+    gaps, end, before = [], None, ""
+    for start, stop, name in spans:
+        if end is not None and start > end:
+            gaps.append(((start - end) / 1e3, before, name))
+        if end is None or stop > end:
+            end, before = stop, name
+    return sorted(gaps, reverse=True)[:top]
+
+
 def profile_steps(
     step, device, steps: int = 3, top: int = 0
-) -> tuple[dict[str, float], list[tuple[str, float, int]]]:
+) -> tuple[dict[str, float], list[tuple[str, float, int]], list[tuple[float, str, str]]]:
     """ms per step by kernel family and idle (wall minus GPU-busy time), from torch.profiler;
-    with `top`, also the `top` kernels that take the most time (name, ms and calls per step)."""
+    with `top`, also the `top` kernels that take the most time (name, ms and calls per step)
+    and the `top` longest idle gaps of the profiled steps."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -263,7 +287,7 @@ def profile_steps(
         busy += ms
     out["idle"] = max(0.0, wall - busy)
     kernels.sort(key=lambda k: -k[1])
-    return out, kernels[:top]
+    return out, kernels[:top], idle_gaps(prof, top) if top else []
 
 
 def run_case(name: str, impl: str, args: argparse.Namespace) -> Result:
@@ -309,7 +333,7 @@ def run_case(name: str, impl: str, args: argparse.Namespace) -> Result:
     )
     if args.profile and device.type == "cuda" and name in args.profile_cases.split(","):
         try:
-            r.profile, r.top_kernels = profile_steps(step, device, top=args.profile_top)
+            r.profile, r.top_kernels, r.gaps = profile_steps(step, device, top=args.profile_top)
         except Exception as e:  # the timed row stands without its profile
             print(f"  {name} {impl}: profile failed: {type(e).__name__}: {e}", flush=True)
     return r
@@ -401,6 +425,9 @@ def profile_table(results: list[Result]) -> str:
                 f"{ms:7.2f} | {calls:4d} | {family(k)} | {k[:110]}"
                 for k, ms, calls in r.top_kernels
             ]
+        if r.gaps:
+            lines += ["", f"longest idle gaps, {r.case} {r.impl} (3 steps): ms | before -> after"]
+            lines += [f"{ms:7.3f} | {a[:60]} -> {b[:60]}" for ms, a, b in r.gaps]
     return "\n".join(lines)
 
 
@@ -422,7 +449,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--profile", action="store_true", help="kernel-family breakdown (see below)")
     p.add_argument("--profile-cases", default="1B", help="the cases --profile breaks down")
-    p.add_argument("--profile-top", type=int, default=0, help="with --profile: list N kernels")
+    p.add_argument(
+        "--profile-top", type=int, default=0,
+        help="with --profile: list the N costliest kernels and the N longest idle gaps",
+    )  # fmt: skip
     p.add_argument("--isolate", action="store_true", help="each case in its own process")
     p.add_argument("--case-timeout", type=int, default=300, help="seconds, with --isolate")
     p.add_argument(
