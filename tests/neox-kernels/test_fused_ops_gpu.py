@@ -93,6 +93,15 @@ def test_every_output_element_is_written() -> None:
         assert torch.isfinite(ops.bias_gelu(x)).all()
 
 
+def test_bias_gelu_bias_gradient_of_no_rows_is_zero() -> None:
+    """With no rows the backward writes no partial sums: the bias gradient must still be 0."""
+    torch.full((1 << 20,), float("nan"), device="cuda")  # freed: poisons the cache
+    x = torch.randn(0, 4096, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    b = torch.randn(4096, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    ops.bias_gelu(x, b).sum().backward()
+    assert torch.equal(b.grad, torch.zeros_like(b))
+
+
 def test_torch_compile_traces_the_ops_without_graph_breaks() -> None:
     def block(x, w, qkv, labels, head):
         h, _ = ops.rms_norm(x, w, residual=x)

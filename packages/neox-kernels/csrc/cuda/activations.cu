@@ -332,7 +332,7 @@ ElementwiseShape bias_gelu_bwd_shape(int64_t rows, int64_t cols, bool bias_grad,
 
 int bias_gelu_backward_partials(int dtype, const void* grad_out, const void* x, const void* bias,
                                 const void* grad_x, int64_t rows, int64_t cols) {
-  if (rows * cols == 0) return 1;
+  if (rows * cols == 0) return 0;  // no partial rows: the bias gradient sums to zeros
   bool wide = false;
   ElementwiseShape e{};
   switch (dtype) {
