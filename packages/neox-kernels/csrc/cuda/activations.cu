@@ -8,7 +8,8 @@ namespace {
 __device__ __forceinline__ float sigmoid(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
 __device__ __forceinline__ float silu(float x) { return x * sigmoid(x); }
 
-// The elementwise kernels run a 2-D grid over [rows, packs of a row]: thread (x, y) of block
+// SwiGLU, and the GeLU backward that also sums the bias gradient, run a 2-D grid over
+// [rows, packs of a row] (the GeLU kernels without it run flat, below): thread (x, y) of block
 // (bx, by) owns pack column j = bx * blockDim.x + x of U consecutive rows per round, starting at
 // row (by * blockDim.y + y) * U. A warp reads 32 consecutive packs of one row (coalesced), the U
 // rows' loads are all issued before any arithmetic (U loads in flight per input), no index
