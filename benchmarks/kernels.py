@@ -287,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
         measure("linear+cross_entropy", f"{n_tok}x{hidden} V{vocab}", {
             "neox": lambda h, w, y: ops.linear_cross_entropy(h, w, y),
+            "neox accumulate": lambda h, w, y: ops.linear_cross_entropy(h, w, y, weight_grad="accumulate"),  # fmt: skip
+            "neox recompute": lambda h, w, y: ops.linear_cross_entropy(h, w, y, weight_grad="recompute"),  # fmt: skip
             "eager": ce_ref,
             "compile": _compiled(ce_ref, comp),
             "liger": (lambda h, w, y: liger.liger_fused_linear_cross_entropy(h, w, y))

@@ -134,13 +134,15 @@ def test_rotary_rejects_a_width_that_is_not_heads() -> None:
         ops.rotary_qkv_(torch.randn(1, 2, 50), 4, 4, 4, 10000.0)
 
 
+@pytest.mark.parametrize("weight_grad", ["accumulate", "recompute"])
 @pytest.mark.parametrize("z_loss", [0.0, 1e-3])
 @pytest.mark.parametrize("chunk_rows", [1, 7, 1000])
-def test_linear_cross_entropy_is_cross_entropy_of_the_logits(z_loss, chunk_rows) -> None:
+def test_linear_cross_entropy_is_cross_entropy_of_the_logits(z_loss, chunk_rows, weight_grad) -> None:  # fmt: skip
     hidden, weight = _leaf(2, 11, 16), _leaf(97, 16, scale=0.3)
     labels = torch.randint(0, 97, (2, 11))
     labels[0, :3] = -100
-    out = ops.linear_cross_entropy(hidden, weight, labels, z_loss=z_loss, chunk_rows=chunk_rows)
+    out = ops.linear_cross_entropy(hidden, weight, labels, z_loss=z_loss, chunk_rows=chunk_rows,
+                                   weight_grad=weight_grad)  # fmt: skip
     logits = hidden @ weight.T
     valid = labels != -100
     lse = torch.logsumexp(logits, -1)
@@ -174,6 +176,42 @@ def test_vocab_shards_combine_to_the_full_loss() -> None:
     _close([sharded, *torch.autograd.grad(sharded, (h, w))], [whole, *torch.autograd.grad(whole, (h, w))])  # fmt: skip
 
 
+@pytest.mark.parametrize("chunk_cols", [1, 7, 96, 97, 1000])
+def test_recomputed_weight_gradient_is_that_of_the_logits(chunk_cols) -> None:
+    """The recompute route's op, over vocabulary chunks of any width (the last one short),
+    scaled by the loss's gradient, and in the weight's dtype when that differs (autocast)."""
+    hidden, labels = _leaf(23, 16), torch.randint(0, 97, (23,))
+    labels[:4] = -100
+    weight = _leaf(97, 16, scale=0.3)
+    row_weight = (labels != -100).double() / 19
+    z_loss, factor = 1e-3, torch.tensor(2.5, dtype=torch.float64)
+    logits = hidden @ weight.T
+    lse = torch.logsumexp(logits, -1)
+    picked = logits.gather(1, labels.clamp(min=0).unsqueeze(1)).squeeze(1)
+    loss = (row_weight * (lse - picked + z_loss * lse * lse)).sum() * factor
+    (ref,) = torch.autograd.grad(loss, weight)
+    out = torch.ops.neox.linear_cross_entropy_weight_grad(
+        hidden.detach(), weight.detach(), labels, lse.detach(), row_weight, z_loss, factor,
+        chunk_cols,
+    )  # fmt: skip
+    _close([out], [ref])
+    mixed = torch.ops.neox.linear_cross_entropy_weight_grad(
+        hidden.detach().float(), weight.detach(), labels, lse.detach().float(), row_weight,
+        z_loss, factor, chunk_cols,
+    )  # fmt: skip
+    assert mixed.dtype == torch.float64
+    assert torch.allclose(mixed, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_weight_gradient_routes_are_checked_and_chunks_bounded() -> None:
+    with pytest.raises(ValueError, match="weight_grad"):
+        ops.linear_cross_entropy(torch.randn(4, 8), torch.randn(10, 8), torch.zeros(4).long(), weight_grad="fast")  # fmt: skip
+    cols = ce_ops.weight_grad_chunk_cols(8192, 128256, torch.bfloat16)
+    assert cols % 256 == 0 and 8192 * cols * 2 <= 64 * 2**20
+    assert ce_ops.weight_grad_chunk_cols(10**6, 50304, torch.float32) == 256
+    assert ce_ops.weight_grad_chunk_cols(3, 50, torch.float32) == 50
+
+
 def test_bad_shapes_are_value_errors() -> None:
     with pytest.raises(ValueError, match="labels must be"):
         ops.linear_cross_entropy(torch.randn(4, 8), torch.randn(10, 8), torch.zeros(5).long())
@@ -201,7 +239,11 @@ OPCHECK_ARGS = {
     "rotary_": lambda: (torch.randn(2, 3, 24), torch.rand(2), 2, 0, 12, 2, 4, 12, 2, 0, False),
     "linear_cross_entropy": lambda: (
         _leaf(6, 4), _leaf(9, 4), torch.tensor([1, 2, 3, -100, 8, 0]),
-        torch.full((6,), 0.2, dtype=torch.float64), 1e-3, 4, True,
+        torch.full((6,), 0.2, dtype=torch.float64), 1e-3, 4, True, False,
+    ),
+    "linear_cross_entropy_weight_grad": lambda: (
+        torch.randn(6, 4), torch.randn(9, 4), torch.tensor([1, 2, 3, -100, 8, 0]), torch.rand(6) + 3,
+        torch.full((6,), 0.2), 1e-3, torch.tensor(1.5), 4,
     ),
     "linear_cross_entropy_stats": lambda: (_leaf(6, 4), _leaf(9, 4), torch.arange(6) + 3, 4, 4),
     "linear_cross_entropy_stats_bwd": lambda: (

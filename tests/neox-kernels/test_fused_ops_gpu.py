@@ -42,6 +42,9 @@ CASES = [
     verify.cross_entropy_case(2048, 1024, 50304, chunk_rows=500),
     verify.cross_entropy_case(1024, 2048, 128256, z_loss=1e-3),
     verify.cross_entropy_case(1000, 512, 50304, shards=4, chunk_rows=300),
+    # each weight-gradient route where "auto" takes the other one
+    verify.cross_entropy_case(2048, 1024, 50277, z_loss=1e-4, weight_grad="recompute"),
+    verify.cross_entropy_case(1024, 2048, 128256, chunk_rows=300, weight_grad="accumulate"),
 ]  # fmt: skip
 
 
@@ -49,7 +52,7 @@ CASES = [
 CE_TORCH_BASELINES = {
     c.name: verify.cross_entropy_case(*shape, torch_eager=True, **kw)
     for c, (shape, kw) in zip(
-        CASES[-5:-1],
+        CASES[-7:-3],
         [
             ((1, 64, 50277), {}),
             ((2048, 1024, 50277), {"z_loss": 1e-4}),

@@ -22,6 +22,7 @@ OPS = (
     "bias_gelu_bwd",
     "rotary_",
     "linear_cross_entropy",
+    "linear_cross_entropy_weight_grad",
     "linear_cross_entropy_stats",
     "linear_cross_entropy_stats_bwd",
 )

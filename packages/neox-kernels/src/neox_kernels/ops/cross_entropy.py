@@ -2,10 +2,20 @@
 time, reduced to per-token statistics and turned into gradients in place, so the full
 [tokens, vocab] logits never exist.
 
-Two ops:
+Ops:
 - `neox::linear_cross_entropy` (one device, whole vocabulary): the loss
-  sum_r w_r * (lse_r - logit_r[label_r] + z_loss * lse_r^2) and, when asked, its gradients,
-  computed in the same pass (as Liger-Kernel does); autograd scales them by the loss's grad.
+  sum_r w_r * (lse_r - logit_r[label_r] + z_loss * lse_r^2) and, when asked, the hidden
+  gradient, computed in the same pass (as Liger-Kernel does); autograd scales it by the loss's
+  grad. The weight gradient takes one of two routes:
+  - "accumulate": also in the forward pass, summed over token chunks into an fp32 [vocab, h]
+    buffer. No extra matmul, but the buffer (4 * vocab * h bytes) is read and written once per
+    chunk, and chunks grow in number with the vocabulary.
+  - "recompute": in the backward, `neox::linear_cross_entropy_weight_grad` remakes the logits
+    one chunk of vocabulary columns at a time, over all tokens, and writes that slice of the
+    weight gradient once, in the weight's dtype: a fourth matmul, but no fp32 buffer and no
+    re-reads. The fp32 buffer's traffic grows as vocab^2 and the matmul as vocab, so above
+    about 100k (on an H200: 8 * vocab * matmul FLOP/s / (2^27 * bytes/s) > 1) recompute is
+    also the faster route; "auto" takes it there.
 - `neox::linear_cross_entropy_stats` (a vocabulary shard): per-token lse over the shard and the
   label's logit (0 where the label is outside the shard). A vocabulary-parallel loss combines
   shards (global lse = logsumexp of the shards' lse, target = sum of the shards' targets);
@@ -21,12 +31,23 @@ from neox_kernels.ops import _backend as be
 
 IGNORE_INDEX = -100
 _CHUNK_BYTES = 128 * 2**20  # logits bytes per chunk
+_WEIGHT_GRAD_CHUNK_BYTES = 64 * 2**20  # logits bytes per vocabulary chunk (recompute route)
+RECOMPUTE_VOCAB = 100_000  # "auto" recomputes the weight gradient from this vocabulary size
+WEIGHT_GRAD_ROUTES = ("auto", "accumulate", "recompute")
 
 
 def default_chunk_rows(vocab: int, dtype: torch.dtype) -> int:
     """Tokens per chunk so that one chunk of logits takes at most about 128 MiB."""
     itemsize = torch.empty(0, dtype=dtype).element_size()
     return max(64, _CHUNK_BYTES // max(1, vocab * itemsize))
+
+
+def weight_grad_chunk_cols(tokens: int, vocab: int, dtype: torch.dtype) -> int:
+    """Vocabulary columns per chunk of the recompute route: a [tokens, cols] chunk of logits
+    takes at most about 64 MiB; a multiple of 256 so the matmuls and kernels stay aligned."""
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    cols = _WEIGHT_GRAD_CHUNK_BYTES // max(1, tokens * itemsize) // 256 * 256
+    return min(max(256, cols), max(1, vocab))
 
 
 def _chunks(n: int, chunk: int):
@@ -63,12 +84,10 @@ def _accumulate_weight_grad(acc: Tensor | None, grad_logits: Tensor, h: Tensor) 
         try:  # cuBLAS writes the fp32 result itself: no bf16 temporary (torch >= 2.8)
             if acc is None:
                 return torch.mm(grad_logits.t(), h, out_dtype=torch.float32)
-            try:  # in place (beta = 1 into acc): no second [vocab, h] fp32 buffer
-                return torch.addmm(acc, grad_logits.t(), h, out_dtype=torch.float32, out=acc)
-            except (TypeError, RuntimeError):
-                return torch.addmm(acc, grad_logits.t(), h, out_dtype=torch.float32)
+            # in place (beta = 1 into acc): no second [vocab, h] fp32 buffer
+            return torch.addmm(acc, grad_logits.t(), h, out_dtype=torch.float32, out=acc)
         except (TypeError, RuntimeError):
-            pass
+            pass  # below: a product in grad_logits' dtype (half the bytes) added into acc
     if acc is None:
         return be.acc(torch.mm(grad_logits.t(), h))
     return acc.add_(torch.mm(grad_logits.t(), h))
@@ -91,6 +110,19 @@ def _chunk_forward(logits, labels, vocab_start, lse, target, row_weight, z_loss)
         logits.copy_(_ref_grad_(logits, labels, vocab_start, chunk_lse, a, -row_weight))
 
 
+def _chunk_backward(logits, labels, vocab_start, lse, a, b) -> None:
+    """Overwrites logits [rows, cols] (vocabulary ids vocab_start..) by a * softmax + b * onehot,
+    the softmax taken with the given lse (that of the whole vocabulary)."""
+    if be.use_cuda(logits):
+        be.cuda_extension().cross_entropy_backward(
+            be.device_index(logits), be.dtype_code(logits), be.ptr(logits), logits.stride(0),
+            logits.shape[0], logits.shape[1], be.ptr(labels), vocab_start, be.ptr(lse),
+            be.ptr(a), be.ptr(b), be.stream(logits),
+        )  # fmt: skip
+        return
+    logits.copy_(_ref_grad_(logits, labels, vocab_start, lse, a, b))
+
+
 def _check(hidden: Tensor, weight: Tensor, labels: Tensor) -> None:
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(
@@ -109,12 +141,15 @@ def _check(hidden: Tensor, weight: Tensor, labels: Tensor) -> None:
     "neox::linear_cross_entropy",
     mutates_args=(),
     schema="(Tensor hidden, Tensor weight, Tensor labels, Tensor row_weight, float z_loss,"
-    " int chunk_rows, bool compute_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    " int chunk_rows, bool compute_grad, bool accumulate_weight_grad)"
+    " -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
 )
-def linear_cross_entropy_op(hidden, weight, labels, row_weight, z_loss, chunk_rows, compute_grad):
+def linear_cross_entropy_op(hidden, weight, labels, row_weight, z_loss, chunk_rows, compute_grad,
+                            accumulate_weight_grad):  # fmt: skip
     """Returns (loss, lse, grad_hidden / scale, grad_weight / scale (fp32), scale).
 
-    The matmuls run in hidden's dtype (weight is cast once). Gradients are empty unless asked;
+    The matmuls run in hidden's dtype (weight is cast once). Gradients are empty unless asked,
+    and grad_weight also unless `accumulate_weight_grad` (else the backward recomputes it);
     they are kept divided by scale = max(row_weight) so that fp16 gradient logits
     (softmax * 1/tokens) do not underflow.
     """
@@ -123,12 +158,12 @@ def linear_cross_entropy_op(hidden, weight, labels, row_weight, z_loss, chunk_ro
     hidden, weight = hidden.contiguous(), weight.to(hidden.dtype).contiguous()
     stat = be.stat_dtype(hidden)
     labels, row_weight = labels.contiguous(), row_weight.to(stat).contiguous()
-    scale = row_weight.max() if n else row_weight.new_ones(())
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    scale = _grad_scale(row_weight)
     kernel_weight = row_weight / scale
     lse = torch.empty(n, dtype=stat, device=hidden.device)
     target = torch.empty_like(lse)
     grad_hidden = torch.empty_like(hidden) if compute_grad else hidden.new_empty(0)
+    accumulate = compute_grad and accumulate_weight_grad
     grad_weight = None
     for start, end in _chunks(n, chunk_rows):
         h = hidden[start:end]
@@ -137,30 +172,87 @@ def linear_cross_entropy_op(hidden, weight, labels, row_weight, z_loss, chunk_ro
                        kernel_weight[start:end] if compute_grad else None, z_loss)  # fmt: skip
         if compute_grad:
             torch.mm(logits, weight, out=grad_hidden[start:end])
+        if accumulate:
             grad_weight = _accumulate_weight_grad(grad_weight, logits, h)
     if grad_weight is None:
-        shape = weight.shape if compute_grad else (0,)
+        shape = weight.shape if accumulate else (0,)
         grad_weight = torch.zeros(shape, dtype=stat, device=hidden.device)
     loss = (row_weight * (lse - target + z_loss * lse * lse)).sum()
     return loss, lse, grad_hidden, grad_weight, scale
 
 
 @linear_cross_entropy_op.register_fake
-def _(hidden, weight, labels, row_weight, z_loss, chunk_rows, compute_grad):
+def _(hidden, weight, labels, row_weight, z_loss, chunk_rows, compute_grad,
+      accumulate_weight_grad):  # fmt: skip
     n = hidden.shape[0]
     stat = be.stat_dtype(hidden)
     loss = hidden.new_empty((), dtype=stat)
     lse = hidden.new_empty(n, dtype=stat)
     gh = torch.empty_like(hidden) if compute_grad else hidden.new_empty(0)
-    gw = weight.new_empty(weight.shape if compute_grad else (0,), dtype=stat)
+    accumulate = compute_grad and accumulate_weight_grad
+    gw = weight.new_empty(weight.shape if accumulate else (0,), dtype=stat)
     return loss, lse, gh, gw, hidden.new_empty((), dtype=stat)
 
 
+def _grad_scale(row_weight: Tensor) -> Tensor:
+    """max(row_weight), or 1 where that is not positive (no row counted)."""
+    scale = row_weight.max() if row_weight.numel() else row_weight.new_ones(())
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+@torch.library.custom_op(
+    "neox::linear_cross_entropy_weight_grad",
+    mutates_args=(),
+    schema="(Tensor hidden, Tensor weight, Tensor labels, Tensor lse, Tensor row_weight,"
+    " float z_loss, Tensor factor, int chunk_cols) -> Tensor",
+)
+def linear_cross_entropy_weight_grad(hidden, weight, labels, lse, row_weight, z_loss, factor,
+                                     chunk_cols):  # fmt: skip
+    """factor * d(sum_r row_weight_r * (lse_r - logit_r[label_r] + z_loss * lse_r^2))/d weight,
+    in weight's dtype, one chunk of vocabulary columns at a time (the recompute route).
+
+    Each chunk's logits [tokens, cols] are remade from hidden and that slice of the weight,
+    turned into their gradient in place with the forward's lse, and multiplied by hidden into
+    that slice of the result: every element is written once, summed over all tokens inside one
+    matmul. The gradient logits are made with row_weight / max(row_weight) and the result
+    rescaled, as the forward does, so fp16 does not underflow.
+    """
+    _check(hidden, weight, labels)
+    hidden, labels = hidden.contiguous(), labels.contiguous()
+    stat = be.stat_dtype(hidden)
+    lse, row_weight = lse.to(stat).contiguous(), row_weight.to(stat).contiguous()
+    scale = _grad_scale(row_weight)
+    a = (row_weight / scale * (1 + 2 * z_loss * lse)).contiguous()
+    b = (-row_weight / scale).contiguous()
+    factor = (factor.to(stat) * scale).reshape(())
+    grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+    for start, end in _chunks(weight.shape[0], chunk_cols):
+        logits = torch.mm(hidden, weight[start:end].to(hidden.dtype).t())
+        _chunk_backward(logits, labels, start, lse, a, b)
+        out = grad_weight[start:end]
+        if out.dtype == hidden.dtype:
+            torch.mm(logits.t(), hidden, out=out)
+            out.mul_(factor)  # still in L2: the slice was just written
+        else:  # e.g. fp32 weights under autocast: rounded as autocast's linear would be
+            torch.mul(torch.mm(logits.t(), hidden), factor, out=out)
+    return grad_weight
+
+
+@linear_cross_entropy_weight_grad.register_fake
+def _(hidden, weight, labels, lse, row_weight, z_loss, factor, chunk_cols):
+    return torch.empty_like(weight)
+
+
 def _lce_setup(ctx, inputs, output):
-    ctx.compute_grad = inputs[6]
-    ctx.weight_dtype = inputs[1].dtype
-    _loss, _lse, grad_hidden, grad_weight, scale = output
-    ctx.save_for_backward(grad_hidden, grad_weight, scale)
+    hidden, weight, labels, row_weight, z_loss, _chunk_rows, compute_grad, accumulate = inputs
+    ctx.compute_grad, ctx.accumulate = compute_grad, accumulate
+    ctx.weight_dtype = weight.dtype
+    ctx.z_loss = z_loss
+    _loss, lse, grad_hidden, grad_weight, scale = output
+    if accumulate:
+        ctx.save_for_backward(grad_hidden, grad_weight, scale)
+    else:
+        ctx.save_for_backward(grad_hidden, scale, hidden, weight, labels, lse, row_weight)
 
 
 def _lce_backward(ctx, grad_loss, _glse, _gh, _gw, _gs):
@@ -169,14 +261,24 @@ def _lce_backward(ctx, grad_loss, _glse, _gh, _gw, _gs):
             "linear_cross_entropy was called with compute_grad=False; call it with "
             "compute_grad=True (the default when gradients are enabled) to backpropagate"
         )
-    grad_hidden, grad_weight, scale = ctx.saved_tensors
-    factor = grad_loss * scale
+    if ctx.accumulate:
+        grad_hidden, grad_weight, scale = ctx.saved_tensors
+        factor = grad_loss * scale
+        # (grad_weight * factor).to(weight dtype) without an fp32 [vocab, h] temporary: the
+        # product is computed in fp32 and rounded once on the store into the output.
+        gw = torch.empty(grad_weight.shape, dtype=ctx.weight_dtype, device=grad_weight.device)
+        torch.mul(grad_weight, factor, out=gw)
+    else:
+        grad_hidden, scale, hidden, weight, labels, lse, row_weight = ctx.saved_tensors
+        factor = grad_loss * scale
+        gw = None
+        if ctx.needs_input_grad[1]:  # before gh: its chunk buffer is gone when gh is made
+            cols = weight_grad_chunk_cols(hidden.shape[0], weight.shape[0], hidden.dtype)
+            gw = linear_cross_entropy_weight_grad(
+                hidden, weight, labels, lse, row_weight, ctx.z_loss, grad_loss, cols
+            )
     gh = grad_hidden * factor.to(grad_hidden.dtype)
-    # (grad_weight * factor).to(weight dtype) without an fp32 [vocab, h] temporary: the
-    # product is computed in fp32 and rounded once on the store into the output.
-    gw = torch.empty(grad_weight.shape, dtype=ctx.weight_dtype, device=grad_weight.device)
-    torch.mul(grad_weight, factor, out=gw)
-    return gh, gw, None, None, None, None, None
+    return gh, gw, None, None, None, None, None, None
 
 
 linear_cross_entropy_op.register_autograd(_lce_backward, setup_context=_lce_setup)
@@ -229,16 +331,8 @@ def linear_cross_entropy_stats_bwd(hidden, weight, labels, vocab_start, lse, gra
     for start, end in _chunks(n, chunk_rows):
         h = hidden[start:end]
         logits = torch.mm(h, weight.t())
-        if be.use_cuda(logits):
-            be.cuda_extension().cross_entropy_backward(
-                be.device_index(logits), be.dtype_code(logits), be.ptr(logits), logits.stride(0),
-                logits.shape[0], logits.shape[1], be.ptr(labels[start:end]), vocab_start,
-                be.ptr(lse[start:end]), be.ptr(grad_lse[start:end]),
-                be.ptr(grad_target[start:end]), be.stream(logits),
-            )  # fmt: skip
-        else:
-            logits = _ref_grad_(logits, labels[start:end], vocab_start, lse[start:end],
-                                grad_lse[start:end], grad_target[start:end])  # fmt: skip
+        _chunk_backward(logits, labels[start:end], vocab_start, lse[start:end],
+                        grad_lse[start:end], grad_target[start:end])  # fmt: skip
         torch.mm(logits, weight, out=grad_hidden[start:end])
         grad_weight = _accumulate_weight_grad(grad_weight, logits, h)
     if grad_weight is None:
@@ -287,15 +381,20 @@ def linear_cross_entropy(
     z_loss: float = 0.0,
     reduction: str = "mean",
     chunk_rows: int | None = None,
+    weight_grad: str = "auto",
 ) -> Tensor:
     """cross_entropy(hidden @ weight.T, labels) + z_loss * mean(logsumexp^2), without the logits.
 
     hidden [..., h], weight [vocab, h], labels [...] (ignore_index skipped). `reduction` is
     "mean" (over the counted tokens; 0 when there are none) or "sum". Under autocast the
-    matmuls run in the autocast dtype, as `F.linear` would.
+    matmuls run in the autocast dtype, as `F.linear` would. `weight_grad` picks the weight
+    gradient's route (module docstring): "accumulate", "recompute", or "auto" (recompute from
+    a vocabulary of RECOMPUTE_VOCAB); both give the same gradient up to rounding.
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if weight_grad not in WEIGHT_GRAD_ROUTES:
+        raise ValueError(f"weight_grad must be one of {WEIGHT_GRAD_ROUTES}, got {weight_grad!r}")
     hidden2, weight2, labels2 = _flatten(hidden, weight, labels)
     valid = labels2 != ignore_index
     stat = be.stat_dtype(hidden2)
@@ -305,8 +404,11 @@ def linear_cross_entropy(
     labels2 = torch.where(valid, labels2, torch.full_like(labels2, IGNORE_INDEX))
     chunk = chunk_rows or default_chunk_rows(weight2.shape[0], hidden2.dtype)
     grad = torch.is_grad_enabled() and (hidden2.requires_grad or weight2.requires_grad)
+    accumulate = weight_grad == "accumulate" or (
+        weight_grad == "auto" and weight2.shape[0] < RECOMPUTE_VOCAB
+    )
     loss, *_ = linear_cross_entropy_op(
-        hidden2, weight2, labels2, row_weight, float(z_loss), chunk, grad
+        hidden2, weight2, labels2, row_weight, float(z_loss), chunk, grad, accumulate
     )
     return loss
 

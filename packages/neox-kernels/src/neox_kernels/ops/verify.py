@@ -100,10 +100,11 @@ def rotary_case(batch: int, seq: int, heads: int, kv_heads: int, head_dim: int, 
 
 def cross_entropy_case(tokens: int, hidden: int, vocab: int, z_loss: float = 0.0,
                        shards: int = 1, chunk_rows: int | None = None,
-                       torch_eager: bool = False) -> Case:  # fmt: skip
-    """The fused op (one device or `shards` vocabulary shards); with `torch_eager`, torch's
-    own F.linear + cross_entropy on the same inputs: the baseline a kernel's error in a
-    low-precision dtype is judged against (fp16 gradient logits lose digits either way)."""
+                       torch_eager: bool = False, weight_grad: str = "auto") -> Case:  # fmt: skip
+    """The fused op (one device or `shards` vocabulary shards; `weight_grad` its weight
+    gradient's route); with `torch_eager`, torch's own F.linear + cross_entropy on the same
+    inputs: the baseline a kernel's error in a low-precision dtype is judged against (fp16
+    gradient logits lose digits either way)."""
 
     def build(gen, device):
         labels = torch.randint(0, vocab, (tokens,), generator=gen, device=device)
@@ -124,7 +125,8 @@ def cross_entropy_case(tokens: int, hidden: int, vocab: int, z_loss: float = 0.0
             ce = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100)
             return [ce + z_loss * (lse * lse * valid).sum() / valid.sum().clamp(min=1)]
         if shards == 1:
-            return [ops.linear_cross_entropy(h, w, labels, z_loss=z_loss, chunk_rows=chunk_rows)]
+            return [ops.linear_cross_entropy(h, w, labels, z_loss=z_loss, chunk_rows=chunk_rows,
+                                             weight_grad=weight_grad)]  # fmt: skip
         bounds = [vocab * s // shards for s in range(shards + 1)]
         stats = [
             ops.linear_cross_entropy_shard(h, w[a:b], labels, a, chunk_rows=chunk_rows)
@@ -137,6 +139,7 @@ def cross_entropy_case(tokens: int, hidden: int, vocab: int, z_loss: float = 0.0
 
     name = f"linear_ce {tokens}x{hidden} V{vocab}" + (f" z{z_loss}" if z_loss else "")
     name += " torch eager" if torch_eager else ""
+    name += f" {weight_grad}" if weight_grad != "auto" and not torch_eager else ""
     return Case(name + (f" {shards} shards" if shards > 1 else ""), build, run, 2)
 
 
