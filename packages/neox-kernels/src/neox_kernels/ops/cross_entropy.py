@@ -226,7 +226,11 @@ def linear_cross_entropy_weight_grad(hidden, weight, labels, lse, row_weight, z_
     b = (-row_weight / scale).contiguous()
     factor = (factor.to(stat) * scale).reshape(())
     grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
-    for start, end in _chunks(weight.shape[0], chunk_cols):
+    vocab = weight.shape[0]
+    # chunks start at multiples of chunk_cols (not balanced as token chunks are): a slice of
+    # odd width would leave the logits' rows unaligned for the matmuls and the kernel
+    for start in range(0, vocab, max(1, chunk_cols)):
+        end = min(vocab, start + chunk_cols)
         logits = torch.mm(hidden, weight[start:end].to(hidden.dtype).t())
         _chunk_backward(logits, labels, start, lse, a, b)
         out = grad_weight[start:end]
