@@ -31,7 +31,7 @@ from neox_kernels.ops import _backend as be
 
 IGNORE_INDEX = -100
 _CHUNK_BYTES = 128 * 2**20  # logits bytes per chunk
-_WEIGHT_GRAD_CHUNK_BYTES = 64 * 2**20  # logits bytes per vocabulary chunk (recompute route)
+_WEIGHT_GRAD_CHUNK_BYTES = 32 * 2**20  # logits bytes per vocabulary chunk (recompute route)
 RECOMPUTE_VOCAB = 100_000  # "auto" recomputes the weight gradient from this vocabulary size
 WEIGHT_GRAD_ROUTES = ("auto", "accumulate", "recompute")
 
@@ -44,7 +44,7 @@ def default_chunk_rows(vocab: int, dtype: torch.dtype) -> int:
 
 def weight_grad_chunk_cols(tokens: int, vocab: int, dtype: torch.dtype) -> int:
     """Vocabulary columns per chunk of the recompute route: a [tokens, cols] chunk of logits
-    takes at most about 64 MiB; a multiple of 256 so the matmuls and kernels stay aligned."""
+    takes at most about 32 MiB; a multiple of 256 so the matmuls and kernels stay aligned."""
     itemsize = torch.empty(0, dtype=dtype).element_size()
     cols = _WEIGHT_GRAD_CHUNK_BYTES // max(1, tokens * itemsize) // 256 * 256
     return min(max(256, cols), max(1, vocab))
@@ -174,6 +174,7 @@ def linear_cross_entropy_op(hidden, weight, labels, row_weight, z_loss, chunk_ro
             torch.mm(logits, weight, out=grad_hidden[start:end])
         if accumulate:
             grad_weight = _accumulate_weight_grad(grad_weight, logits, h)
+        del logits  # before the next chunk's is made: one chunk of logits at a time
     if grad_weight is None:
         shape = weight.shape if accumulate else (0,)
         grad_weight = torch.zeros(shape, dtype=stat, device=hidden.device)
@@ -239,12 +240,23 @@ def linear_cross_entropy_weight_grad(hidden, weight, labels, lse, row_weight, z_
             out.mul_(factor)  # still in L2: the slice was just written
         else:  # e.g. fp32 weights under autocast: rounded as autocast's linear would be
             torch.mul(torch.mm(logits.t(), hidden), factor, out=out)
+        del logits
     return grad_weight
 
 
 @linear_cross_entropy_weight_grad.register_fake
 def _(hidden, weight, labels, lse, row_weight, z_loss, factor, chunk_cols):
     return torch.empty_like(weight)
+
+
+def _scaled_copy(x: Tensor, factor: Tensor, dtype: torch.dtype) -> Tensor:
+    """(x * factor).to(dtype), rounded once. By row blocks of about 32 MiB: a `torch.mul` into
+    an output of another dtype computes into a temporary the size of x first."""
+    out = torch.empty(x.shape, dtype=dtype, device=x.device)
+    rows = max(1, _WEIGHT_GRAD_CHUNK_BYTES // max(1, x[:1].numel() * x.element_size()))
+    for start in range(0, x.shape[0], rows):
+        torch.mul(x[start : start + rows], factor, out=out[start : start + rows])
+    return out
 
 
 def _lce_setup(ctx, inputs, output):
@@ -268,10 +280,7 @@ def _lce_backward(ctx, grad_loss, _glse, _gh, _gw, _gs):
     if ctx.accumulate:
         grad_hidden, grad_weight, scale = ctx.saved_tensors
         factor = grad_loss * scale
-        # (grad_weight * factor).to(weight dtype) without an fp32 [vocab, h] temporary: the
-        # product is computed in fp32 and rounded once on the store into the output.
-        gw = torch.empty(grad_weight.shape, dtype=ctx.weight_dtype, device=grad_weight.device)
-        torch.mul(grad_weight, factor, out=gw)
+        gw = _scaled_copy(grad_weight, factor, ctx.weight_dtype)
     else:
         grad_hidden, scale, hidden, weight, labels, lse, row_weight = ctx.saved_tensors
         factor = grad_loss * scale
@@ -306,6 +315,7 @@ def linear_cross_entropy_stats(hidden, weight, labels, vocab_start, chunk_rows):
         logits = torch.mm(hidden[start:end], weight.t())
         _chunk_forward(logits, labels[start:end], vocab_start, lse[start:end],
                        target[start:end], None, 0.0)  # fmt: skip
+        del logits
     return lse, target
 
 
@@ -339,6 +349,7 @@ def linear_cross_entropy_stats_bwd(hidden, weight, labels, vocab_start, lse, gra
                         grad_lse[start:end], grad_target[start:end])  # fmt: skip
         torch.mm(logits, weight, out=grad_hidden[start:end])
         grad_weight = _accumulate_weight_grad(grad_weight, logits, h)
+        del logits
     if grad_weight is None:
         grad_weight = torch.zeros(weight.shape, dtype=stat, device=weight.device)
     return grad_hidden, grad_weight
