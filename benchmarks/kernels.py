@@ -4,6 +4,8 @@ For each op and shape: median time of forward and of forward + backward, achieve
 (the fewest bytes the op must move: each input read once, each output written once) and that
 bandwidth as a share of a device-to-device copy measured in the same run. The fused
 linear + cross-entropy reports peak memory against torch's linear + cross_entropy instead.
+"adamw" times one optimizer step over Pythia-1B's fp32 parameters (neox's FusedAdamW against
+torch's fused and foreach AdamW) in the fwd+bwd column.
 
     python benchmarks/kernels.py [--quick] [--no-compile] [--ops swiglu,bias_gelu] [--json out.json]
 
@@ -97,7 +99,16 @@ def _fwd_bwd(fn, inputs, n_grad):
     return run
 
 
-OPS = ("rmsnorm", "layernorm", "swiglu", "bias_gelu", "gelu", "rotary", "linear+cross_entropy")
+OPS = (
+    "rmsnorm",
+    "layernorm",
+    "swiglu",
+    "bias_gelu",
+    "gelu",
+    "rotary",
+    "linear+cross_entropy",
+    "adamw",
+)
 _SELECTED: tuple[str, ...] = OPS
 
 
@@ -132,6 +143,73 @@ def measure(op, shape, impls, make_inputs, n_grad, nbytes, copy_gbps, rows, grap
             continue
         gbps = nbytes / fb / 1e6 if nbytes else math.nan
         rows.append(Row(op, shape, name, fwd, fb, gbps, gbps / copy_gbps, peak, timing))
+        print(_format(rows[-1]), flush=True)
+
+
+def pythia_1b_shapes(
+    layers: int = 16, hidden: int = 2048, vocab: int = 50304
+) -> list[tuple[int, ...]]:
+    """Pythia-1B's parameter shapes: embedding, per layer QKV, dense, fc1, fc2 (with biases)
+    and two LayerNorms, the final norm, the untied head (1.01 B values at 16 layers)."""
+    h = hidden
+    layer = [(3 * h, h), (3 * h,), (h, h), (h,), (4 * h, h), (4 * h,), (h, 4 * h), (h,)]
+    layer += [(h,)] * 4  # input and post-attention LayerNorm weight and bias
+    return [(vocab, h), *layer * layers, (h,), (h,), (vocab, h)]
+
+
+def _adamw_groups(shapes: list[tuple[int, ...]], gen: torch.Generator) -> list[dict]:
+    """fp32 CUDA parameters of these shapes with random gradients, in GPT-NeoX's two groups."""
+    params = []
+    for shape in shapes:
+        p = torch.nn.Parameter(torch.empty(shape, device="cuda").normal_(generator=gen))
+        p.grad = torch.empty_like(p).normal_(generator=gen)
+        params.append(p)
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": 0.1},
+        {"params": [p for p in params if p.ndim == 1], "weight_decay": 0.0},
+    ]
+
+
+def measure_optimizers(copy_gbps: float, rows: list[Row], quick: bool) -> None:
+    """One AdamW step over Pythia-1B's fp32 parameters (random gradients), eager: neox's
+    FusedAdamW, torch's fused and foreach AdamW. Bytes: 28 per parameter (param, grad and two
+    moments read, param and moments written); "fwd+bwd" holds the step's time."""
+    if "adamw" not in _SELECTED:
+        return
+    from neox_kernels.optim import FusedAdamW, kernel_available
+
+    shapes = pythia_1b_shapes(layers=2 if quick else 16)
+    n = sum(math.prod(s) for s in shapes)
+    shape = f"Pythia-1B{' 2L' if quick else ''} {n / 1e9:.2f}B fp32"
+    gen = torch.Generator(device="cuda").manual_seed(0)  # not the default generator (see main)
+    impls = {
+        "neox FusedAdamW": (lambda g: FusedAdamW(g, lr=1e-4, fused=True)) if kernel_available() else None,
+        "torch fused": lambda g: torch.optim.AdamW(g, lr=1e-4, fused=True),
+        "torch foreach": lambda g: torch.optim.AdamW(g, lr=1e-4, foreach=True),
+    }  # fmt: skip
+    for name, make in impls.items():
+        if make is None:
+            print(f"  adamw {shape} {name}: skipped (neox-kernels built without CUDA)")
+            continue
+        groups = _adamw_groups(shapes, gen)
+        try:
+            opt = make(groups)
+            opt.step()  # the moments are allocated here
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            opt.step()
+            torch.cuda.synchronize()
+            peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+            ms = bench(opt.step, reps=20)
+        except Exception as error:  # a failing baseline is reported, not fatal
+            print(f"  adamw {shape} {name}: failed ({type(error).__name__}: {error})"[:300])
+            continue
+        finally:
+            groups = opt = None
+            torch.cuda.empty_cache()
+        gbps = 28 * n / ms / 1e6
+        rows.append(Row("adamw", shape, name, math.nan, ms, gbps, gbps / copy_gbps, peak, "eager"))
         print(_format(rows[-1]), flush=True)
 
 
@@ -260,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         "compile": _compiled(F.gelu, comp),
     }, lambda: (leaf(tokens, cols),), 1, 5 * n * 2, copy_gbps, rows)  # fmt: skip
 
+    measure_optimizers(copy_gbps, rows, args.quick)
+
     seq, heads, d = 2048, 16, 128
     batch = tokens // seq
     for pct in (0.25, 1.0):
@@ -287,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
 
         measure("linear+cross_entropy", f"{n_tok}x{hidden} V{vocab}", {
             "neox": lambda h, w, y: ops.linear_cross_entropy(h, w, y),
-            "neox accumulate": lambda h, w, y: ops.linear_cross_entropy(h, w, y, weight_grad="accumulate"),  # fmt: skip
-            "neox recompute": lambda h, w, y: ops.linear_cross_entropy(h, w, y, weight_grad="recompute"),  # fmt: skip
+            "neox accumulate": lambda h, w, y: ops.linear_cross_entropy(h, w, y, weight_grad="accumulate"),
+            "neox recompute": lambda h, w, y: ops.linear_cross_entropy(h, w, y, weight_grad="recompute"),
             "eager": ce_ref,
             "compile": _compiled(ce_ref, comp),
             "liger": (lambda h, w, y: liger.liger_fused_linear_cross_entropy(h, w, y))
@@ -310,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
 def _format(r: Row) -> str:
     gb = "" if math.isnan(r.gbps) else f"{r.gbps:7.0f}"
     share = "" if math.isnan(r.copy_share) else f"{100 * r.copy_share:5.0f}%"
-    return f"{r.op:<22} {r.shape:<22} {r.impl:<19} {r.fwd_ms:8.3f} {r.fwd_bwd_ms:8.3f} {gb:>7} {share:>6} {r.peak_mb:8.0f} {r.timing}"  # fmt: skip
+    fwd = "" if math.isnan(r.fwd_ms) else f"{r.fwd_ms:8.3f}"
+    return f"{r.op:<22} {r.shape:<22} {r.impl:<19} {fwd:>8} {r.fwd_bwd_ms:8.3f} {gb:>7} {share:>6} {r.peak_mb:8.0f} {r.timing}"  # fmt: skip
 
 
 if __name__ == "__main__":

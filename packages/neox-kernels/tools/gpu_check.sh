@@ -22,7 +22,8 @@ python3 -c "import json, neox_kernels.cli as c; print(json.dumps(c._build_info()
 neox-kernels self-check 2>&1 | tee "$OUT/self_check.txt" | tail -22
 # neox-core's model tests with fusion use the sources directly (the image lacks the workspace)
 export PYTHONPATH=$PWD/packages/neox-core/src:$PWD/packages/neox-data/src${PYTHONPATH:+:$PYTHONPATH}
-tests=(tests/neox-kernels/test_fused_ops_gpu.py)
+tests=(tests/neox-kernels/test_fused_ops_gpu.py tests/neox-kernels/test_fused_adamw.py)
 tests+=(tests/neox-core/models/test_fused_ops.py tests/neox-core/models/test_gpu.py)
+tests+=(tests/neox-core/training/test_build_optimizer.py)
 python3 -m pytest -q -p no:cacheprovider -m gpu "${tests[@]}" --timeout 300 2>&1 | tee "$OUT/pytest.txt" | tail -25
 python3 benchmarks/kernels.py $QUICK --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt" | tail -40

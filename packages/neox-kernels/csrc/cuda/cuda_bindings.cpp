@@ -2,12 +2,14 @@
 // sizes and the caller's CUDA stream, and include no torch header: the extension does not
 // depend on the ABI of the torch it runs under (neox_kernels/ops/*.py registers the torch ops).
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "launchers.h"
 
@@ -149,5 +151,26 @@ PYBIND11_MODULE(_cuda, m) {
                                              ptr<const float>(lse), ptr<const float>(grad_lse),
                                              ptr<const float>(grad_target), stream_of(stream)),
                 "cross_entropy_backward");
+        });
+  // One AdamW step over many fp32 tensors (lists of device addresses, one entry per tensor).
+  m.def("adamw_step",
+        [](int device, const std::vector<std::uintptr_t>& params,
+           const std::vector<std::uintptr_t>& grads, const std::vector<std::uintptr_t>& exp_avgs,
+           const std::vector<std::uintptr_t>& exp_avg_sqs,
+           const std::vector<std::uintptr_t>& steps, const std::vector<int64_t>& numels,
+           double lr, std::uintptr_t lr_ptr, double beta1, double beta2, double weight_decay,
+           double eps, std::uintptr_t grad_scale, std::uintptr_t found_inf,
+           std::uintptr_t stream) {
+          const size_t n = params.size();
+          if (grads.size() != n || exp_avgs.size() != n || exp_avg_sqs.size() != n ||
+              steps.size() != n || numels.size() != n)
+            throw std::invalid_argument("neox_kernels.adamw_step: lists of different lengths");
+          use_device(device);
+          check(neox::adamw_step(static_cast<int64_t>(n), params.data(), grads.data(),
+                                 exp_avgs.data(), exp_avg_sqs.data(), steps.data(),
+                                 numels.data(), lr, ptr<const float>(lr_ptr), beta1, beta2,
+                                 weight_decay, eps, ptr<const float>(grad_scale),
+                                 ptr<const float>(found_inf), stream_of(stream)),
+                "adamw_step");
         });
 }

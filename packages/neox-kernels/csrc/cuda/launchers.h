@@ -67,4 +67,17 @@ const char* cross_entropy_backward(int dtype, void* logits, int64_t ld, int64_t 
                                    const float* lse, const float* grad_lse,
                                    const float* grad_target, void* stream);
 
+// One AdamW step (torch.optim.AdamW's fused math, decoupled weight decay) over `count` fp32
+// tensors, in place: params[i], grads[i], exp_avgs[i], exp_avg_sqs[i] are device addresses of
+// numels[i] contiguous elements; steps[i] is the tensor's fp32 step count (a device scalar),
+// read as step + 1 and then incremented. lr_ptr (nullable): a device fp32 learning rate used
+// instead of lr. grad_scale (nullable): each gradient is divided by it as read (grads are not
+// written). found_inf (nullable): when nonzero, nothing changes, step counts included.
+const char* adamw_step(int64_t count, const uintptr_t* params, const uintptr_t* grads,
+                       const uintptr_t* exp_avgs, const uintptr_t* exp_avg_sqs,
+                       const uintptr_t* steps, const int64_t* numels, double lr,
+                       const float* lr_ptr, double beta1, double beta2, double weight_decay,
+                       double eps, const float* grad_scale, const float* found_inf,
+                       void* stream);
+
 }  // namespace neox

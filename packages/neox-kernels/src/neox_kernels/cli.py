@@ -33,6 +33,10 @@ def _build_info() -> dict:
 
         info["torch"] = torch.__version__
         info["ops"] = {f"neox::{op}": "cuda" if cuda_available() else "reference" for op in OPS}
+        from neox_kernels.optim import kernel_available
+
+        # FusedAdamW's step: the neox kernel, or torch.optim.AdamW's own
+        info["optimizers"] = {"FusedAdamW": "cuda" if kernel_available() else "torch"}
     return info
 
 

@@ -46,6 +46,7 @@ from neox_core.checkpoint.optimizer_state import (
     SEPARATOR,
     _json_value,
     load_optimizer_from_tensors,
+    optimizer_type,
 )
 from neox_core.checkpoint.pieces import PieceError, PieceIndex
 from neox_core.checkpoint.retention import delete_old_checkpoints
@@ -284,7 +285,7 @@ class Checkpointer:
                             records[full_key] = piece.record()
             groups.append({"hyper": hyper, "params": group_names})
         meta = {
-            "type": type(self.optimizer).__name__,
+            "type": optimizer_type(self.optimizer),
             "param_groups": groups,
             "scalar_state": scalars,
         }

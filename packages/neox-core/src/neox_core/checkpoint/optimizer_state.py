@@ -25,6 +25,16 @@ def _json_value(v: Any) -> Any:
     return v
 
 
+def optimizer_type(optimizer: torch.optim.Optimizer) -> str:
+    """The optimizer's class name as checkpoints record it: the torch.optim class it derives
+    from, so that neox-kernels' FusedAdamW (AdamW's state layout, a faster step) writes and
+    reads "AdamW" and its checkpoints load with either class."""
+    for cls in type(optimizer).__mro__:
+        if cls is not torch.optim.Optimizer and cls.__module__.startswith("torch.optim."):
+            return cls.__name__
+    return type(optimizer).__name__
+
+
 def optimizer_to_tensors(
     optimizer: torch.optim.Optimizer, names: Mapping[int, str]
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -49,7 +59,7 @@ def optimizer_to_tensors(
                 else:
                     scalars.setdefault(name, {})[key] = _json_value(value)
         groups.append({"hyper": hyper, "params": group_names})
-    meta = {"type": type(optimizer).__name__, "param_groups": groups, "scalar_state": scalars}
+    meta = {"type": optimizer_type(optimizer), "param_groups": groups, "scalar_state": scalars}
     return tensors, meta
 
 
@@ -61,10 +71,10 @@ def load_optimizer_from_tensors(
     source: str = "checkpoint",
 ) -> None:
     """Restore state saved by `optimizer_to_tensors` into an optimizer over the same params."""
-    if meta.get("type") != type(optimizer).__name__:
+    if meta.get("type") != optimizer_type(optimizer):
         raise ValueError(
             f"{source}: optimizer type {meta.get('type')!r} does not match "
-            f"{type(optimizer).__name__!r}"
+            f"{optimizer_type(optimizer)!r}"
         )
     saved_groups = meta["param_groups"]
     if len(saved_groups) != len(optimizer.param_groups):

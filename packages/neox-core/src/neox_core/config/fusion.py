@@ -41,6 +41,7 @@ def inactive_reason(key: str) -> str | None:
         return None
     return _WHY_NOT.get(
         key,
-        "neox's own fused kernels (norms, rotary, SwiGLU/GeLU, linear + cross-entropy) are "
-        "switched by the neox key `fused_kernels` (on by default where they run), not per kernel",
+        "neox's own fused kernels (norms, rotary, SwiGLU/GeLU, linear + cross-entropy, the "
+        "AdamW step) are switched by the neox key `fused_kernels` (on by default where they "
+        "run), not per kernel",
     )

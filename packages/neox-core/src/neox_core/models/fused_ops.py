@@ -6,7 +6,9 @@ plain PyTorch code unchanged, so CPU numerics do not move. `force_fusion_on_cpu`
 tensors through the fused ops' PyTorch references, which is how the wiring is tested on CPU.
 
 Fused: norms (RMSNorm, LayerNorm), rotary in place on the fused QKV output, SwiGLU, GeLU of
-the MLP, and the LM head's linear + cross-entropy (no [tokens, vocab] logits in training).
+the MLP, and the LM head's linear + cross-entropy (no [tokens, vocab] logits in training); and,
+outside the model, the optimizer step (neox-kernels' FusedAdamW, chosen by `build_optimizer`
+through `use_fused_adamw`).
 Inside a compiled step the norms take the plain code by default: inductor fuses a plain norm
 with the residual add and the casts around it, which measured faster than the separate kernel
 (H200, neox-train's compiled step, bf16, seq 2048, micro batch 8: Pythia-1B 78,990 tokens/s
@@ -26,7 +28,7 @@ from torch.distributed.tensor import DTensor
 _FORCE_ON_CPU = False
 _KERNELS_RUN: bool | None = None  # neox-kernels' CUDA kernels are built and see a GPU
 
-OP_KINDS = ("norm", "rotary", "activation", "loss")
+OP_KINDS = ("norm", "rotary", "activation", "loss", "adamw")
 # kinds whose plain code torch.compile makes faster than the fused kernel (module docstring)
 PLAIN_WHEN_COMPILED = frozenset({"norm"})
 
@@ -87,6 +89,26 @@ def use_fused(
             _KERNELS_RUN = cuda_available()
         return _KERNELS_RUN
     return _FORCE_ON_CPU
+
+
+def use_fused_adamw(enabled: bool, params: list[torch.Tensor]) -> bool:
+    """Whether `build_optimizer` takes neox-kernels' FusedAdamW for these parameters.
+
+    The same switches as the model's fused ops: `enabled` (`fused_kernels`) and the kind
+    "adamw" in NEOX_FUSED_OPS (the optimizer step is never compiled, so the eager kinds hold).
+    Its kernel updates fp32 parameters, so every parameter must be fp32; on CUDA the kernels
+    must run (built, a GPU, NEOX_KERNELS_REFERENCE unset), on CPU only under
+    `force_fusion_on_cpu` (FusedAdamW then runs torch's CPU step: the wiring tests).
+    """
+    if not enabled or "adamw" not in _FUSED_KINDS or not params:
+        return False
+    if not all(p.dtype == torch.float32 for p in params):
+        return False
+    if all(p.is_cuda for p in params):
+        from neox_kernels.optim import kernel_available
+
+        return kernel_available()
+    return _FORCE_ON_CPU and not any(p.is_cuda for p in params)
 
 
 def owns(x: torch.Tensor) -> bool:

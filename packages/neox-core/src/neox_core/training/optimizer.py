@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from neox_core.models.fused_ops import use_fused_adamw
+
 
 def _is_no_decay(module: torch.nn.Module, name: str, param: torch.nn.Parameter) -> bool:
     return name.endswith("bias") or "norm" in type(module).__name__.lower() or param.ndim < 2
@@ -41,13 +43,24 @@ def build_optimizer(
     betas: tuple[float, float],
     eps: float,
     weight_decay: float,
+    fused_kernels: bool = True,
 ) -> torch.optim.Optimizer:
-    """AdamW (GPT-NeoX's "adam" is decoupled-weight-decay Adam too), fused on CUDA."""
+    """AdamW (GPT-NeoX's "adam" is decoupled-weight-decay Adam too), fused on CUDA.
+
+    With `fused_kernels` (the model's switch, `model.fused_kernels`) and fp32 CUDA parameters
+    where neox-kernels' CUDA kernels run, neox-kernels' FusedAdamW: torch's AdamW with a
+    faster multi-tensor step, the same state and state_dict (`fused_ops.use_fused_adamw`).
+    """
     if type.lower() not in ("adam", "adamw"):
         raise ValueError(f"optimizer type {type!r} unsupported; neox supports 'adam'/'adamw'")
     params = [p for p in model.parameters() if p.requires_grad]
     fused = bool(params) and all(p.is_cuda and p.dtype.is_floating_point for p in params)
-    return torch.optim.AdamW(
+    cls = torch.optim.AdamW
+    if use_fused_adamw(fused_kernels, params):
+        from neox_kernels.optim import FusedAdamW
+
+        cls = FusedAdamW
+    return cls(
         param_groups(model, weight_decay),
         lr=lr,
         betas=tuple(betas),  # type: ignore[arg-type]

@@ -299,7 +299,8 @@ class OptimizerParts:
 
 
 def build_optimizer_and_schedule(cfg: NeoxConfig, model: ParallelModel) -> OptimizerParts:
-    """AdamW over the parameters parallelize left (local shards), the LR schedule, fp16 scaler."""
+    """AdamW over the parameters parallelize left (local shards; neox-kernels' FusedAdamW where
+    the fused kernels run), the LR schedule, fp16 scaler."""
     o, t = cfg.optimizer, cfg.training
     optimizer = build_optimizer(
         model.module,
@@ -308,6 +309,7 @@ def build_optimizer_and_schedule(cfg: NeoxConfig, model: ParallelModel) -> Optim
         betas=o.betas,
         eps=o.eps,
         weight_decay=o.weight_decay,
+        fused_kernels=cfg.model.fused_kernels,
     )
     schedule = build_schedule(
         lr=o.lr,
