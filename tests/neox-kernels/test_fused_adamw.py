@@ -166,8 +166,9 @@ class _EmulatedKernel:
             if wd != 0:
                 p[:] = (p.astype(f64) - (lr * wd) * p.astype(f64)).astype(f32)
             g64 = g.astype(f64)
-            m[:] = (b1 * m.astype(f64) + (1 - b1) * g64).astype(f32)
-            v[:] = (b2 * v.astype(f64) + (1 - b2) * g64 * g64).astype(f32)
+            b1f, b2f = f64(f32(b1)), f64(f32(b2))  # the kernel takes the betas as fp32
+            m[:] = (b1f * m.astype(f64) + (1 - b1f) * g64).astype(f32)
+            v[:] = (b2f * v.astype(f64) + (1 - b2f) * g64 * g64).astype(f32)
             denom = ((np.sqrt(v) / bc2_sqrt).astype(f64) + eps).astype(f32)
             p[:] = p - (step_size * m) / denom
         for s_ptr in ss:

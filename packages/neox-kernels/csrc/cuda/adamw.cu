@@ -18,14 +18,15 @@
 // when a tensor's four arrays are 16-byte aligned, two packs per thread per round (eight 16-byte
 // loads in flight); a scalar loop for a tensor's last n % 4 elements and for misaligned tensors.
 //
-// Numerics follow ATen's fused Adam functor (fused_adam_utils.cuh) operation for operation: the
-// hyperparameters are doubles and the moment updates, the weight decay and eps are computed in
-// double and rounded to fp32, the rest in fp32; the bias corrections use pow in double of the
-// fp32 step + 1. The results therefore agree with torch.optim.AdamW(fused=True) to the bit
-// except where the two compilers contract a double multiply-add differently (not seen in
-// tests). Differences from torch: the unscaled gradient is not written back to `grads` (torch
-// does so when grad_scale is given; that is 4 more bytes per parameter), and any nonzero
-// found_inf skips the step (torch skips when it is exactly 1 and subtracts it from the step).
+// Numerics follow ATen's fused Adam functor (fused_adam_utils.cuh): the moment updates, the
+// weight decay and eps are computed in double and rounded to fp32, with the betas taken as fp32
+// first (torch 2.11's CUDA kernel does so: with beta2 = 0.999 a double 1 - beta2 left
+// exp_avg_sq 1.3e-5 (relative) above torch's on the H200), the rest in fp32; the bias corrections use pow
+// in double of the fp32 step + 1. The results agree with torch.optim.AdamW(fused=True) to
+// rounding (the gpu tests bound the difference). Differences from torch: the unscaled gradient
+// is not written back to `grads` (torch does so when grad_scale is given; that is 4 more bytes
+// per parameter), and any nonzero found_inf skips the step (torch skips when it is exactly 1
+// and subtracts it from the step).
 // The step counts are incremented by a second, one-block kernel after the update (the update
 // reads step + 1), unless found_inf is nonzero.
 #include <memory>
@@ -122,10 +123,12 @@ __global__ void __launch_bounds__(kAdamWThreads)
   const double lr = a.lr_ptr != nullptr ? static_cast<double>(*a.lr_ptr) : a.lr;
   AdamWCoef c;
   c.lr_wd = lr * a.weight_decay;
-  c.beta1 = a.beta1;
-  c.one_minus_beta1 = 1 - a.beta1;
-  c.beta2 = a.beta2;
-  c.one_minus_beta2 = 1 - a.beta2;
+  // the betas as fp32, as torch's CUDA kernel (torch 2.11) holds them: with beta2 = 0.999 the
+  // double 1 - beta2 made exp_avg_sq 1.3e-5 larger than torch's. 1 - b is exact either way.
+  c.beta1 = static_cast<float>(a.beta1);
+  c.one_minus_beta1 = 1 - c.beta1;
+  c.beta2 = static_cast<float>(a.beta2);
+  c.one_minus_beta2 = 1 - c.beta2;
   c.eps = a.eps;
   c.grad_scale = kScaled ? *a.grad_scale : 1.f;
   c.step_size = 0.f;
