@@ -105,6 +105,34 @@ def test_bias_gelu_bias_gradient_of_no_rows_is_zero() -> None:
     assert torch.equal(b.grad, torch.zeros_like(b))
 
 
+@pytest.mark.parametrize("route", ["accumulate", "recompute"])
+def test_linear_cross_entropy_peak_memory_is_bounded(route: str) -> None:
+    """Besides its gradients, one chunk of logits, the saved hidden gradient and (accumulate)
+    the fp32 weight-gradient sum: never a second [vocab, h] buffer or the full logits."""
+    n, hidden, vocab = 4096, 1024, 50304
+    h = torch.randn(n, hidden, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = (torch.randn(vocab, hidden, device="cuda") * hidden**-0.5).bfloat16().requires_grad_()
+    labels = torch.randint(0, vocab, (n,), device="cuda")
+
+    def run():
+        return torch.autograd.grad(
+            ops.linear_cross_entropy(h, w, labels, weight_grad=route), (h, w)
+        )
+
+    run()  # cuBLAS workspaces and the like, before measuring
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    gh, gw = run()
+    peak = torch.cuda.max_memory_allocated() - base
+    mib = 2**20
+    outputs = gh.numel() * 2 + gw.numel() * 2
+    chunk = 128 * mib if route == "accumulate" else 32 * mib
+    fp32_sum = vocab * hidden * 4 if route == "accumulate" else 0
+    bound = outputs + n * hidden * 2 + chunk + fp32_sum + 8 * mib
+    assert peak <= bound, f"{route}: peak {peak / mib:.0f} MiB > {bound / mib:.0f} MiB"
+
+
 def test_torch_compile_traces_the_ops_without_graph_breaks() -> None:
     def block(x, w, qkv, labels, head):
         h, _ = ops.rms_norm(x, w, residual=x)

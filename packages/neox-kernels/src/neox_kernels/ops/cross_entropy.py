@@ -261,6 +261,9 @@ def _scaled_copy(x: Tensor, factor: Tensor, dtype: torch.dtype) -> Tensor:
 
 def _lce_setup(ctx, inputs, output):
     hidden, weight, labels, row_weight, z_loss, _chunk_rows, compute_grad, accumulate = inputs
+    # the outputs other than the loss get no gradient: without this autograd would pass
+    # zeros the size of grad_weight and grad_hidden to the backward (2 GB at V128256)
+    ctx.set_materialize_grads(False)
     ctx.compute_grad, ctx.accumulate = compute_grad, accumulate
     ctx.weight_dtype = weight.dtype
     ctx.z_loss = z_loss
@@ -277,6 +280,8 @@ def _lce_backward(ctx, grad_loss, _glse, _gh, _gw, _gs):
             "linear_cross_entropy was called with compute_grad=False; call it with "
             "compute_grad=True (the default when gradients are enabled) to backpropagate"
         )
+    if grad_loss is None:  # only lse was used: it has no gradient path here
+        return None, None, None, None, None, None, None, None
     if ctx.accumulate:
         grad_hidden, grad_weight, scale = ctx.saved_tensors
         factor = grad_loss * scale
