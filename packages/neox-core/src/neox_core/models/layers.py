@@ -19,6 +19,18 @@ from neox_core.models.fused_ops import use_fused
 _SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
+def _gqa_kernel_takes(q: torch.Tensor) -> bool:
+    """Whether SDPA's cuDNN/flash kernels take `enable_gqa` for these (causal, unmasked)
+    queries. Elsewhere (CPU, fp32, head dims above 256, masks) the memory-efficient kernel
+    runs, which does not take it: SDPA would fall to its O(s^2)-memory math kernel."""
+    return (
+        _SDPA_GQA
+        and q.is_cuda
+        and q.dtype in (torch.float16, torch.bfloat16)
+        and q.shape[-1] <= 256
+    )
+
+
 class RMSNorm(nn.Module):
     """RMS normalisation as HF's LlamaRMSNorm computes it (eps inside the square root, in fp32).
 
@@ -176,20 +188,21 @@ class Attention(nn.Module):
             q, k, v = self.split_qkv(mixed)
             cos, sin = self.rotary(s, x.device)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        causal = self.sliding_window is None or self.sliding_window >= s - 1
         gqa = {}
         if self.num_kv_heads != self.num_heads:
-            if _SDPA_GQA:  # kernels that read each kv head for its group of query heads
-                gqa = {"enable_gqa": True}
+            if causal and _gqa_kernel_takes(q):
+                gqa = {"enable_gqa": True}  # each kv head read for its group of query heads
             else:
                 repeat = self.num_heads // self.num_kv_heads
                 k = k.repeat_interleave(repeat, dim=1)
                 v = v.repeat_interleave(repeat, dim=1)
         dropout = self.dropout if self.training else 0.0
-        if self.sliding_window is None or self.sliding_window >= s - 1:
+        if causal:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, **gqa)
         else:
             mask = causal_window_mask(s, s, self.sliding_window, x.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, **gqa)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.out(y.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim))
 
 
