@@ -250,8 +250,8 @@ def _(hidden, weight, labels, lse, row_weight, z_loss, factor, chunk_cols):
 
 
 def _scaled_copy(x: Tensor, factor: Tensor, dtype: torch.dtype) -> Tensor:
-    """(x * factor).to(dtype), rounded once. By row blocks of about 32 MiB: a `torch.mul` into
-    an output of another dtype computes into a temporary the size of x first."""
+    """(x * factor).to(dtype), rounded once, by row blocks of about 32 MiB: whatever temporary
+    a `torch.mul` into an output of another dtype makes stays that small."""
     out = torch.empty(x.shape, dtype=dtype, device=x.device)
     rows = max(1, _WEIGHT_GRAD_CHUNK_BYTES // max(1, x[:1].numel() * x.element_size()))
     for start in range(0, x.shape[0], rows):
