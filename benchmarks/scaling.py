@@ -25,6 +25,9 @@ estimate (neox_core.memory_estimate; it counts TP x DP, not the pipeline split).
     python3 benchmarks/scaling.py --cases dp-1B --gpus 1,2 # weak scaling only
     python3 benchmarks/scaling.py --smoke                  # tiny model, CPU + gloo, 1-2 processes
 
+Stopped by SIGTERM (`timeout` around the command, a scheduler's time limit), it kills the row
+running, prints the table of the rows measured so far and exits 143.
+
 The NCCL environment is printed once (NCCL version, torch, every NCCL_* variable);
 NCCL_NVLS_ENABLE=0 is set unless given (NVLink multicast stays off on lent machines). Runs from
 a plain checkout as benchmarks/train_step.py does (PYTHONPATH to the packages' src folders).
@@ -299,8 +302,17 @@ def plan(cases: list[str], counts: list[int]) -> list[tuple[str, int, str]]:
     return out
 
 
+class Terminated(Exception):
+    """SIGTERM (e.g. `timeout` around the command): stop, and print the rows measured so far."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def run_child(name: str, n: int, timeout: float, argv: list[str]) -> Result:
-    """One case under torchrun in its own session: on a timeout the whole group is killed."""
+    """One case under torchrun in its own session: on a timeout, or when this process is
+    terminated, the whole group is killed."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            str(n), str(Path(__file__).resolve()), *argv, "--worker", "--case", name]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -311,6 +323,9 @@ def run_child(name: str, n: int, timeout: float, argv: list[str]) -> Result:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         return Result(name, n, error=f"timed out after {timeout:.0f} s")
+    except Terminated:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     result = None
     for line in out.splitlines():
         if line.startswith("RESULT "):
@@ -416,19 +431,28 @@ def main(argv: list[str] | None = None) -> int:
           f"{PEAK_FLOPS / 1e12:.0f} TFLOP/s; GPU counts {counts}", flush=True)  # fmt: skip
     results: list[Result] = []
     began = time.perf_counter()
+    stopped = False
+    signal.signal(signal.SIGTERM, _on_sigterm)
     for name, n, skip in plan(args.cases.split(","), counts):
         left = args.deadline_s - (time.perf_counter() - began) if args.deadline_s else 1e9
-        if skip or left < 30:
-            results.append(
-                Result(name, n, error=skip or f"not run: --deadline-s {args.deadline_s:g}")
-            )
+        if skip or left < 30 or stopped:
+            why = "not run: terminated" if stopped else f"not run: --deadline-s {args.deadline_s:g}"
+            results.append(Result(name, n, error=skip or why))
             continue
-        results.append(run_child(name, n, min(args.case_timeout, left), argv))
+        try:
+            results.append(run_child(name, n, min(args.case_timeout, left), argv))
+        except Terminated:
+            stopped = True
+            results.append(Result(name, n, error="terminated while running"))
+            continue
         r = results[-1]
         status = r.error or f"{r.tokens_per_s:,.0f} tokens/s, MFU {100 * r.mfu:.1f}%"
         print(f"  {name} x{n}: {status}", flush=True)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     print()
-    print(table(results))
+    print(table(results), flush=True)
+    if stopped:
+        return 128 + signal.SIGTERM
     return 0 if all(not r.error or r.error.startswith("not run") for r in results) else 1
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,33 @@ def test_scaling_benchmark_smoke() -> None:
     assert float(one["eff %"]) == 100.0
     eff = float(two["eff %"])
     assert math.isfinite(eff) and eff > 0, two
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_prints_what_it_measured_when_terminated() -> None:
+    """SIGTERM after the first row: the row in flight is killed, the table still printed."""
+    env = {k: v for k, v in os.environ.items() if k != "NCCL_NVLS_ENABLE"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--smoke"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    seen = []
+    deadline = time.monotonic() + 600
+    assert proc.stdout is not None
+    for line in proc.stdout:  # until the first row's summary line
+        seen.append(line)
+        if line.startswith("  dp-1B x1:") or time.monotonic() > deadline:
+            break
+    time.sleep(2)  # the second row's children are starting
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=120)
+    out = "".join(seen) + rest
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:] + err[-3000:]
+    rows = _table(out)
+    assert sorted(rows) == [("dp-1B", 1), ("dp-1B", 2), ("tp2-7B", 2)]
+    assert float(rows[("dp-1B", 1)]["tokens/s"].replace(",", "")) > 0
+    assert "terminated while running" in rows[("dp-1B", 2)]["step ms"]
+    assert "not run: terminated" in rows[("tp2-7B", 2)]["step ms"]
