@@ -108,6 +108,12 @@ def test_unsupported_key_at_its_harmless_value_is_accepted_and_listed(tiny, writ
             '{"zero_optimization": {"stage": 1, "bucket": 5}}',
             r"unknown key zero_optimization.'bucket'",
         ),
+        ('{"zero_gather_dtype": "fp16"}', r"zero_gather_dtype = 'fp16': expected fp32 or bf16"),
+        ('{"zero_gather_dtype": "bf16"}', r"'bf16': bf16 gathers need ZeRO stage 1, 2 or 3"),
+        (
+            '{"zero_gather_dtype": "bf16", "zero_optimization": {"stage": 1}}',
+            r"zero_gather_dtype = 'bf16': bf16 gathers need precision bf16",
+        ),
         ('{"sequence_parallel": true}', r"sequence_parallel = True: sequence parallelism needs"),
         ('{"pipe_parallel_size": 4, "num_layers": 3}', r"4 stages .* only num_layers = 3"),
         ('{"pipe_schedule": "dualpipe"}', r"pipe_schedule = 'dualpipe': expected gpipe, 1f1b"),
@@ -119,6 +125,16 @@ def test_type_and_range_errors_name_the_key(tiny, write, text: str, pattern: str
     bad = write("bad.yml", text)
     with pytest.raises(ConfigError, match=pattern):
         load_config([tiny, bad])
+
+
+def test_bf16_gathers_load_with_bf16_precision_and_zero(tiny, write) -> None:
+    extra = write(
+        "gather.yml",
+        '{"precision": "bfloat16", "zero_optimization": {"stage": 3}, "zero_gather_dtype": "bf16"}',
+    )
+    cfg = load_config([tiny, extra])
+    assert (cfg.parallel.zero_stage, cfg.parallel.zero_gather_dtype) == (3, "bf16")
+    assert load_config([tiny]).parallel.zero_gather_dtype == "fp32"
 
 
 def test_optimizer_block_fills_the_optimizer_group(tiny, write) -> None:

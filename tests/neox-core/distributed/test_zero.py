@@ -55,6 +55,23 @@ def test_tp2_x_dp2_zero3_and_dp4_zero3(torchrun, workers) -> None:
     _check_sharded_bytes(report["tp2_dp2_zero3"], 4)
 
 
+@pytest.mark.slow
+def test_bf16_gathers_feed_the_layers_bf16_and_keep_fp32_master_weights(torchrun, workers) -> None:
+    """`zero_gather_dtype: bf16` at DP 2: a layer's forward sees bf16 weights (norms too), the
+    sharded parameters and Adam state stay fp32, and the losses follow the fp32-gather run's
+    (both under bf16 autocast) to within what rounding the norms' weights to bf16 moves."""
+    report = _report(torchrun(workers / "zero_gather_dtype.py", 2))
+    fp32, bf16 = report["fp32"], report["bf16"]
+    assert fp32["seen"] == {"weight": "torch.float32", "norm_weight": "torch.float32"}
+    assert bf16["seen"] == {"weight": "torch.bfloat16", "norm_weight": "torch.bfloat16"}
+    for run in (fp32, bf16):
+        assert run["all_dtensor"] and run["sharded_param_dtypes"] == ["torch.float32"]
+        assert run["state_dtypes"] == ["torch.float32"]
+    assert fp32["losses"] != bf16["losses"]  # the bf16 gathers did change something
+    for a, b in zip(fp32["losses"], bf16["losses"], strict=True):
+        assert abs(a - b) <= 2e-2 * abs(a), (fp32["losses"], bf16["losses"])
+
+
 def test_layout_errors_name_keys_and_numbers(tmp_path) -> None:
     """Smoke test (no processes): the layout checks the trainer runs before allocating."""
     cfg_file = tmp_path / "m.yml"

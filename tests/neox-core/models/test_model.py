@@ -157,3 +157,24 @@ def test_load_by_name_reports_what_does_not_fit(make_llama) -> None:
     assert "missing ['final_norm.weight']" in message
     assert "unexpected ['extra.weight']" in message
     assert "embed.weight: model (128, 64), given (3, 3)" in message
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_layernorm_with_bf16_weights_on_fp32_inputs_upcasts_the_weights(autocast) -> None:
+    """FSDP's bf16 gathers hand a LayerNorm bf16 weights while the residual stream is fp32
+    (CPU autocast does not cast layer_norm as CUDA's does): the weights are upcast."""
+    from neox_core.models.layers import make_norm
+
+    norm = make_norm("layernorm", 16, 1e-5, bias=True)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(3, 16)
+    expected = torch.nn.functional.layer_norm(
+        x, (16,), norm.weight.bfloat16().float(), norm.bias.bfloat16().float(), 1e-5
+    )
+    norm.to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = norm(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected)

@@ -40,6 +40,7 @@ DIRECT: dict[str, tuple[str, str]] = {
     "pipe_partition_method": ("parallel.pipe_partition_method", "str"),
     "pipe_schedule": ("parallel.pipe_schedule", "str"),  # neox extension
     "pipe_virtual_stages": ("parallel.pipe_virtual_stages", "int"),  # neox extension
+    "zero_gather_dtype": ("parallel.zero_gather_dtype", "str"),  # neox extension
     "sliding_window_width": ("model.sliding_window_width", "int?"),
     "vocab_size": ("model.vocab_size", "int?"),  # neox extension: the tokenizer's size
     # optimizer
@@ -399,6 +400,7 @@ NEOX_EXTENSIONS: frozenset[str] = frozenset(
         "checkpoint_verify",
         "pipe_schedule",
         "pipe_virtual_stages",
+        "zero_gather_dtype",
     }
 )
 

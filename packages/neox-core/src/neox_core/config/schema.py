@@ -187,6 +187,10 @@ class ParallelConfig:
     zero_stage: int = 0  # GPT-NeoX `zero_optimization.stage`: 0 DDP .. 3 FSDP2 (params sharded)
     offload_optimizer: bool = False  # zero_optimization `cpu_offload` / `offload_optimizer`
     offload_param: bool = False  # zero_optimization `offload_param` (stage 3)
+    # neox: the dtype FSDP (ZeRO 1-3) all-gathers the decoder layers' parameters in, "fp32" or
+    # "bf16" (bf16 precision only: what autocast would cast them to anyway; gradients are still
+    # reduce-scattered in fp32 and the sharded master weights stay fp32)
+    zero_gather_dtype: str = "fp32"
 
 
 @dataclass

@@ -89,6 +89,24 @@ def _fsdp_kwargs(mesh: DeviceMesh, p: ParallelConfig, device: torch.device) -> d
     return kw
 
 
+def _gather_policy(p: ParallelConfig) -> dict:
+    """`zero_gather_dtype: bf16`: the layers' parameters are cast to bf16 before the
+    all-gather (half the bytes; autocast would cast them for the matmuls anyway) and their
+    gradients reduce-scattered in fp32, as torchtitan does. The layers' inputs are left as they
+    come (`cast_forward_inputs=False`), so the residual stream keeps autocast's fp32, and the
+    root (embedding, final norm, head) gathers fp32. What changes against fp32 gathers: the
+    norms' weights and biases are rounded to bf16 as autocast rounds the linears' already, and
+    their gradients are rounded to bf16 before the fp32 reduction."""
+    if p.zero_gather_dtype != "bf16":
+        return {}
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    policy = MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False
+    )
+    return {"mp_policy": policy}
+
+
 def apply_data_parallel(
     model: nn.Module, dp_mesh: DeviceMesh, p: ParallelConfig, device: torch.device
 ) -> nn.Module:
@@ -114,9 +132,10 @@ def apply_data_parallel(
     kw = _fsdp_kwargs(dp_mesh, p, device)
     reshard = p.zero_stage == 3
     layers = list(getattr(model, "layers", []))
+    layer_kw = dict(kw, **_gather_policy(p))
     for i, layer in enumerate(layers):
         # the last layer's backward starts right after its forward: keep it gathered
-        fully_shard(layer, reshard_after_forward=reshard and i < len(layers) - 1, **kw)
+        fully_shard(layer, reshard_after_forward=reshard and i < len(layers) - 1, **layer_kw)
     # the root holds the embedding, final norm and head (the tied head is the embedding)
     fully_shard(model, reshard_after_forward=False, **kw)
     return model

@@ -64,6 +64,16 @@ class LayerNorm(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_fused(self.fused, x, self.weight, kind="norm"):
             return fused_ops.norm(self, x)
+        w, b = self.weight, self.bias
+        if (
+            w is not None
+            and w.dtype != x.dtype
+            and torch.promote_types(w.dtype, x.dtype) == x.dtype
+        ):
+            # bf16 weights (FSDP's bf16 gathers) on an fp32 residual stream: F.layer_norm takes
+            # one dtype, and CPU autocast does not cast for it as CUDA autocast does
+            w, b = w.to(x.dtype), b.to(x.dtype) if b is not None else None
+            return F.layer_norm(x, self.normalized_shape, w, b, self.eps)
         return super().forward(x)
 
 
