@@ -117,6 +117,12 @@ def test_sharding_divides_what_it_should() -> None:
     assert z3.gathered_parameters > 0 and z0.gathered_parameters == 0
     z1 = estimate_memory(_neox_config(cfg, zero=1), _Dims(dp=4, tp=2))
     assert z1.parameters + z1.gathered_parameters == z0.parameters  # gathered in fwd/bwd
+    for zero in (1, 3):  # bf16 gathers: the layers' part at 2 bytes, the root's at 4
+        fp32 = estimate_memory(_neox_config(cfg, zero=zero), _Dims(dp=4, tp=2))
+        bf16 = estimate_memory(_neox_config(cfg, zero=zero, gather="bf16"), _Dims(dp=4, tp=2))
+        assert fp32.gathered_parameters / 2 <= bf16.gathered_parameters
+        assert bf16.gathered_parameters < fp32.gathered_parameters
+        assert bf16.parameters == fp32.parameters  # the master weights stay fp32
     sp = estimate_memory(_neox_config(cfg, zero=0, sp=True), _Dims(dp=1, tp=2))
     no_sp = estimate_memory(_neox_config(cfg, zero=0), _Dims(dp=1, tp=2))
     assert sp.activations < no_sp.activations
@@ -137,11 +143,12 @@ class _Dims:
     pp: int = 1
 
 
-def _neox_config(model: ModelConfig, *, zero: int, sp: bool = False):
+def _neox_config(model: ModelConfig, *, zero: int, sp: bool = False, gather: str = "fp32"):
     from neox_core.config.schema import NeoxConfig
 
     cfg = NeoxConfig(model=model)
     cfg.parallel.zero_stage = zero
+    cfg.parallel.zero_gather_dtype = gather
     cfg.parallel.sequence_parallel = sp
     cfg.training.micro_batch_size = 2
     cfg.data.seq_length = 32

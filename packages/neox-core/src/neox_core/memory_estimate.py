@@ -12,7 +12,8 @@ What `neox-train --dry-run` prints so a user can pick TP / ZeRO / micro batch si
   gradients are fp32 and AdamW keeps `exp_avg` + `exp_avg_sq` in fp32, 8 bytes per element.
 - parameters gathered for compute (transient): ZeRO 1/2 keep every layer's parameters gathered
   from its forward to its backward (the whole TP-local model at the forward/backward turn);
-  ZeRO 3 holds about two layers at a time (the current one and the prefetched next).
+  ZeRO 3 holds about two layers at a time (the current one and the prefetched next). 4 bytes
+  per element, 2 for the decoder layers' with `zero_gather_dtype: bf16`.
 - activations of one micro batch: the bytes autograd saves for the backward, counted from the
   model's own code per token (see `activation_bytes_per_token`): fused SDPA (no s x s score
   matrix), bf16/fp16 copies under autocast, the fp32 residual stream and norms, the fp32
@@ -147,10 +148,15 @@ def estimate_memory(cfg: Any, dims: Any) -> MemoryEstimate:
     local, total, layer_max = parameter_elements(m, tp, shard_dp)
     unsharded, _, _ = parameter_elements(m, tp, 1)
     gathered = 0
+    layer_bytes = 2 if p.zero_gather_dtype == "bf16" else 4  # the root always gathers fp32
     if zero in (1, 2) and dp > 1:
-        gathered = 4 * (unsharded - local)
+        rest = unsharded - local  # the other ranks' pieces, gathered here
+        gathered = 4 * rest
+        if layer_bytes != 4:  # the decoder layers' share of it at 2 bytes
+            layers = min(unsharded, m.num_layers * layer_max)
+            gathered = round(rest * (4 - (4 - layer_bytes) * layers / unsharded))
     elif zero == 3 and dp > 1:
-        gathered = 4 * 2 * layer_max
+        gathered = layer_bytes * 2 * layer_max
     tokens = cfg.training.micro_batch_size * cfg.data.seq_length
     per_layer, ckpt_layer, head = activation_bytes_per_token(
         m, cfg.precision.dtype, tp, p.sequence_parallel
@@ -192,6 +198,7 @@ def format_memory_estimate(cfg: Any, dims: Any) -> str:
     ]
     if est.gathered_parameters:
         kind = "every layer, forward to backward" if p.zero_stage < 3 else "~2 layers at a time"
+        kind += ", layers in bf16" if p.zero_gather_dtype == "bf16" else ""
         lines.append(f"  gathered params   {_gib(est.gathered_parameters)}  transient ({kind})")
     lines += [
         f"  activations       {_gib(est.activations)}  per micro batch ({mb} x {seq} tokens), "
