@@ -329,8 +329,8 @@ def run_case(name: str, impl: str, args: argparse.Namespace) -> Result:
     r = Result(name, impl, precision, step_s, tokens_per_s, flops / 1e12, flops / PEAK_FLOPS)
     r.peak_gib, r.loss = peak, loss
     print(
-        f"  {name} {impl} {precision}: {tokens_per_s:,.0f} tokens/s, MFU {100 * r.mfu:.1f}% "
-        f"(warm-up incl. compile {warmup_s:.1f} s)",
+        f"  {name} {impl} {precision}: {tokens_per_s:,.0f} tokens/s, MFU {100 * r.mfu:.1f}%, "
+        f"last loss {loss:.5f} (warm-up incl. compile {warmup_s:.1f} s)",
         flush=True,
     )
     if args.profile and device.type == "cuda" and name in args.profile_cases.split(","):
