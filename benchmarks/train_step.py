@@ -187,6 +187,11 @@ def build_hf(cfg, device, log):
     with torch.device(device):  # initialise on the GPU: minutes less for 1B than on a CPU
         model = getattr(transformers, arch)(hf_cfg)
     model.train()
+    # torch.compile's defaults: a neox case run before in this process may have switched on
+    # inductor's process-wide C++ wrapper (neox_core.distributed.compile)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.cpp_wrapper = False
     forward = torch.compile(model) if cfg.training.compile != "false" else model
     log(f" > HF {arch}, {'compiled' if forward is not model else 'eager'}")
     optimizer = torch.optim.AdamW(

@@ -41,10 +41,18 @@ def cpp_wrapper_enabled(setting: str, device: torch.device) -> bool:
 
 def apply_compile(model: nn.Module, backend: str = "inductor", cpp_wrapper: bool = False) -> None:
     """Compile each of `model.layers` in place (after TP and activation checkpointing);
-    `cpp_wrapper`: inductor launches the kernels from generated C++ (module docstring)."""
+    `cpp_wrapper`: inductor launches the kernels from generated C++ (module docstring), for
+    every graph this process compiles from now on (see below)."""
     layers = getattr(model, "layers", None)
     if layers is None:
         raise ValueError(f"{type(model).__name__} has no `layers` to compile")
-    options = {"cpp_wrapper": True} if cpp_wrapper and backend == "inductor" else None
+    if cpp_wrapper and backend == "inductor":
+        # process-wide: `torch.compile(options={"cpp_wrapper": True})` does not reach the
+        # backward graphs, which inductor compiles lazily at the first backward, outside the
+        # option's scope (torch 2.11 fails with "CudaKernelParamCache not populated";
+        # pytorch/pytorch#178845)
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp_wrapper = True
     for layer in layers:
-        layer.compile(dynamic=False, backend=backend, options=options)
+        layer.compile(dynamic=False, backend=backend)
