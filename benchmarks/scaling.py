@@ -384,8 +384,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10, help="timed steps per row")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     p.add_argument("--compile", default="auto", help="neox's compile key: auto, true, false")
-    p.add_argument("--cpp-wrapper", default="auto",
-                   help="neox's compile_cpp_wrapper key: auto (on for CUDA), true, false")  # fmt: skip
     p.add_argument("--activation-checkpointing", default="none", help="none, full, selective")
     p.add_argument("--case-timeout", type=int, default=600, help="seconds per row")
     p.add_argument("--deadline-s", type=float, default=0,

@@ -103,8 +103,7 @@ def import_paths() -> None:
 
 def regime_overrides(seq: int, micro_batch: int, args: argparse.Namespace) -> dict[str, Any]:
     """GPT-NeoX keys of the benchmarks' regime: bf16 with fp32 master weights, no dropout,
-    `--activation-checkpointing`, `--compile` and `--cpp-wrapper` as given (also
-    benchmarks/scaling.py's)."""
+    `--activation-checkpointing` and `--compile` as given (also benchmarks/scaling.py's)."""
     return {
         "fp16": {"enabled": False},
         "bf16": {"enabled": True},
@@ -116,7 +115,6 @@ def regime_overrides(seq: int, micro_batch: int, args: argparse.Namespace) -> di
         "checkpoint_activations": False,
         "activation_checkpoint_mode": args.activation_checkpointing,
         "compile": args.compile,
-        "compile_cpp_wrapper": args.cpp_wrapper,
         "train_iters": 1000,
     }
 
@@ -187,11 +185,6 @@ def build_hf(cfg, device, log):
     with torch.device(device):  # initialise on the GPU: minutes less for 1B than on a CPU
         model = getattr(transformers, arch)(hf_cfg)
     model.train()
-    # torch.compile's defaults: a neox case run before in this process may have switched on
-    # inductor's process-wide C++ wrapper (neox_core.distributed.compile)
-    import torch._inductor.config as inductor_config
-
-    inductor_config.cpp_wrapper = False
     forward = torch.compile(model) if cfg.training.compile != "false" else model
     log(f" > HF {arch}, {'compiled' if forward is not model else 'eager'}")
     optimizer = torch.optim.AdamW(
@@ -446,10 +439,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10, help="timed steps per case")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     p.add_argument("--compile", default="auto", help="neox's compile key: auto, true, false")
-    p.add_argument(
-        "--cpp-wrapper", default="auto",
-        help="neox's compile_cpp_wrapper key: auto (on for CUDA), true, false",
-    )  # fmt: skip
     p.add_argument("--activation-checkpointing", default="none", help="none, full, selective")
     p.add_argument(
         "--precision",
@@ -494,8 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"torch {torch.__version__} on {name}; {regime}, fused AdamW, "
             f"clip 1.0; {args.steps} timed steps after {args.warmup} warm-up; neox compile "
-            f"{args.compile} (C++ wrapper {args.cpp_wrapper}), activation checkpointing "
-            f"{args.activation_checkpointing}; "
+            f"{args.compile}, activation checkpointing {args.activation_checkpointing}; "
             f"MFU vs {PEAK_FLOPS / 1e12:.0f} TFLOP/s",
             flush=True,
         )

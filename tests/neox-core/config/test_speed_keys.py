@@ -31,19 +31,6 @@ def test_compile_switch(tmp_path: Path, line: str, value: str) -> None:
     assert _load(tmp_path, line).training.compile == value
 
 
-@pytest.mark.parametrize(
-    ("line", "value"),
-    [("", "auto"), ("compile_cpp_wrapper: false", "false"), ("compile_cpp_wrapper: true", "true")],
-)
-def test_compile_cpp_wrapper_switch(tmp_path: Path, line: str, value: str) -> None:
-    assert _load(tmp_path, line).training.compile_cpp_wrapper == value
-
-
-def test_compile_cpp_wrapper_rejects_other_values_naming_file_and_line(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"c.yml:6: compile_cpp_wrapper: expected true, false"):
-        _load(tmp_path, "compile_cpp_wrapper: gcc")
-
-
 def test_compile_rejects_other_values_naming_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"c.yml:6: compile: expected true, false or auto"):
         _load(tmp_path, "compile: fast")

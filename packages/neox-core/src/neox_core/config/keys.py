@@ -64,7 +64,6 @@ DIRECT: dict[str, tuple[str, str]] = {
     "eval_iters": ("training.eval_iters", "int"),
     "on_nan": ("training.on_nan", "str"),  # neox extension
     "compile": ("training.compile", "switch"),  # neox extension: auto | true | false
-    "compile_cpp_wrapper": ("training.compile_cpp_wrapper", "switch"),  # neox extension
     # data
     "train_data_paths": ("data.train_data_paths", "list[str]?"),
     "valid_data_paths": ("data.valid_data_paths", "list[str]?"),
@@ -390,7 +389,6 @@ NEOX_EXTENSIONS: frozenset[str] = frozenset(
         "vocab_size",
         "on_nan",
         "compile",
-        "compile_cpp_wrapper",
         "activation_checkpoint_mode",
         "wandb_mode",
         "data_parallel_size",

@@ -102,9 +102,6 @@ class TrainingConfig:
     on_nan: str = "skip"  # neox extension: "skip" | "stop"
     # neox extension: torch.compile each decoder layer; "auto" = on for CUDA, off for CPU
     compile: str = "auto"  # "auto" | "true" | "false"
-    # neox extension: inductor's C++ wrapper around the compiled kernels (less host time per
-    # launch); "auto" = on for CUDA, off for CPU
-    compile_cpp_wrapper: str = "auto"  # "auto" | "true" | "false"
 
 
 @dataclass

@@ -20,7 +20,7 @@ from torch.distributed.device_mesh import DeviceMesh
 
 from neox_core.config.schema import NeoxConfig
 from neox_core.distributed.activation_checkpoint import apply_activation_checkpointing
-from neox_core.distributed.compile import apply_compile, compile_enabled, cpp_wrapper_enabled
+from neox_core.distributed.compile import apply_compile, compile_enabled
 from neox_core.distributed.data_parallel import apply_data_parallel
 
 
@@ -65,9 +65,7 @@ def parallelize(
             )
     apply_activation_checkpointing(model, activation_checkpointing_mode(cfg))
     if compile_enabled(cfg.training.compile, device):
-        apply_compile(
-            model, cpp_wrapper=cpp_wrapper_enabled(cfg.training.compile_cpp_wrapper, device)
-        )
+        apply_compile(model)
     if mesh is None:
         return model
     return apply_data_parallel(model, mesh["dp"], p, device)

@@ -282,7 +282,7 @@ def build_pipeline(
     from torch.distributed.pipelining import PipelineStage
 
     from neox_core.distributed.activation_checkpoint import apply_activation_checkpointing
-    from neox_core.distributed.compile import apply_compile, compile_enabled, cpp_wrapper_enabled
+    from neox_core.distributed.compile import apply_compile, compile_enabled
     from neox_core.distributed.data_parallel import apply_data_parallel
     from neox_core.distributed.parallelize import activation_checkpointing_mode
 
@@ -321,9 +321,7 @@ def build_pipeline(
     for split, sm in zip(mine, stage_modules, strict=True):
         apply_activation_checkpointing(sm, mode)
         if compile_enabled(cfg.training.compile, device):
-            apply_compile(
-                sm, cpp_wrapper=cpp_wrapper_enabled(cfg.training.compile_cpp_wrapper, device)
-            )
+            apply_compile(sm)
         if p.zero_stage == 0 and mesh["dp"].size() > 1:
             # ZeRO 0: torch's DDP under a pipeline schedule hangs after the first step here
             # (gloo, torch 2.15); the hook-based all-reduce-mean is exact and simple (it

@@ -32,7 +32,7 @@ from neox_core.checkpoint import (
 from neox_core.config import ConfigError, NeoxConfig, config_to_dict, with_world_size
 from neox_core.data.checks import DataCheckError
 from neox_core.distributed.attention_backend import choose_sdpa_backends
-from neox_core.distributed.compile import compile_enabled, cpp_wrapper_enabled
+from neox_core.distributed.compile import compile_enabled
 from neox_core.distributed.parallel_dims import ParallelDims
 from neox_core.evaluation.during_training import build_training_harness
 from neox_core.training.data_resume import check_data_resume, record_data_config
@@ -282,13 +282,9 @@ def describe_speed_settings(cfg: NeoxConfig, device: torch.device) -> str:
     from neox_core.distributed.parallelize import activation_checkpointing_mode
 
     compiled = compile_enabled(cfg.training.compile, device)
-    how = "eager"
-    if compiled:
-        cpp = cpp_wrapper_enabled(cfg.training.compile_cpp_wrapper, device)
-        how = f"torch.compile per layer, {'C++' if cpp else 'Python'} wrapper"
     return (
-        f" > speed: {how} (compile: {cfg.training.compile}), activation checkpointing "
-        f"{activation_checkpointing_mode(cfg)}"
+        f" > speed: {'torch.compile per layer' if compiled else 'eager'} (compile: "
+        f"{cfg.training.compile}), activation checkpointing {activation_checkpointing_mode(cfg)}"
     )
 
 
