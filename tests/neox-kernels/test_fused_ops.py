@@ -232,6 +232,8 @@ def test_bad_shapes_are_value_errors() -> None:
 def test_chunks_hold_a_bounded_share_of_the_logits() -> None:
     rows = ce_ops.default_chunk_rows(128256, torch.bfloat16)
     assert rows * 128256 * 2 <= 128 * 2**20
+    rows = ce_ops.default_chunk_rows(50304, torch.bfloat16, ce_ops.ACCUMULATE_CHUNK_BYTES)
+    assert 512 * 2**20 - 50304 * 2 < rows * 50304 * 2 <= 512 * 2**20
     assert ce_ops.default_chunk_rows(10**9, torch.float32) == 64
 
 

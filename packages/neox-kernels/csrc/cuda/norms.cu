@@ -293,10 +293,16 @@ __global__ void __launch_bounds__(512)
       }
     }
     float s_wdy_xhat = 0.f, s_wdy = 0.f;
+    // the residual's gradient: for small rows loaded before the reduction (its latency hides
+    // behind it), for long rows after it (registers)
+    Pack<T, VEC> early[kPrefetch ? P : 1];
 #pragma unroll
     for (int j = 0; j < P; ++j) {
       const int i = threadIdx.x + j * blockDim.x;
       if (i < packs) {
+        if constexpr (kPrefetch) {
+          if (dres != nullptr) early[j] = load_pack<T, VEC>(dres + base, i);
+        }
         if (!kPrefetch) {
           px[j] = load_pack<T, VEC>(x + base, i);
           pg[j] = load_pack<T, VEC>(dy + base, i);
@@ -322,9 +328,13 @@ __global__ void __launch_bounds__(512)
     for (int j = 0; j < P; ++j) {
       const int i = threadIdx.x + j * blockDim.x;
       if (i < packs) {
-        Pack<T, VEC> pw, pr, pd;
+        Pack<T, VEC> pw, pd, pr;
         if (w != nullptr) pw = load_pack<T, VEC>(w, i);
-        if (dres != nullptr) pr = load_pack<T, VEC>(dres + base, i);
+        if constexpr (kPrefetch) {
+          pr = early[j];
+        } else if (dres != nullptr) {
+          pr = load_pack<T, VEC>(dres + base, i);
+        }
 #pragma unroll
         for (int k = 0; k < VEC; ++k) {
           const float xhat = (to_f(px[j].v[k]) - mean) * rstd;
