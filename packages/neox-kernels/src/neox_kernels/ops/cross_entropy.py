@@ -15,9 +15,12 @@ Ops:
     one chunk of vocabulary columns at a time, over all tokens, and writes that slice of the
     weight gradient once, in the weight's dtype: a fourth matmul, but no fp32 buffer and no
     re-reads. "auto" takes it from a vocabulary of 100k, for memory. On the H200
-    (benchmarks/kernels.py, fwd+bwd) it cost 4 % more time at 8192x4096 V128256 (57.4 against
-    55.1 ms) for a third of the peak memory (1,130 against 3,134 MiB), and 29 % more at
-    16384x2048 V50304 (23.2 against 18.0 ms, 357 against 719 MiB), where accumulating stays.
+    (benchmarks/kernels.py, fwd+bwd, against accumulating in 512 MiB token chunks) it cost
+    31 % more time at 8192x4096 V128256 (58.4 against 44.4 ms; eager 50.2) for a third of the
+    peak memory (1,130 against 3,134 MiB), and 39 % more at 16384x2048 V50304 (23.6 against
+    17.0 ms, 357 against 850 MiB), where accumulating stays. With 128 MiB chunks the gap at
+    V128256 had been 4 % (57.4 against 55.1 ms): "auto" was set then, and not re-measured
+    with the new chunks on a model.
 - `neox::linear_cross_entropy_stats` (a vocabulary shard): per-token lse over the shard and the
   label's logit (0 where the label is outside the shard). A vocabulary-parallel loss combines
   shards (global lse = logsumexp of the shards' lse, target = sum of the shards' targets);
