@@ -93,8 +93,9 @@ def base_config(args: argparse.Namespace, data: Path, folder: Path) -> list[Path
         run.update(SMOKE_MODEL, vocab_size=96, precision="fp32")
         files = []
     else:
-        run.update(vocab_size=50277, precision="bf16", seq_length=args.seq,
-                   max_position_embeddings=args.seq)  # fmt: skip
+        # bf16 (the config's own fp16 block is switched off), at --seq tokens
+        run.update(vocab_size=50277, fp16={"enabled": False}, bf16={"enabled": True},
+                   seq_length=args.seq, max_position_embeddings=args.seq)  # fmt: skip
         files = [ROOT / "examples" / "configs" / "pythia" / "160M.yml"]
     path = folder / "run.yml"
     path.write_text(json.dumps(run, indent=1), encoding="utf-8")
