@@ -40,3 +40,31 @@ def test_resume_check_smoke_resumes_at_every_layout() -> None:
     for name in ("2x2", "1x1"):
         assert rows[name][2] == "3" and rows[name][4] == "ok", rows[name]
         assert float(rows[name][3]) <= 1e-5
+
+
+def test_resume_check_gpu_configs_load_at_every_default_layout(tmp_path: Path) -> None:
+    """The GPU run's config (Pythia-160M in bf16 plus the layout files) loads: a key conflict
+    would otherwise surface only on a lent multi-GPU machine."""
+    import argparse
+    import importlib.util
+    import json
+
+    from neox_core.config import load_config
+
+    spec = importlib.util.spec_from_file_location("resume_check", ROOT / "benchmarks" / "resume_check.py")  # fmt: skip
+    rc = importlib.util.module_from_spec(spec)
+    sys.modules["resume_check"] = rc  # its dataclass looks its module up
+    try:
+        spec.loader.exec_module(rc)
+    finally:
+        del sys.modules["resume_check"]
+    args = argparse.Namespace(iters=20, global_batch=16, micro_batch=4, zero=1, compile="auto",
+                              smoke=False, seq=2048)  # fmt: skip
+    files = rc.base_config(args, tmp_path / "data", tmp_path)
+    for _procs, tp in ((4, 2), (2, 2), (1, 1)):
+        layout = tmp_path / "layout.yml"
+        layout.write_text(json.dumps({"model_parallel_size": tp, "load": "ckpt", "iteration": 10}))
+        cfg = load_config([*files, layout])
+        assert cfg.precision.dtype == "bf16" and cfg.model.num_layers == 12
+        assert (cfg.training.micro_batch_size, cfg.training.train_batch_size) == (4, 16)
+        assert cfg.checkpoint.load == "ckpt"
