@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layouts", type=lambda s: [parse_layout(x) for x in s.split(",")],
                    default=None, help="PROCESSESxTP, comma separated; the first saves "
-                   "(default 4x2,2x2,1x1; --smoke 4x2,2x2,1x1 on CPU)")  # fmt: skip
+                   "(default 4x2,2x2,1x1)")  # fmt: skip
     p.add_argument("--iters", type=int, default=20, help="iterations; saved at half of them")
     p.add_argument("--seq", type=int, default=2048, help="sequence length (not with --smoke)")
     p.add_argument("--global-batch", type=int, default=16, help="sequences per iteration")
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="largest relative loss difference allowed (default 1e-5 with --smoke, "
                    "5e-3 on GPUs: bf16 sums in another order under another layout)")  # fmt: skip
     p.add_argument("--timeout", type=int, default=600, help="seconds per neox-train run")
-    p.add_argument("--keep", help="keep checkpoints and logs in this folder")
+    p.add_argument("--keep", help="keep checkpoints and logs in this folder (without a ckpt/)")
     p.add_argument("--smoke", action="store_true", help="tiny model, fp32, CPU + gloo")
     args = p.parse_args(argv)
     layouts = args.layouts or [(4, 2), (2, 2), (1, 1)]
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.global_batch % (args.micro_batch * (procs // tp)):
             p.error(f"--global-batch {args.global_batch} is not a multiple of micro batch x "
                     f"data parallel ({args.micro_batch} x {procs // tp}) at {procs}x{tp}")  # fmt: skip
+    if args.keep and (Path(args.keep) / "ckpt").exists():
+        p.error(f"--keep {args.keep}: holds a ckpt/ from an earlier run; give a new folder")
     rtol = args.rtol if args.rtol is not None else (1e-5 if args.smoke else 5e-3)
     sys.path[:0] = child_env()["PYTHONPATH"].split(os.pathsep)[:3]
 
