@@ -18,6 +18,7 @@ layout fails or its largest relative loss difference exceeds `--rtol`.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -27,7 +28,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from train_step import import_paths
+
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = (
+    ("neox-core", "neox_core"),
+    ("neox-data", "neox_data"),
+    ("neox-kernels", "neox_kernels"),
+)
 LOSS = re.compile(r"iteration\s+(\d+)/\s*\d+ \|.* lm_loss: ([0-9.E+-]+) \|")
 LOADED = re.compile(r"\(saved at (TP \d+ x DP \d+), loaded at (TP \d+ x DP \d+)\)")
 SMOKE_MODEL = {
@@ -55,11 +63,19 @@ def parse_layout(text: str) -> tuple[int, int]:
 
 
 def child_env() -> dict[str, str]:
-    """The children import the workspace from the source tree where it is not installed."""
+    """The children's environment: NVLink multicast off, and the workspace's source folders
+    appended to PYTHONPATH for the packages this Python cannot import (a plain checkout), as
+    train_step.py's `import_paths` does; an installed or PYTHONPATH-given build (neox-kernels
+    with its compiled extensions) keeps precedence."""
     env = dict(os.environ)
     env.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast off, as the device notes ask
-    paths = [str(ROOT / "packages" / p / "src") for p in ("neox-core", "neox-data", "neox-kernels")]
-    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    missing = [
+        str(ROOT / "packages" / pkg / "src")
+        for pkg, mod in PACKAGES
+        if importlib.util.find_spec(mod) is None
+    ]
+    if missing:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), *missing) if p)
     return env
 
 
@@ -103,14 +119,14 @@ def base_config(args: argparse.Namespace, data: Path, folder: Path) -> list[Path
 
 
 def train(configs: list[Path], procs: int, tp: int, extra: dict, folder: Path, name: str,
-          timeout: int) -> tuple[dict[int, float], str, str]:  # fmt: skip
+          timeout: int, env: dict[str, str]) -> tuple[dict[int, float], str, str]:  # fmt: skip
     """One `neox-train` under torchrun: (losses by iteration, load line, error or "")."""
     layout = folder / f"{name}.yml"
     layout.write_text(json.dumps({"model_parallel_size": tp, **extra}), encoding="utf-8")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            str(procs), "-m", "neox_core.cli", *map(str, configs), str(layout)]  # fmt: skip
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env())
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {}, "", f"timed out after {timeout} s"
     (folder / f"{name}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
@@ -155,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep and (Path(args.keep) / "ckpt").exists():
         p.error(f"--keep {args.keep}: holds a ckpt/ from an earlier run; give a new folder")
     rtol = args.rtol if args.rtol is not None else (1e-5 if args.smoke else 5e-3)
-    sys.path[:0] = child_env()["PYTHONPATH"].split(os.pathsep)[:3]
+    env = child_env()  # before import_paths, which makes the source folders importable here
+    import_paths()  # this process writes the data with neox-data
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep or tmp)
@@ -170,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)  # fmt: skip
         ckpt = folder / "ckpt"
         full, _, error = train(configs, procs, tp, {"save": str(ckpt), "load": None}, folder,
-                               "full", args.timeout)  # fmt: skip
+                               "full", args.timeout, env)  # fmt: skip
         if error or sorted(full) != list(range(1, args.iters + 1)):
             print(f"the uninterrupted run failed: {error or sorted(full)}")
             return 1
@@ -180,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"resume at {name}", flush=True)
             extra = {"save": None, "load": str(ckpt), "iteration": args.iters // 2}
             losses, loaded, error = train(configs, procs, tp, extra, folder, f"resume_{name}",
-                                          args.timeout)  # fmt: skip
+                                          args.timeout, env)  # fmt: skip
             row = Row(name, loaded, error=error)
             after = list(range(args.iters // 2 + 1, args.iters + 1))
             if not error and sorted(losses) != after:

@@ -232,7 +232,10 @@ def family(kernel: str) -> str:
 
 def idle_gaps(prof, top: int) -> list[tuple[float, str, str]]:
     """The `top` longest stretches with no kernel running, as (ms, kernel before, kernel after):
-    where the step waits on the host (launch overhead, a sync, Python between graphs)."""
+    where the step waits on the host (launch overhead, a sync, Python between graphs). The
+    profiler's own cost per op slows the host and widens them: Pythia-410M's step, which the
+    host enqueues faster than the GPU runs it, shows gaps only when profiled
+    (docs/architecture.md)."""
     import torch
 
     spans = sorted(

@@ -42,7 +42,9 @@ def test_resume_check_smoke_resumes_at_every_layout() -> None:
         assert float(rows[name][3]) <= 1e-5
 
 
-def test_resume_check_gpu_configs_load_at_every_default_layout(tmp_path: Path) -> None:
+def test_resume_check_gpu_configs_load_at_every_default_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The GPU run's config (Pythia-160M in bf16 plus the layout files) loads: a key conflict
     would otherwise surface only on a lent multi-GPU machine."""
     import argparse
@@ -53,6 +55,7 @@ def test_resume_check_gpu_configs_load_at_every_default_layout(tmp_path: Path) -
 
     spec = importlib.util.spec_from_file_location("resume_check", ROOT / "benchmarks" / "resume_check.py")  # fmt: skip
     rc = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports train_step.py
     sys.modules["resume_check"] = rc  # its dataclass looks its module up
     try:
         spec.loader.exec_module(rc)
