@@ -4,10 +4,13 @@ One command per machine. Each (case, GPU count) runs in its own `torchrun` child
 torch.distributed.run --standalone`), so a crash, hang or OOM costs one row. The child is
 neox-train's launch path (`read_launch_env`, `pick_device`, `init_process_group`,
 `ParallelDims.from_config`, `with_world_size`, the seed) and its build (`build_parallel_model`,
-`build_optimizer_and_schedule`, `build_step_settings` with the `distributed` flag and the
-pipeline), then times `train_step` as the loop calls it, with the loop's per-step loss
-all-reduce (`_reduce_step`) under several processes, on synthetic tokens. Rank 0 prints one
-`RESULT {json}` line; this parent, which never imports torch, prints the table last.
+`build_optimizer_and_schedule`, `build_step_settings` with the pipeline), then times
+`train_step` as the loop calls it under several processes: a deferred step with the loop's
+stop vote (`StopVote`), a synced one (fp16, pipeline) with its host all-reduce
+(`_reduce_step`), on synthetic tokens. Rank 0 prints one `RESULT {json}` line; this parent,
+which never imports torch, prints the table last. `--profile` adds three profiled steps per
+row and a table of where rank 0's time goes: compute kernels by family, NCCL kernels, the
+NCCL time no compute overlaps, and idle time.
 
 Cases (GPT-NeoX YAML configs through neox-core's loader, bf16, fp32 master weights):
   dp-1B         Pythia-1B, ZeRO 1, micro batch 8, seq 2048, at every count in --gpus; weak-scaling
@@ -38,6 +41,7 @@ a plain checkout as benchmarks/train_step.py does (PYTHONPATH to the packages' s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -52,7 +56,16 @@ from typing import Any
 
 # benchmarks/train_step.py (this folder is sys.path[0] when a script here runs): the same
 # regime, synthetic tokens and source-tree imports; importing it does not import torch
-from train_step import PEAK_FLOPS, import_paths, regime_overrides, synthetic_batch
+from train_step import (
+    FAMILIES,
+    PEAK_FLOPS,
+    family,
+    idle_gaps,
+    import_paths,
+    kernel_spans,
+    regime_overrides,
+    synthetic_batch,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHIA_1B = ROOT / "examples" / "configs" / "pythia" / "1B.yml"
@@ -110,6 +123,54 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# -- the profile: compute, communication and idle time on rank 0 --------------------------
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _length(spans: list[tuple[float, float]]) -> float:
+    return sum(end - start for start, end in spans)
+
+
+def time_breakdown(spans: list[tuple[float, float, str]], wall_us: float, steps: int) -> dict:
+    """ms per step: each compute family's kernel time, NCCL kernels ("comm"), the part of
+    the NCCL time with no other kernel running ("exposed comm": communication the step waits
+    for) and the wall time with no kernel at all ("idle": the GPU waits for the host)."""
+    comm = [(a, b) for a, b, name in spans if "nccl" in name.lower()]
+    compute = [(a, b) for a, b, name in spans if "nccl" not in name.lower()]
+    out = {fam: 0.0 for fam, _ in FAMILIES} | {"other": 0.0}
+    for a, b, name in spans:
+        if "nccl" not in name.lower():
+            out[family(name)] += b - a
+    busy, computing = _length(_union(comm + compute)), _length(_union(compute))
+    out |= {"comm": _length(_union(comm)), "exposed comm": busy - computing,
+            "idle": max(0.0, wall_us - busy), "wall": wall_us}  # fmt: skip
+    return {k: v / 1e3 / steps for k, v in out.items()}
+
+
+def profile_steps(steps, first: int, n: int, sync) -> dict:
+    """`n` more steps under torch.profiler (every rank, so all are slowed alike); rank 0's
+    breakdown and its three longest idle gaps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        steps(first, n)
+        sync()
+        wall_us = (time.perf_counter() - start) * 1e6
+    gaps = [(round(ms, 2), before[:60], after[:60]) for ms, before, after in idle_gaps(prof, 3)]
+    return {"ms": time_breakdown(kernel_spans(prof), wall_us, n), "gaps": gaps}
+
+
 # -- the worker: one torchrun process ------------------------------------------------------
 
 
@@ -158,6 +219,7 @@ def worker(args: argparse.Namespace) -> int:
         seed_everything,
     )
     from neox_core.training.step import resolve_results, train_step
+    from neox_core.training.stop_vote import StopVote
     from neox_core.training.throughput import flops_per_token, non_embedding_params
 
     launch = read_launch_env()
@@ -181,8 +243,11 @@ def worker(args: argparse.Namespace) -> int:
         model = build_parallel_model(cfg, dims, device, log, None)
         opt = build_optimizer_and_schedule(cfg, model)
         opt.schedule.apply(opt.optimizer)
-        settings = build_step_settings(cfg, device, launch.distributed, log, None, model.pipeline)
+        settings = build_step_settings(cfg, device, log, None, model.pipeline)
+        if args.synced_steps:  # every step read on the host, as before deferral (comparison)
+            settings = dataclasses.replace(settings, defer_sync=False)
         reduce_step = _reduce_step(launch, dims.pp)
+        vote = StopVote(device)
         t, m = cfg.training, cfg.model
         seq = cfg.data.seq_length
         batch = synthetic_batch(m.vocab_size, t.micro_batch_size, seq, device)
@@ -200,7 +265,10 @@ def worker(args: argparse.Namespace) -> int:
             for i in range(first, first + n):
                 r = train_step(model.trained, opt.optimizer, opt.schedule, opt.scaler, data,
                                settings, i)  # fmt: skip
-                if not r.pending:  # several processes: the loop all-reduces every step
+                if r.reduced:  # deferred under several processes: the loop's stop vote
+                    vote.cast(False)
+                    vote.agreed()
+                elif not r.pending:  # synced under several processes: the loop's all-reduce
                     r.loss, _ = reduce_step(float(r.loss), False)
                 results.append(r)
             return float(resolve_results(results)[-1].loss)  # one process: read at the end
@@ -220,6 +288,9 @@ def worker(args: argparse.Namespace) -> int:
         if model.pipeline is not None:
             st = model.pipeline.take_times()
             bubble = max(0.0, 1.0 - st.compute / st.step) if st.step > 0 else 0.0
+        profiled = None
+        if args.profile and device.type == "cuda":
+            profiled = profile_steps(steps, args.warmup + args.steps + 1, 3, sync)
         row = torch.tensor([step_s, peak, bubble], dtype=torch.float64)
         if launch.distributed:
             gathered = [None] * launch.world_size
@@ -237,7 +308,8 @@ def worker(args: argparse.Namespace) -> int:
             args.case,
             launch.world_size,
             layout=f"DP {dims.dp} x TP {dims.tp} x PP {dims.pp}, ZeRO {cfg.parallel.zero_stage}"
-            + (", bf16 gathers" if cfg.parallel.zero_gather_dtype == "bf16" else ""),
+            + (", bf16 gathers" if cfg.parallel.zero_gather_dtype == "bf16" else "")
+            + (", synced steps" if args.synced_steps else ""),
             step_s=step_s,
             tokens_per_s=tokens_per_s,
             mfu=per_token * tokens_per_s / launch.world_size / PEAK_FLOPS,
@@ -253,6 +325,8 @@ def worker(args: argparse.Namespace) -> int:
                 "device": str(device),
             },
         )
+        if profiled is not None:
+            r.extra["profile"] = profiled
         if launch.rank == 0:
             print("RESULT " + json.dumps(asdict(r)), flush=True)
         return 0
@@ -377,6 +451,27 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def profile_table(results: list[Result]) -> str:
+    """ms per step on rank 0 by kernel family, communication and idle (--profile)."""
+    rows = [r for r in results if "profile" in r.extra]
+    if not rows:
+        return ""
+    keys = [fam for fam, _ in FAMILIES] + ["other", "comm", "exposed comm", "idle", "wall"]
+    head = ("case", "GPUs", *keys)
+    cells = [(r.case, str(r.gpus), *(f"{r.extra['profile']['ms'][k]:.1f}" for k in keys))
+             for r in rows]  # fmt: skip
+    widths = [max(len(x) for x in col) for col in zip(head, *cells, strict=True)]
+    lines = ["ms per step on rank 0, profiled (comm: NCCL kernels, which overlap compute; "
+             "exposed comm: NCCL alone; idle: no kernel)"]  # fmt: skip
+    lines.append(" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    lines.append("-+-".join("-" * w for w in widths))
+    lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    for r in rows:
+        for ms, before, after in r.extra["profile"]["gaps"]:
+            lines.append(f"  {r.case} x{r.gpus}: idle {ms} ms between {before} and {after}")
+    return "\n".join(lines)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default=",".join(CASES), help=", ".join(CASES))
@@ -390,6 +485,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="cut rows at this many seconds from the start, start none within 30 s "
                    "of it (0: no deadline)")  # fmt: skip
     p.add_argument("--verbose", action="store_true", help="print neox-train's setup lines")
+    p.add_argument("--synced-steps", action="store_true",
+                   help="read every step's loss and norm on the host, as neox-train did under "
+                   "several processes before its steps were deferred (for comparison)")  # fmt: skip
+    p.add_argument("--profile", action="store_true",
+                   help="GPUs: 3 more steps under torch.profiler, a table of where rank 0's "
+                   "time goes (compute families, NCCL, exposed NCCL, idle)")  # fmt: skip
     p.add_argument("--smoke", action="store_true", help="tiny model, CPU + gloo, 2 timed steps")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--env-report", action="store_true", help=argparse.SUPPRESS)
@@ -459,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     print()
     print(table(results), flush=True)
+    breakdown = profile_table(results)
+    if breakdown:
+        print("\n" + breakdown, flush=True)
     if stopped:
         return 128 + signal.SIGTERM
     return 0 if all(not r.error or r.error.startswith("not run") for r in results) else 1

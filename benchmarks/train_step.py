@@ -156,7 +156,7 @@ def build_neox(cfg, device, log):
     model = build_parallel_model(cfg, ParallelDims.from_config(cfg, 1), device, log, None)
     opt = build_optimizer_and_schedule(cfg, model)
     opt.schedule.apply(opt.optimizer)
-    settings = build_step_settings(cfg, device, False, log, None)
+    settings = build_step_settings(cfg, device, log, None)
     batch = synthetic_batch(cfg.model.vocab_size, cfg.training.micro_batch_size,
                              cfg.data.seq_length, device)  # fmt: skip
     data = itertools.repeat({"text": batch})
@@ -230,15 +230,13 @@ def family(kernel: str) -> str:
     return "other"
 
 
-def idle_gaps(prof, top: int) -> list[tuple[float, str, str]]:
-    """The `top` longest stretches with no kernel running, as (ms, kernel before, kernel after):
-    where the step waits on the host (launch overhead, a sync, Python between graphs). The
-    profiler's own cost per op slows the host and can widen them: inductor's C++ wrapper
-    closed most of Pythia-410M's profiled gaps but left its unprofiled step time as it was
-    (docs/architecture.md)."""
+def kernel_spans(prof) -> list[tuple[float, float, str]]:
+    """(start µs, end µs, name) of every GPU kernel and copy the profiler saw, by start; a
+    record_function range mirrored on the GPU ("Optimizer.step#AdamW.step") is left out, as
+    it spans kernels listed on their own."""
     import torch
 
-    spans = sorted(
+    return sorted(
         (e.time_range.start, e.time_range.end, e.name)
         for e in prof.events()
         if e.device_type == torch.autograd.DeviceType.CUDA
@@ -246,8 +244,16 @@ def idle_gaps(prof, top: int) -> list[tuple[float, str, str]]:
         and "#" not in e.name
         and e.time_range.end > e.time_range.start
     )
+
+
+def idle_gaps(prof, top: int) -> list[tuple[float, str, str]]:
+    """The `top` longest stretches with no kernel running, as (ms, kernel before, kernel after):
+    where the step waits on the host (launch overhead, a sync, Python between graphs). The
+    profiler's own cost per op slows the host and can widen them: inductor's C++ wrapper
+    closed most of Pythia-410M's profiled gaps but left its unprofiled step time as it was
+    (docs/architecture.md)."""
     gaps, end, before = [], None, ""
-    for start, stop, name in spans:
+    for start, stop, name in kernel_spans(prof):
         if end is not None and start > end:
             gaps.append(((start - end) / 1e3, before, name))
         if end is None or stop > end:

@@ -88,3 +88,20 @@ def test_scaling_benchmark_prints_what_it_measured_when_terminated() -> None:
     assert float(rows[("dp-1B", 1)]["tokens/s"].replace(",", "")) > 0
     assert "terminated while running" in rows[("dp-1B", 2)]["step ms"]
     assert "not run: terminated" in rows[("tp2-7B", 2)]["step ms"]
+
+
+def test_time_breakdown_separates_overlapped_exposed_communication_and_idle() -> None:
+    """--profile's breakdown from kernel spans (µs): NCCL time overlapped by compute is not
+    exposed, NCCL time alone is, and time with no kernel is idle."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from scaling import time_breakdown
+
+    spans = [
+        (0.0, 4000.0, "sm90_xmma_gemm_bf16"),  # matmul 0-4 ms
+        (3000.0, 6000.0, "ncclDevKernel_ReduceScatter_Sum_f32"),  # 1 ms overlapped, 2 alone
+        (7000.0, 8000.0, "multi_tensor_apply_kernel adam"),  # optimizer; 1 + 2 ms idle
+    ]
+    ms = time_breakdown(spans, wall_us=10_000.0, steps=2)
+    assert ms["matmul"] == 2.0 and ms["optimizer"] == 0.5  # per step
+    assert ms["comm"] == 1.5 and ms["exposed comm"] == 1.0
+    assert ms["idle"] == 1.5 and ms["wall"] == 5.0

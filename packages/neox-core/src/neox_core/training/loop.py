@@ -24,6 +24,7 @@ from neox_core.training.step import (
     resolve_results,
     train_step,
 )
+from neox_core.training.stop_vote import StopVote
 from neox_core.training.trackers import Trackers
 
 
@@ -63,6 +64,8 @@ class Loop:
     # time this many first steps and log them (2 when compiled: compilation, then a plain step)
     timed_first_steps: int = 0
     pipeline: object = None  # distributed.pipeline.Pipeline: per-stage times at each log
+    # several processes: how deferred steps agree on stopping (run.py sets it)
+    stop_vote: StopVote | None = None
 
 
 def _sync(device: torch.device) -> None:
@@ -97,9 +100,14 @@ def _reduce_metrics(loop: Loop, metrics: dict[str, float]) -> dict[str, float]:
     return {k: loop.reduce_mean(v) for k, v in sorted(metrics.items())}
 
 
-def _must_read(loop: Loop, result: StepResult, iteration: int) -> bool:
-    """Whether the loop reads the step's results now: every step unless they are deferred."""
-    if not result.pending or loop.stop.requested or iteration >= loop.train_iters:
+def _must_read(loop: Loop, result: StepResult, iteration: int, agreed_stop: bool) -> bool:
+    """Whether the loop reads the step's results now: every step unless they are deferred.
+
+    A deferred step of several processes reads on the stop all ranks agreed on, not on this
+    rank's own request: each rank must read (and so all-reduce, save, stop) at the same steps.
+    """
+    asked = agreed_stop if result.reduced else loop.stop.requested
+    if not result.pending or asked or iteration >= loop.train_iters:
         return True
     if iteration % loop.log_interval == 0 or iteration <= loop.timed_first_steps:
         return True
@@ -123,6 +131,7 @@ def train(loop: Loop) -> Progress:
 
     Deferred steps (training/step.py's `defer_sync`) are read in a batch at the next log, eval,
     save or stop point; each is then booked as if read at once (same log line, same trackers).
+    Under several processes they agree on stopping through `loop.stop_vote`, one step late.
     """
     p, stats = loop.progress, IntervalStats()
     interval_metrics: list[dict[str, float]] = []  # a plug-in's metrics per applied step
@@ -153,12 +162,18 @@ def train(loop: Loop) -> Progress:
                     f" > compile: first step {first_steps[0]:.1f} s (with compilation), "
                     f"then {first_steps[-1]:.3f} s"
                 )
-        if not _must_read(loop, result, p.iteration):
+        agreed_stop = False
+        if result.reduced:
+            if loop.stop_vote is None:
+                raise RuntimeError("deferred steps of several processes need Loop.stop_vote")
+            loop.stop_vote.cast(loop.stop.requested)
+            agreed_stop = loop.stop_vote.agreed()
+        if not _must_read(loop, result, p.iteration, agreed_stop):
             continue
         results = resolve_results([r for _, _, r in waiting])
         deferred = [r for r, (_, _, w) in zip(results, waiting, strict=True) if w.pending]
         _take_back_skipped(loop, deferred)
-        stop = False
+        stop = agreed_stop
         for (iteration, lr, waited), r in zip(waiting, results, strict=True):
             if waited.pending and r.nan and loop.settings.on_nan == "stop":
                 # the step itself was skipped on the device; later ones were taken normally
@@ -202,11 +217,15 @@ def _book(
     lr: float,
     result: StepResult,
 ) -> bool:
-    """Count one read step and send its per-step charts; returns whether any rank asked to stop."""
+    """Count one read step and send its per-step charts; returns whether any rank asked to stop
+    (a reduced step's stop is agreed by `loop.stop_vote` instead)."""
     p = loop.progress
     # every rank must leave the loop at the same step: a rank breaking alone would wait in
     # save()'s barrier while the others wait in the next step's gradient all-reduce
-    loss, stop = loop.reduce_step(result.loss, loop.stop.requested)
+    if result.reduced:
+        loss, stop = result.loss, False
+    else:
+        loss, stop = loop.reduce_step(result.loss, loop.stop.requested)
     stats.iterations += 1
     stats.skipped += int(result.skipped)
     stats.nan += int(result.nan)

@@ -50,6 +50,7 @@ from neox_core.training.schedules import AnnealingSchedule, build_schedule
 from neox_core.training.signals import StopRequest
 from neox_core.training.state import Progress
 from neox_core.training.step import NonFiniteLossError, StepSettings
+from neox_core.training.stop_vote import StopVote
 from neox_core.training.throughput import (
     H100_BF16_PEAK_FLOPS,
     flops_per_token,
@@ -552,7 +553,7 @@ def build_loop(
         optimizer=opt.optimizer,
         schedule=opt.schedule,
         scaler=opt.scaler,
-        settings=build_step_settings(cfg, device, launch.distributed, log, impl, model.pipeline),
+        settings=build_step_settings(cfg, device, log, impl, model.pipeline),
         train_data=data.train,
         valid_data=data.valid,
         progress=progress,
@@ -573,6 +574,7 @@ def build_loop(
         reduce_mean=_reduce_mean(launch, model.dims.pp),
         reduce_step=_reduce_step(launch, model.dims.pp),
         pipeline=model.pipeline,
+        stop_vote=StopVote(device) if launch.distributed else None,
         log=log,
         harness=build_training_harness(
             cfg,
@@ -589,7 +591,6 @@ def build_loop(
 def build_step_settings(
     cfg: NeoxConfig,
     device: torch.device,
-    distributed: bool,
     log: Log,
     impl: TrainImpl | None,
     pipeline: Any = None,
@@ -611,9 +612,9 @@ def build_step_settings(
         log_grad_pct_zeros=cfg.logging.log_grad_pct_zeros,
         impl=impl,
         attention_backends=backends,
-        # one process: results stay on the GPU between log intervals (see step.py); with
-        # several, each step's loss and stop flag are all-reduced on the host as before
-        defer_sync=not distributed,
+        # results stay on the GPU between log intervals where the step allows (step.py's
+        # can_defer); several processes all-reduce them on the device and vote on stopping
+        defer_sync=True,
         pipeline=pipeline,
     )
 

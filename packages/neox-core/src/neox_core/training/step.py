@@ -1,12 +1,15 @@
 """One optimizer step (gradient accumulation, precision, clipping, NaN handling) and eval.
 
-With `StepSettings.defer_sync` (what `neox-train` sets where it can: one process, bf16 or
-fp32, a fused AdamW) the step never waits for the GPU: the loss, the gradient norm and the
+With `StepSettings.defer_sync` (what `neox-train` sets where it can: bf16 or fp32, a fused
+AdamW, no pipeline) the step never waits for the GPU: the loss, the gradient norm and the
 finite check stay on the device, clipping uses a device-side coefficient, and a non-finite
 step is skipped by the optimizer itself (fused AdamW's `found_inf`: weights, moments and its
 step count stay as they were). The loop reads the results when it logs, evaluates or saves
 (`resolve_results`, one transfer for many steps) and then applies `on_nan: stop` and takes the
-skipped steps back out of the learning-rate schedule.
+skipped steps back out of the learning-rate schedule. Under several processes the step
+all-reduces its loss and finite flag on the device before the update, so every rank skips
+the same steps and the result already holds the mean loss (`StepResult.reduced`); the loop
+agrees on stopping through `stop_vote.StopVote`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from neox_core.distributed.attention_backend import sdpa_context
 from neox_core.distributed.grad_norm import clip_divisor, clip_grad_norm, total_grad_norm
@@ -43,6 +47,9 @@ class StepResult:
     param_stats: dict[str, float] = field(default_factory=dict)
     # a train_impl plug-in's metrics (TRL's names), mean over the micro-batches
     metrics: dict[str, float] = field(default_factory=dict)
+    # a deferred step under several processes: loss is the mean over the data-parallel
+    # ranks and skipped/nan the same on every rank (all-reduced on the device)
+    reduced: bool = False
 
     @property
     def pending(self) -> bool:
@@ -97,13 +104,15 @@ def can_defer(
     """Whether this step can leave its results on the device (see the module docstring).
 
     fp16's loss scaler needs each step's overflow on the host; per-parameter charts and a
-    plug-in's metrics are host floats; only a fused AdamW skips a step on a device flag.
+    plug-in's metrics are host floats; only a fused AdamW skips a step on a device flag; a
+    pipeline's loss and gradient norm are spread over its stages.
     """
     return (
         s.defer_sync
         and scaler is None
         and s.precision != "fp16"
         and s.impl is None
+        and s.pipeline is None
         and not (s.log_grad_norm or s.log_param_norm or s.log_grad_pct_zeros)
         and bool(getattr(optimizer, "defaults", {}).get("fused"))
     )
@@ -236,10 +245,18 @@ def _deferred_update(
 
     Clipping rides on the fused AdamW: its `grad_scale` divides each gradient as the kernel
     reads it (GradScaler's hook), instead of a separate pass that scales them in place.
+    Under several processes one all-reduce on the device sums the ranks' losses and
+    non-finite flags (TP ranks hold the same loss; no pipeline here), so a NaN loss on one
+    rank skips the step on all of them, as the synced path's host all-reduce does.
     """
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     norm = total_grad_norm(params).to(loss.device)
     bad = ~(torch.isfinite(loss) & torch.isfinite(norm))
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world > 1:
+        sums = torch.stack([loss.float(), bad.float()])
+        dist.all_reduce(sums)
+        loss, bad = sums[0] / world, sums[1] > 0
     optimizer.found_inf = bad.float()  # type: ignore[attr-defined]  (read by fused AdamW)
     if s.clip_grad > 0:
         optimizer.grad_scale = clip_divisor(norm, s.clip_grad)  # type: ignore[attr-defined]
@@ -250,7 +267,7 @@ def _deferred_update(
         optimizer.__dict__.pop("grad_scale", None)
     schedule.step(optimizer)  # taken back by the loop if the step turns out skipped
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss, norm, bad, bad)  # type: ignore[arg-type]
+    return StepResult(loss, norm, bad, bad, reduced=world > 1)  # type: ignore[arg-type]
 
 
 @torch.no_grad()
