@@ -72,6 +72,24 @@ def test_bf16_gathers_feed_the_layers_bf16_and_keep_fp32_master_weights(torchrun
         assert abs(a - b) <= 2e-2 * abs(a), (fp32["losses"], bf16["losses"])
 
 
+@pytest.mark.slow
+def test_zero_stages_take_the_fused_linear_cross_entropy(torchrun, workers) -> None:
+    """With the fused ops on (their CPU references), ZeRO 0, 1 and 3 at DP 2 compute the loss
+    with the fused linear + cross-entropy on the head FSDP2 gathered for the forward, as one
+    process does, and match one process; TP 2 takes the vocabulary-parallel loss instead."""
+    layouts = "1:0,1:1,1:3,2:1"
+    report = _report(torchrun(workers / "zero_parity.py", 2, "--layouts", layouts, "--fused",
+                              "--steps", "4"))  # fmt: skip
+    for key, dp in (("tp1_dp2_zero0", 2), ("tp1_dp2_zero1", 2), ("tp1_dp2_zero3", 2),
+                    ("tp2_dp1_zero1", 1)):  # fmt: skip
+        assert report[key]["max_rel_diff"] <= 1e-5, (key, report[key])
+        # one process takes the whole global batch: GAS 2 micro batches per data-parallel rank
+        assert report[key]["one_process_fused_loss_calls"] == 2 * dp
+    for key in ("tp1_dp2_zero0", "tp1_dp2_zero1", "tp1_dp2_zero3"):
+        assert report[key]["fused_loss_calls"] == 2, (key, report[key])  # GAS 2 per rank
+    assert report["tp2_dp1_zero1"]["fused_loss_calls"] == 0
+
+
 def test_layout_errors_name_keys_and_numbers(tmp_path) -> None:
     """Smoke test (no processes): the layout checks the trainer runs before allocating."""
     cfg_file = tmp_path / "m.yml"

@@ -7,13 +7,16 @@ Losses (mean over ranks, as the trainer logs them) and gradient norms must agree
 --rtol every step. With --memory, per-rank bytes of parameters, gradients and optimizer state
 are also printed against the one-process totals.
 
-Usage: zero_parity.py --layouts 1:0,1:3,2:3 [--steps 10] [--model llama-gqa]
-(each layout is TP:ZeRO-stage; the data-parallel size is the world size / TP)
+Usage: zero_parity.py --layouts 1:0,1:3,2:3 [--steps 10] [--model llama-gqa] [--fused]
+(each layout is TP:ZeRO-stage; the data-parallel size is the world size / TP). --fused runs
+every model with the fused ops' PyTorch references (as CUDA runs the kernels) and reports per
+layout how many fused linear + cross-entropy calls its first step made.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -30,6 +33,7 @@ from neox_core.distributed.mesh import build_mesh, dp_rank_and_size
 from neox_core.distributed.parallel_dims import ParallelDims
 from neox_core.distributed.parallelize import parallelize
 from neox_core.models import build_model
+from neox_core.models.fused_ops import force_fusion_on_cpu
 from neox_core.training.optimizer import build_optimizer
 from neox_core.training.schedules import build_schedule
 from neox_core.training.step import StepSettings, train_step
@@ -69,9 +73,15 @@ def train(model, trained, steps: int, micro_of_step, gas: int, world: int):
                             on_nan="stop", device=torch.device("cpu"))  # fmt: skip
     losses, norms, memory = [], [], {}
     for step in range(steps):
-        result = train_step(
-            trained, opt, sched, None, iter(micro_of_step(step)), settings, step + 1
-        )
+        watch = torch.profiler.profile() if step == 0 else contextlib.nullcontext()
+        with watch:
+            result = train_step(
+                trained, opt, sched, None, iter(micro_of_step(step)), settings, step + 1
+            )
+        if step == 0:
+            memory["fused_loss_calls"] = sum(
+                e.name == "neox::linear_cross_entropy" for e in watch.events()
+            )
         loss = torch.tensor([result.loss], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(loss)
@@ -104,8 +114,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--model", default="neox-parallel-untied")
     ap.add_argument("--rtol", type=float, default=1e-5)
+    ap.add_argument("--fused", action="store_true")
     args = ap.parse_args()
     rank, world = init_gloo()
+    with force_fusion_on_cpu(args.fused):
+        run(args, rank, world)
+
+
+def run(args: argparse.Namespace, rank: int, world: int) -> None:
     mcfg = VARIANTS[args.model]
     vocab = mcfg.vocab_size
     torch.manual_seed(0)
@@ -152,8 +168,10 @@ def main() -> None:
                 failures.append(f"{layout} step {i + 1}: loss {a} vs {b}, norm {c} vs {d}")
         report[f"tp{tp}_dp{dp_size}_zero{stage}"] = {
             "max_rel_diff": worst,
+            "fused_loss_calls": mem.pop("fused_loss_calls"),
+            "one_process_fused_loss_calls": ref_mem.get("fused_loss_calls"),
             "bytes": mem,
-            "one_process_bytes": ref_mem,
+            "one_process_bytes": {k: v for k, v in ref_mem.items() if k != "fused_loss_calls"},
         }
     if rank == 0:
         print("RESULT " + json.dumps(report), flush=True)

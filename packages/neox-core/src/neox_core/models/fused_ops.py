@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.distributed.tensor import DTensor
 
 _FORCE_ON_CPU = False
@@ -172,13 +173,20 @@ def lm_loss(model: nn.Module, batch, precision_ctx) -> torch.Tensor:
     inner = _unwrap(model)
     enabled = getattr(getattr(inner, "config", None), "fused_kernels", False)
     fused = use_fused(enabled, batch.tokens, kind="loss") and hasattr(inner, "head_weight")
-    # a sharded head (tensor parallel, or FSDP2 between steps) takes the vocabulary-parallel
-    # loss on the model's own (possibly sharded) logits
-    if not fused or isinstance(inner.head_weight(), DTensor):
+    if not fused:
         with precision_ctx:
             logits = model(batch.tokens)
         return plain_lm_loss(logits, batch.labels, batch.loss_mask)
     with precision_ctx:
         hidden = model(batch.tokens, return_hidden=True)
+        # read after the forward: FSDP2 (ZeRO 1-3) has gathered the head for it, and its root
+        # keeps it gathered until the backward; a head still a DTensor is vocabulary-parallel
+        # (tensor parallel): the model's own sharded logits and the vocabulary-parallel loss
+        weight = inner.head_weight()
+        if isinstance(weight, DTensor):
+            logits = F.linear(hidden, weight)
+    if isinstance(weight, DTensor):
+        return plain_lm_loss(logits, batch.labels, batch.loss_mask)
+    with precision_ctx:
         labels = torch.where(batch.loss_mask > 0, batch.labels, torch.full_like(batch.labels, -100))
-        return _ops().linear_cross_entropy(hidden, inner.head_weight(), labels)
+        return _ops().linear_cross_entropy(hidden, weight, labels)
