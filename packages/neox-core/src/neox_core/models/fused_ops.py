@@ -23,8 +23,8 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.distributed.tensor import DTensor
+from torch.nn import functional as F
 
 _FORCE_ON_CPU = False
 _KERNELS_RUN: bool | None = None  # neox-kernels' CUDA kernels are built and see a GPU
