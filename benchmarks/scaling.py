@@ -19,8 +19,8 @@ Cases (GPT-NeoX YAML configs through neox-core's loader, bf16, fp32 master weigh
   zero1-tp2-7B  ZeRO 1 + TP 2 (DP over the rest)                                  } count; MFU per
   tp2-7B/tp4-7B TP 2 / TP 4, DP over the rest                                     } GPU; PP rows
   pp2-7B/pp4-7B PP 2 / PP 4, 8 micro batches per step (1F1B)                      } add the bubble
-  dp-1B-bf16gather, zero3-7B-bf16gather: dp-1B and zero3-7B with `zero_gather_dtype: bf16`
-                (bf16 all-gathers of the layers' parameters, fp32 gradient reduction)
+  dp-1B-fp32gather, zero3-7B-fp32gather: dp-1B and zero3-7B with `zero_gather_dtype: fp32`
+                (fp32 all-gathers; the default gathers the layers' parameters in bf16)
 The PP rows give the measured bubble (1 - compute / schedule wall time, as neox-train's
 "pipeline" log line, mean over ranks) beside (p - 1) / (m + p - 1). Every row gives peak memory
 per GPU (max over ranks of torch.cuda.max_memory_allocated) beside `neox-train --dry-run`'s
@@ -89,7 +89,7 @@ class Case:
     pp: int = 1
     accumulation: int = 1  # micro batches per step (the pipeline's m)
     sweep: bool = False  # every GPU count in --gpus (weak scaling), else only the largest
-    gather: str = "fp32"  # zero_gather_dtype
+    gather: str = "auto"  # zero_gather_dtype (auto: bf16 under ZeRO 1-3)
 
 
 CASES = {
@@ -100,8 +100,8 @@ CASES = {
     "tp4-7B": Case(LLAMA_7B, 2048, 2, tp=4),
     "pp2-7B": Case(LLAMA_7B, 2048, 1, pp=2, accumulation=8),
     "pp4-7B": Case(LLAMA_7B, 2048, 1, pp=4, accumulation=8),
-    "dp-1B-bf16gather": Case(PYTHIA_1B, 2048, 8, zero=1, sweep=True, gather="bf16"),
-    "zero3-7B-bf16gather": Case(LLAMA_7B, 2048, 2, zero=3, gather="bf16"),
+    "dp-1B-fp32gather": Case(PYTHIA_1B, 2048, 8, zero=1, sweep=True, gather="fp32"),
+    "zero3-7B-fp32gather": Case(LLAMA_7B, 2048, 2, zero=3, gather="fp32"),
 }
 SMOKE_CASES = "dp-1B,tp2-7B"
 
@@ -187,7 +187,7 @@ def load_case_config(name: str, args: argparse.Namespace) -> Any:
         "zero_optimization": {"stage": case.zero},
         "vocab_size": 50277 if case.config == PYTHIA_1B else 32000,
     }
-    if case.gather != "fp32":
+    if case.gather != "auto":
         overrides["zero_gather_dtype"] = case.gather
     if case.accumulation != 1:  # Pythia's YAML sets `gas: 1`; a second spelling is an error
         overrides["gradient_accumulation_steps"] = case.accumulation

@@ -108,7 +108,10 @@ def test_unsupported_key_at_its_harmless_value_is_accepted_and_listed(tiny, writ
             '{"zero_optimization": {"stage": 1, "bucket": 5}}',
             r"unknown key zero_optimization.'bucket'",
         ),
-        ('{"zero_gather_dtype": "fp16"}', r"zero_gather_dtype = 'fp16': expected fp32 or bf16"),
+        (
+            '{"zero_gather_dtype": "fp16"}',
+            r"zero_gather_dtype = 'fp16': expected auto, fp32 or bf16",
+        ),
         ('{"zero_gather_dtype": "bf16"}', r"'bf16': bf16 gathers need ZeRO stage 1, 2 or 3"),
         (
             '{"zero_gather_dtype": "bf16", "zero_optimization": {"stage": 1}}',
@@ -135,6 +138,28 @@ def test_bf16_gathers_load_with_bf16_precision_and_zero(tiny, write) -> None:
     cfg = load_config([tiny, extra])
     assert (cfg.parallel.zero_stage, cfg.parallel.zero_gather_dtype) == (3, "bf16")
     assert load_config([tiny]).parallel.zero_gather_dtype == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("settings", "gather"),
+    [
+        ('"precision": "bfloat16", "zero_optimization": {"stage": 1}', "bf16"),
+        ('"precision": "bfloat16", "zero_optimization": {"stage": 3}', "bf16"),
+        ('"precision": "bfloat16", "zero_optimization": {"stage": 0}', "fp32"),
+        ('"precision": "fp16", "zero_optimization": {"stage": 2}', "fp32"),
+        ('"precision": "fp32", "zero_optimization": {"stage": 2}', "fp32"),
+        ('"precision": "fp8", "zero_optimization": {"stage": 1}', "fp32"),
+        ('"precision": "bfloat16", "zero_optimization": {"stage": 1}, "zero_gather_dtype": "fp32"',
+         "fp32"),
+        ('"precision": "bfloat16", "zero_optimization": {"stage": 1}, "zero_gather_dtype": "auto"',
+         "bf16"),
+    ],
+)  # fmt: skip
+def test_zero_gather_dtype_auto_gathers_bf16_where_it_applies(tiny, write, settings, gather):
+    """The default ("auto") is bf16 gathers under bf16 precision and ZeRO 1-3, else fp32; a
+    value given stays."""
+    cfg = load_config([tiny, write("gather.yml", "{" + settings + "}")])
+    assert cfg.parallel.zero_gather_dtype == gather
 
 
 def test_optimizer_block_fills_the_optimizer_group(tiny, write) -> None:

@@ -49,7 +49,7 @@ def test_scaling_benchmark_smoke() -> None:
     rows = _table(out)
     assert sorted(rows) == [("dp-1B", 1), ("dp-1B", 2), ("tp2-7B", 2)]
     one, two, tp = rows[("dp-1B", 1)], rows[("dp-1B", 2)], rows[("tp2-7B", 2)]
-    assert two["layout"] == "DP 2 x TP 1 x PP 1, ZeRO 1"
+    assert two["layout"] == "DP 2 x TP 1 x PP 1, ZeRO 1, bf16 gathers"  # the bf16 default
     assert tp["layout"] == "DP 1 x TP 2 x PP 1, ZeRO 0"
     for row in (one, two, tp):
         tokens = float(row["tokens/s"].replace(",", ""))

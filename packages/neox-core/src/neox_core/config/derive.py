@@ -98,6 +98,7 @@ def derive(cfg: NeoxConfig, tr: Translation) -> None:
     _derive_activation_checkpointing(cfg)
     _set(cfg, "model.architecture", "llama" if m.activation == "swiglu" else "gpt_neox")
     _set(cfg, "precision.fp32_master_weights", cfg.precision.dtype != "fp32")
+    _derive_zero_gather_dtype(cfg)
     if cfg.schedule.lr_decay_iters is None:
         _set(cfg, "schedule.lr_decay_iters", cfg.training.train_iters)
     _derive_batch(cfg, tr.keys)
@@ -105,6 +106,16 @@ def derive(cfg: NeoxConfig, tr: Translation) -> None:
         paths = getattr(cfg.data, f"{split}_data_paths")
         if paths and getattr(cfg.data, f"{split}_data_weights") is None:
             _set(cfg, f"data.{split}_data_weights", [1.0] * len(paths))
+
+
+def _derive_zero_gather_dtype(cfg: NeoxConfig) -> None:
+    """`zero_gather_dtype: auto`: bf16 gathers where they apply, as DeepSpeed's bf16 mode
+    gathers its bf16 weights (H200 x2: Pythia-1B ZeRO 1 +1.7 % tokens/s, the LLaMA-7B shape
+    under ZeRO 3 +10 % and 12 GiB less peak memory per GPU; docs/architecture.md)."""
+    p, prec = cfg.parallel, cfg.precision
+    if p.zero_gather_dtype == "auto":
+        bf16 = p.zero_stage in (1, 2, 3) and prec.dtype == "bf16" and not prec.fp8_linear
+        _set(cfg, "parallel.zero_gather_dtype", "bf16" if bf16 else "fp32")
 
 
 def _derive_activation_checkpointing(cfg: NeoxConfig) -> None:

@@ -189,8 +189,9 @@ class ParallelConfig:
     offload_param: bool = False  # zero_optimization `offload_param` (stage 3)
     # neox: the dtype FSDP (ZeRO 1-3) all-gathers the decoder layers' parameters in, "fp32" or
     # "bf16" (bf16 precision only: what autocast would cast them to anyway; gradients are still
-    # reduce-scattered in fp32 and the sharded master weights stay fp32)
-    zero_gather_dtype: str = "fp32"
+    # reduce-scattered in fp32 and the sharded master weights stay fp32); "auto" (derived):
+    # bf16 where it applies (ZeRO 1-3 and bf16 precision without fp8), else fp32
+    zero_gather_dtype: str = "auto"
 
 
 @dataclass

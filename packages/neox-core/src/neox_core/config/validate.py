@@ -181,7 +181,8 @@ def validate(cfg: NeoxConfig, keys: dict[str, str]) -> None:
         fail("parallel.offload_param", "parameter offload needs ZeRO stage 3")
     if cfg.parallel.offload_optimizer and cfg.parallel.zero_stage == 0:
         fail("parallel.offload_optimizer", "optimizer offload needs ZeRO stage 1, 2 or 3")
-    check("parallel.zero_gather_dtype", lambda v: v in ("fp32", "bf16"), "expected fp32 or bf16")
+    check("parallel.zero_gather_dtype", lambda v: v in ("fp32", "bf16"),
+          "expected auto, fp32 or bf16")  # fmt: skip
     if cfg.parallel.zero_gather_dtype == "bf16":
         if cfg.parallel.zero_stage == 0:
             fail("parallel.zero_gather_dtype", "bf16 gathers need ZeRO stage 1, 2 or 3 (FSDP)")
