@@ -27,9 +27,20 @@ def _loss(line: str) -> float:
     return float(re.search(r"lm_loss: ([0-9.E+-]+)", line).group(1))  # type: ignore[union-attr]
 
 
-@pytest.mark.slow
-def test_deferred_steps_at_dp2_log_skip_and_stop_together(torchrun, workers) -> None:
-    report = _report(torchrun(workers / "deferred_loop.py", 2, "--stop-at", "3"))
+def _run(torchrun, workers, device: str, *args: str) -> dict:
+    cuda = device == "cuda"
+    return _report(torchrun(workers / "deferred_loop.py", 2, "--device", device, *args, cuda=cuda))
+
+
+DEVICES = [
+    pytest.param("cpu", marks=pytest.mark.slow),
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.multigpu]),  # NCCL, 2 GPUs
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_deferred_steps_at_dp2_log_skip_and_stop_together(torchrun, workers, device) -> None:
+    report = _run(torchrun, workers, device, "--stop-at", "3")
     synced, deferred = report["synced"], report["deferred"]
     # synced: rank 1's signal during iteration 3 stops both ranks after iteration 3; deferred
     # ranks read the vote one step late: both stop after iteration 4
@@ -39,9 +50,11 @@ def test_deferred_steps_at_dp2_log_skip_and_stop_together(torchrun, workers) -> 
     assert _loss(deferred["lines"][0]) == pytest.approx(_loss(synced["lines"][0]), rel=1e-6)
 
 
-@pytest.mark.slow
-def test_deferred_steps_at_dp2_skip_a_nan_of_one_rank_on_every_rank(torchrun, workers) -> None:
-    report = _report(torchrun(workers / "deferred_loop.py", 2))
+@pytest.mark.parametrize("device", DEVICES)
+def test_deferred_steps_at_dp2_skip_a_nan_of_one_rank_on_every_rank(
+    torchrun, workers, device
+) -> None:
+    report = _run(torchrun, workers, device)
     synced, deferred = report["synced"], report["deferred"]
     for mode in (synced, deferred):
         assert [r[:3] for r in mode["ranks"]] == [[6, False, 1], [6, False, 1]]

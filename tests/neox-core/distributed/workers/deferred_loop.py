@@ -2,7 +2,8 @@
 
 Each run trains the tiny GPT-NeoX model (DDP, fused AdamW) through `training.loop.train` for
 six iterations; rank 1's batch of iteration 4 gives a NaN loss there only. `--stop-at N`
-makes rank 1 alone receive SIGUSR1 while it takes iteration N's batch. Rank 0 prints
+makes rank 1 alone receive SIGUSR1 while it takes iteration N's batch; `--device cuda` runs
+it on one GPU per rank under NCCL (the vote's device all-reduce and pinned copy). Rank 0 prints
 `RESULT {json}` with, per mode, its log lines and, from every rank, the iteration it stopped
 at, whether it stopped on the signal, its skipped count and a checksum of its weights.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -52,12 +54,12 @@ class Poison(torch.nn.Module):
         return out * float("nan") if self.on else out
 
 
-def run(defer: bool, stop_at: int, rank: int, world: int) -> dict:
+def run(defer: bool, stop_at: int, rank: int, world: int, device: torch.device) -> dict:
     mcfg = VARIANTS["neox-parallel-untied"]
-    model = Poison(build_model(mcfg, seed=7, dtype="fp32"))
+    model = Poison(build_model(mcfg, seed=7, dtype="fp32").to(device))
     cfg = NeoxConfig(model=mcfg)
-    trained = parallelize(model, build_mesh(ParallelDims(dp=world, tp=1), "cpu"), cfg,
-                          torch.device("cpu"))  # fmt: skip
+    trained = parallelize(model, build_mesh(ParallelDims(dp=world, tp=1), device.type), cfg,
+                          device)  # fmt: skip
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=3e-3, betas=(0.9, 0.95), fused=True)
     sched = build_schedule(lr=3e-3, min_lr=3e-4, warmup=0.1, lr_decay_iters=ITERS,
                            train_iters=ITERS, decay_style="cosine")  # fmt: skip
@@ -74,7 +76,7 @@ def run(defer: bool, stop_at: int, rank: int, world: int) -> dict:
 
     launch = read_launch_env()
     lines: list[str] = []
-    settings = StepSettings("fp32", 1, 1.0, "skip", torch.device("cpu"), defer_sync=defer)
+    settings = StepSettings("fp32", 1, 1.0, "skip", device, defer_sync=defer)
     loop = Loop(
         model=trained, optimizer=opt, schedule=sched, scaler=None, settings=settings,
         train_data=data(), valid_data=None, progress=Progress(), train_iters=ITERS,
@@ -84,7 +86,7 @@ def run(defer: bool, stop_at: int, rank: int, world: int) -> dict:
         trackers=Trackers(tensorboard_dir=None, use_wandb=False, wandb_project="x",
                           wandb_group=None, wandb_team=None),
         stop=stop, save=None, reduce_mean=_reduce_mean(launch), reduce_step=_reduce_step(launch),
-        log=lines.append, stop_vote=StopVote(torch.device("cpu")),
+        log=lines.append, stop_vote=StopVote(device),
     )  # fmt: skip
     try:
         train(loop)
@@ -100,9 +102,17 @@ def run(defer: bool, stop_at: int, rank: int, world: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--stop-at", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = p.parse_args()
-    rank, world = init_gloo()
-    report = {mode: run(mode == "deferred", args.stop_at, rank, world)
+    if args.device == "cuda":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group("nccl")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        rank, world = init_gloo()
+        device = torch.device("cpu")
+    report = {mode: run(mode == "deferred", args.stop_at, rank, world, device)
               for mode in ("synced", "deferred")}  # fmt: skip
     if rank == 0:
         print("RESULT " + json.dumps(report), flush=True)
