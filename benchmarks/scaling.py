@@ -237,9 +237,6 @@ def worker(args: argparse.Namespace) -> int:
             if args.verbose and launch.rank == 0:
                 print(msg, flush=True)
 
-        if device.type == "cuda":  # as benchmarks/train_step.py
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
         model = build_parallel_model(cfg, dims, device, log, None)
         opt = build_optimizer_and_schedule(cfg, model)
         opt.schedule.apply(opt.optimizer)

@@ -496,9 +496,6 @@ def main(argv: list[str] | None = None) -> int:
             f"MFU vs {PEAK_FLOPS / 1e12:.0f} TFLOP/s",
             flush=True,
         )
-    if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     child_argv = [a for a in argv if a != "--isolate"]
     results = []
     began = time.perf_counter()
