@@ -209,7 +209,12 @@ def worker(args: argparse.Namespace) -> int:
     from neox_core import memory_estimate
     from neox_core.config import with_world_size
     from neox_core.distributed.parallel_dims import ParallelDims
-    from neox_core.training.launch import init_process_group, pick_device, read_launch_env
+    from neox_core.training.launch import (
+        init_process_group,
+        nccl_transport_line,
+        pick_device,
+        read_launch_env,
+    )
     from neox_core.training.run import (
         _reduce_step,
         _shutdown,
@@ -228,6 +233,9 @@ def worker(args: argparse.Namespace) -> int:
     device = pick_device(launch)
     init_process_group(launch, device)
     try:
+        nccl = nccl_transport_line(device)  # as neox-train logs it: the transports NCCL chose
+        if nccl and launch.rank == 0:
+            print(nccl.strip(), flush=True)
         if launch.world_size > 1 or cfg.parallel.data_parallel_size != 1:
             cfg = with_world_size(cfg, launch.world_size)
         seed_everything(cfg.training.seed)

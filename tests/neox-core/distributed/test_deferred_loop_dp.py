@@ -41,6 +41,9 @@ DEVICES = [
 @pytest.mark.parametrize("device", DEVICES)
 def test_deferred_steps_at_dp2_log_skip_and_stop_together(torchrun, workers, device) -> None:
     report = _run(torchrun, workers, device, "--stop-at", "3")
+    if device == "cuda":  # neox-train's launch logged which transports NCCL chose
+        assert report["nccl"].startswith(" > NCCL "), report["nccl"]
+        assert "links none reported" not in report["nccl"], report["nccl"]
     synced, deferred = report["synced"], report["deferred"]
     # synced: rank 1's signal during iteration 3 stops both ranks after iteration 3; deferred
     # ranks read the vote one step late: both stop after iteration 4

@@ -28,7 +28,7 @@ from neox_core.distributed.mesh import build_mesh
 from neox_core.distributed.parallel_dims import ParallelDims
 from neox_core.distributed.parallelize import parallelize
 from neox_core.models import build_model
-from neox_core.training.launch import read_launch_env
+from neox_core.training.launch import init_process_group, nccl_transport_line, read_launch_env
 from neox_core.training.loop import Loop, train
 from neox_core.training.optimizer import param_groups
 from neox_core.training.run import _reduce_mean, _reduce_step
@@ -104,16 +104,20 @@ def main() -> None:
     p.add_argument("--stop-at", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = p.parse_args()
-    if args.device == "cuda":
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group("nccl")
+    nccl = None
+    if args.device == "cuda":  # neox-train's own launch: NCCL, and its transport line
+        launch = read_launch_env()
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+        init_process_group(launch, device)
+        nccl = nccl_transport_line(device)
         rank, world = dist.get_rank(), dist.get_world_size()
-        device = torch.device("cuda", torch.cuda.current_device())
     else:
         rank, world = init_gloo()
         device = torch.device("cpu")
     report = {mode: run(mode == "deferred", args.stop_at, rank, world, device)
               for mode in ("synced", "deferred")}  # fmt: skip
+    report["nccl"] = nccl
     if rank == 0:
         print("RESULT " + json.dumps(report), flush=True)
     dist.barrier()

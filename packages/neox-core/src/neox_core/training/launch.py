@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from neox_core.distributed.nccl_report import capture_nccl_info, describe, transport_line
+
+_NCCL_INFO: Path | None = None  # where this process's NCCL info lines are being captured
 
 
 @dataclass(frozen=True)
@@ -76,14 +82,40 @@ def pick_device(launch: LaunchEnv, env: Mapping[str, str] | None = None) -> torc
 
 
 def init_process_group(launch: LaunchEnv, device: torch.device) -> None:
-    """Join the process group when launched with more than one process (NCCL or gloo)."""
+    """Join the process group when launched with more than one process (NCCL or gloo).
+
+    Under NCCL, NCCL's own account of its transports is captured for `nccl_transport_line`
+    (distributed/nccl_report.py) unless the user set NCCL_DEBUG.
+    """
+    global _NCCL_INFO
     if not launch.distributed or torch.distributed.is_initialized():
         return
     if launch.master_addr is None:
         raise ValueError("WORLD_SIZE > 1 but MASTER_ADDR is not set (launch with torchrun or srun)")
     os.environ.setdefault("MASTER_PORT", "29500")
+    if device.type == "cuda":
+        folder = Path(tempfile.mkdtemp(prefix="neox-nccl-"))
+        if capture_nccl_info(folder):
+            _NCCL_INFO = folder
+        else:
+            folder.rmdir()
     torch.distributed.init_process_group(
         backend="nccl" if device.type == "cuda" else "gloo",
         rank=launch.rank,
         world_size=launch.world_size,
     )
+
+
+def nccl_transport_line(device: torch.device) -> str | None:
+    """After the first NCCL collective (a barrier, every rank must call this), the log line
+    saying which network and links NCCL chose; None without NCCL."""
+    global _NCCL_INFO
+    dist = torch.distributed
+    if device.type != "cuda" or not dist.is_initialized() or dist.get_backend() != "nccl":
+        return None
+    dist.barrier(device_ids=[device.index])
+    version = ".".join(map(str, torch.cuda.nccl.version()))
+    if _NCCL_INFO is None:
+        return describe(version, None, dict(os.environ))
+    folder, _NCCL_INFO = _NCCL_INFO, None
+    return transport_line(folder, version)

@@ -40,6 +40,7 @@ from neox_core.training.launch import (
     LaunchEnv,
     LaunchError,
     init_process_group,
+    nccl_transport_line,
     pick_device,
     read_launch_env,
 )
@@ -126,6 +127,9 @@ def main_train(cfg: NeoxConfig, args: Any = None) -> int:
         print(f"neox-train: error: {e}", file=sys.stderr, flush=True)
         return 2
     init_process_group(launch, device)
+    nccl = nccl_transport_line(device)  # every rank: a barrier creates NCCL's communicator
+    if nccl:
+        log(nccl)
     if launch.world_size > 1 or cfg.parallel.data_parallel_size != 1:
         cfg = with_world_size(cfg, launch.world_size)
     stop = StopRequest().install()
