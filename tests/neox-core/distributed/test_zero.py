@@ -75,8 +75,8 @@ def test_bf16_gathers_feed_the_layers_bf16_and_keep_fp32_master_weights(torchrun
 @pytest.mark.slow
 def test_zero_stages_take_the_fused_linear_cross_entropy(torchrun, workers) -> None:
     """With the fused ops on (their CPU references), ZeRO 0, 1 and 3 at DP 2 compute the loss
-    with the fused linear + cross-entropy on the head FSDP2 gathered for the forward, as one
-    process does, and match one process; TP 2 takes the vocabulary-parallel loss instead."""
+    with the fused linear + cross-entropy on the head FSDP2 gathered for the forward, TP 2 with
+    its vocabulary-parallel form on each rank's head shard, and all match one process."""
     layouts = "1:0,1:1,1:3,2:1"
     report = _report(torchrun(workers / "zero_parity.py", 2, "--layouts", layouts, "--fused",
                               "--steps", "4"))  # fmt: skip
@@ -85,9 +85,19 @@ def test_zero_stages_take_the_fused_linear_cross_entropy(torchrun, workers) -> N
         assert report[key]["max_rel_diff"] <= 1e-5, (key, report[key])
         # one process takes the whole global batch: GAS 2 micro batches per data-parallel rank
         assert report[key]["one_process_fused_loss_calls"] == 2 * dp
-    for key in ("tp1_dp2_zero0", "tp1_dp2_zero1", "tp1_dp2_zero3"):
+    for key in ("tp1_dp2_zero0", "tp1_dp2_zero1", "tp1_dp2_zero3", "tp2_dp1_zero1"):
         assert report[key]["fused_loss_calls"] == 2, (key, report[key])  # GAS 2 per rank
-    assert report["tp2_dp1_zero1"]["fused_loss_calls"] == 0
+
+
+@pytest.mark.slow
+def test_tp2_x_dp2_zero3_takes_the_vocabulary_parallel_fused_loss(torchrun, workers) -> None:
+    """The 2-D mesh with the fused ops on: FSDP2 over DP 2 around TP 2, grouped-query
+    attention; the vocabulary-parallel fused loss on every rank, equal to one process."""
+    run = torchrun(workers / "zero_parity.py", 4, "--layouts", "2:3", "--fused", "--steps", "3",
+                   "--model", "llama-gqa")  # fmt: skip
+    report = _report(run)["tp2_dp2_zero3"]
+    assert report["max_rel_diff"] <= 1e-5, report
+    assert report["fused_loss_calls"] == 2, report
 
 
 def test_layout_errors_name_keys_and_numbers(tmp_path) -> None:

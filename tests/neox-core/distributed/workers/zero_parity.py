@@ -10,7 +10,8 @@ are also printed against the one-process totals.
 Usage: zero_parity.py --layouts 1:0,1:3,2:3 [--steps 10] [--model llama-gqa] [--fused]
 (each layout is TP:ZeRO-stage; the data-parallel size is the world size / TP). --fused runs
 every model with the fused ops' PyTorch references (as CUDA runs the kernels) and reports per
-layout how many fused linear + cross-entropy calls its first step made.
+layout how many fused linear + cross-entropy calls (whole vocabulary or a vocabulary shard)
+its first step made.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from neox_core.training.schedules import build_schedule
 from neox_core.training.step import StepSettings, train_step
 
 SEQ, MICRO, GAS = 16, 2, 2
+# the fused loss's ops: the whole vocabulary, or a vocabulary shard (tensor parallel)
+FUSED_LOSS_OPS = ("neox::linear_cross_entropy", "neox::linear_cross_entropy_stats")
 
 
 def batches(step: int, n_micro: int, vocab: int) -> list[dict[str, torch.Tensor]]:
@@ -79,9 +82,7 @@ def train(model, trained, steps: int, micro_of_step, gas: int, world: int):
                 trained, opt, sched, None, iter(micro_of_step(step)), settings, step + 1
             )
         if step == 0:
-            memory["fused_loss_calls"] = sum(
-                e.name == "neox::linear_cross_entropy" for e in watch.events()
-            )
+            memory["fused_loss_calls"] = sum(e.name in FUSED_LOSS_OPS for e in watch.events())
         loss = torch.tensor([result.loss], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(loss)

@@ -167,6 +167,8 @@ def lm_loss(model: nn.Module, batch, precision_ctx) -> torch.Tensor:
 
     `precision_ctx` is the autocast context of the forward. The plain path is
     `neox_core.distributed.loss.lm_loss` on `model(tokens)` (vocabulary-parallel under TP).
+    Under tensor parallelism the fused path is neox-kernels' vocabulary-parallel linear +
+    cross-entropy on each rank's head shard: no rank holds logits, not even its shard's.
     """
     from neox_core.distributed.loss import lm_loss as plain_lm_loss
 
@@ -177,16 +179,42 @@ def lm_loss(model: nn.Module, batch, precision_ctx) -> torch.Tensor:
         with precision_ctx:
             logits = model(batch.tokens)
         return plain_lm_loss(logits, batch.labels, batch.loss_mask)
+    labels = torch.where(batch.loss_mask > 0, batch.labels, torch.full_like(batch.labels, -100))
     with precision_ctx:
         hidden = model(batch.tokens, return_hidden=True)
         # read after the forward: FSDP2 (ZeRO 1-3) has gathered the head for it, and its root
         # keeps it gathered until the backward; a head still a DTensor is vocabulary-parallel
-        # (tensor parallel): the model's own sharded logits and the vocabulary-parallel loss
         weight = inner.head_weight()
-        if isinstance(weight, DTensor):
-            logits = F.linear(hidden, weight)
-    if isinstance(weight, DTensor):
-        return plain_lm_loss(logits, batch.labels, batch.loss_mask)
-    with precision_ctx:
-        labels = torch.where(batch.loss_mask > 0, batch.labels, torch.full_like(batch.labels, -100))
-        return _ops().linear_cross_entropy(hidden, weight, labels)
+        if not isinstance(weight, DTensor):
+            return _ops().linear_cross_entropy(hidden, weight, labels)
+        shard = _vocab_shard(hidden, weight)
+        if shard is not None:
+            local_hidden, local_weight, vocab_start, group = shard
+            return _ops().vocab_parallel_linear_cross_entropy(
+                local_hidden, local_weight, labels, vocab_start, group
+            )
+        logits = F.linear(hidden, weight)  # a layout the fused op does not take
+    return plain_lm_loss(logits, batch.labels, batch.loss_mask)
+
+
+def _vocab_shard(hidden: torch.Tensor, weight: DTensor):
+    """(this rank's hidden states, its head rows, their first vocabulary id, the TP group) for
+    the vocabulary-parallel fused loss, or None for a layout it does not take. The hidden
+    states are replicated over the TP group; each rank's loss gives only its shard's part of
+    their gradient, so `to_local` marks that gradient partial: DTensor sums it over the
+    group, as for any column-parallel layer."""
+    from torch.distributed.tensor import Partial, Replicate, Shard
+
+    mesh = weight.device_mesh
+    if mesh.ndim != 1 or weight.placements != (Shard(0),):
+        return None
+    if not isinstance(hidden, DTensor) or hidden.device_mesh != mesh:
+        return None
+    if hidden.placements != (Replicate(),):
+        return None
+    local_weight = weight.to_local()
+    if local_weight.shape[0] * mesh.size() != weight.shape[0]:
+        return None  # uneven shards: the plain path's checks name the problem
+    local_hidden = hidden.to_local(grad_placements=[Partial()])
+    start = mesh.get_local_rank() * local_weight.shape[0]
+    return local_hidden, local_weight, start, mesh.get_group()
