@@ -64,6 +64,10 @@ def test_describe_without_captured_lines_says_where_they_are() -> None:
         " > NCCL 2.28.9: network and links in NCCL's own output (NCCL_DEBUG is set); "
         "variables: NCCL_DEBUG=WARN NCCL_SOCKET_IFNAME=hsn"
     )
+    assert describe("2.28.9", None, {}) == (
+        " > NCCL 2.28.9: network and links not captured (the process group was set up "
+        "elsewhere); variables: none"
+    )
     assert "links none reported" in describe("2.28.9", summarize(""), {})
 
 

@@ -65,17 +65,16 @@ def summarize(text: str) -> NcclTransports:
     return out
 
 
-def describe(
-    version: str, t: NcclTransports | None, env: dict[str, str], own: tuple[str, ...] = ()
-) -> str:
+def describe(version: str, t: NcclTransports | None, env: dict[str, str]) -> str:
     """One log line: version, network (NICs, provider), links, and the NCCL_* / FI_*
-    variables set (less `own`, the ones set here to capture NCCL's lines). `t` None: NCCL's
-    lines were not captured (the user set NCCL_DEBUG: they are in NCCL's own output)."""
-    names = sorted(k for k in env if k.startswith(("NCCL_", "FI_")) and k not in own)
+    variables in `env`. `t` None: NCCL's lines were not captured (with NCCL_DEBUG set they
+    are in NCCL's own output)."""
+    names = sorted(k for k in env if k.startswith(("NCCL_", "FI_")))
     variables = " ".join(f"{k}={env[k]}" for k in names) or "none"
     if t is None:
-        return (f" > NCCL {version}: network and links in NCCL's own output (NCCL_DEBUG is "
-                f"set); variables: {variables}")  # fmt: skip
+        where = ("in NCCL's own output (NCCL_DEBUG is set)" if "NCCL_DEBUG" in env
+                 else "not captured (the process group was set up elsewhere)")  # fmt: skip
+        return f" > NCCL {version}: network and links {where}; variables: {variables}"
     net = t.network or "not reported"
     details = [x for x in (t.devices, f"provider {t.provider}" if t.provider else "") if x]
     if details:
