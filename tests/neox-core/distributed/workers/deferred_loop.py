@@ -11,7 +11,6 @@ at, whether it stopped on the signal, its skipped count and a checksum of its we
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -21,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import VARIANTS, init_gloo
+from _common import VARIANTS, init_gloo, report_and_finish
 
 from neox_core.config.schema import NeoxConfig
 from neox_core.distributed.mesh import build_mesh
@@ -118,10 +117,7 @@ def main() -> None:
     report = {mode: run(mode == "deferred", args.stop_at, rank, world, device)
               for mode in ("synced", "deferred")}  # fmt: skip
     report["nccl"] = nccl
-    if rank == 0:
-        print("RESULT " + json.dumps(report), flush=True)
-    dist.barrier()
-    dist.destroy_process_group()
+    report_and_finish(rank, report)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ each step's loss (mean over ranks).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import VARIANTS, init_gloo
+from _common import VARIANTS, init_gloo, report_and_finish
 
 from neox_core.config.schema import NeoxConfig
 from neox_core.distributed.mesh import build_mesh, dp_rank_and_size
@@ -85,10 +84,7 @@ def main() -> None:
     torch.manual_seed(0)
     start = build_model(VARIANTS["neox-parallel-untied"], seed=7, dtype="fp32").state_dict()
     report = {gather: run(gather, start, world) for gather in ("fp32", "bf16")}
-    if rank == 0:
-        print("RESULT " + json.dumps(report), flush=True)
-    dist.barrier()
-    dist.destroy_process_group()
+    report_and_finish(rank, report)
 
 
 if __name__ == "__main__":

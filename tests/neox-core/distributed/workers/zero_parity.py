@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import VARIANTS, init_gloo
+from _common import VARIANTS, init_gloo, report_and_finish
 
 from neox_core.config.schema import NeoxConfig
 from neox_core.distributed.mesh import build_mesh, dp_rank_and_size
@@ -174,10 +173,7 @@ def run(args: argparse.Namespace, rank: int, world: int) -> None:
             "bytes": mem,
             "one_process_bytes": {k: v for k, v in ref_mem.items() if k != "fused_loss_calls"},
         }
-    if rank == 0:
-        print("RESULT " + json.dumps(report), flush=True)
-    dist.barrier()
-    dist.destroy_process_group()
+    report_and_finish(rank, report)
     if failures:
         print(f"rank {rank}: " + "; ".join(failures), file=sys.stderr, flush=True)
         sys.exit(1)
