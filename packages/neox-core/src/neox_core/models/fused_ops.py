@@ -113,14 +113,16 @@ def use_fused_adamw(enabled: bool, params: list[torch.Tensor]) -> bool:
 
 
 def owns(x: torch.Tensor) -> bool:
-    """Whether an in-place op may write x: not a view that autograd guards.
+    """Whether an in-place op may write x: not a view (conservatively: torch does not say
+    which views autograd guards; on CUDA even nn.Linear's 3-D output is a view, so eager
+    attention rotates a copy).
 
     Inside a compiled region the question is not asked: `Tensor._is_view` breaks the graph
     (one break per decoder layer split each layer's graph in two), and functionalization
-    makes in-place writes safe there. The views a layer sees in practice are excluded before:
-    tensor parallelism's local shard by `use_fused`'s DTensor check of the weight, and the
-    output of fp8's Float8Linear (made inside an autograd Function) by distributed/float8.py,
-    which turns the fused rotary off for those attentions.
+    makes in-place writes safe there. The guarded views a layer sees in practice are handled
+    before: tensor parallelism's local shard by `use_fused`'s DTensor check of the weight, and
+    the output of fp8's Float8Linear (made inside an autograd Function) by
+    distributed/float8.py, which has those attentions rotate a copy (`Attention.rotary_on_copy`).
     """
     return torch.compiler.is_compiling() or not x._is_view()
 

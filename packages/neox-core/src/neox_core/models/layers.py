@@ -171,6 +171,10 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(hidden_size, qkv_out, bias=bias)
         self.out = nn.Linear(num_heads * self.head_dim, hidden_size, bias=bias)
         self.rotary = RotaryEmbedding(rotary_dim, rotary_base)
+        # set where the projection's output is a view autograd guards against in-place writes
+        # (fp8's Float8Linear makes it inside an autograd Function): the fused rotary then
+        # rotates a copy, one read and write of qkv, instead of falling back to the plain code
+        self.rotary_on_copy = False
 
     def split_qkv(self, mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, S, qkv_out] -> q [B, H, S, d], k and v [B, KV, S, d]."""
@@ -189,9 +193,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
         mixed = self.qkv(x)
-        # rotate q and k in place in the fused QKV output (not in a view that autograd guards,
-        # such as the local shard tensor parallelism hands over)
-        if use_fused(self.fused, mixed, self.qkv.weight, kind="rotary") and fused_ops.owns(mixed):
+        # rotate q and k in place in the fused QKV output, or in a copy of a view that autograd
+        # guards (`rotary_on_copy`; `owns` cannot tell inside a compiled region)
+        if use_fused(self.fused, mixed, self.qkv.weight, kind="rotary"):
+            if self.rotary_on_copy or not fused_ops.owns(mixed):
+                mixed = mixed.clone()
             h, kv, r = self.num_heads, self.num_kv_heads, self.rotary
             q, k, v = self.split_qkv(fused_ops.rotary_qkv_(mixed, h, kv, r.dim, r.base))
         else:
