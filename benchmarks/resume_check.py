@@ -38,6 +38,8 @@ PACKAGES = (
 )
 LOSS = re.compile(r"iteration\s+(\d+)/\s*\d+ \|.* lm_loss: ([0-9.E+-]+) \|")
 LOADED = re.compile(r"\(saved at (TP \d+ x DP \d+), loaded at (TP \d+ x DP \d+)\)")
+# "RuntimeError: ...", or a CLI's own "neox-train: error: ..."
+EXCEPTION = re.compile(r"[A-Za-z_.]*(Error|Exception)\b.*:|[\w-]+: error: ")
 SMOKE_MODEL = {
     "num_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "seq_length": 32,
     "max_position_embeddings": 32, "pos_emb": "rotary", "rotary_pct": 0.5,
@@ -95,7 +97,22 @@ def write_data(folder: Path, vocab: int, tokens: int) -> Path:
     return prefix
 
 
-def base_config(args: argparse.Namespace, data: Path, folder: Path) -> list[Path]:
+def vocab_divisor(vocab: int, tp_sizes: set[int], largest: int = 128) -> int:
+    """The largest `make_vocab_size_divisible_by` (a power of two up to `largest`) at which
+    every TP size pads `vocab` to the same size: GPT-NeoX pads to a multiple of it x TP, and
+    neox-train refuses a checkpoint whose padded vocabulary differs from the model's."""
+    divisor = largest
+    while divisor > 1:
+        padded = {-(-vocab // (divisor * tp)) * divisor * tp for tp in tp_sizes}
+        if len(padded) == 1:
+            break
+        divisor //= 2
+    return divisor
+
+
+def base_config(
+    args: argparse.Namespace, data: Path, folder: Path, tp_sizes: set[int]
+) -> list[Path]:
     """The model config (smoke: none) and the run's overrides, as files for `neox-train`."""
     run = {
         "data_path": str(data), "split": "100,0,0", "num_workers": 0,
@@ -111,7 +128,8 @@ def base_config(args: argparse.Namespace, data: Path, folder: Path) -> list[Path
     else:
         # bf16 (the config's own fp16 block is switched off), at --seq tokens
         run.update(vocab_size=50277, fp16={"enabled": False}, bf16={"enabled": True},
-                   seq_length=args.seq, max_position_embeddings=args.seq)  # fmt: skip
+                   seq_length=args.seq, max_position_embeddings=args.seq,
+                   make_vocab_size_divisible_by=vocab_divisor(50277, tp_sizes))  # fmt: skip
         files = [ROOT / "examples" / "configs" / "pythia" / "160M.yml"]
     path = folder / "run.yml"
     path.write_text(json.dumps(run, indent=1), encoding="utf-8")
@@ -134,9 +152,19 @@ def train(configs: list[Path], procs: int, tp: int, extra: dict, folder: Path, n
     found = LOADED.search(proc.stdout)
     loaded = f"{found.group(1)} -> {found.group(2)}" if found else ""
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
-        return losses, loaded, f"exit {proc.returncode}: {' / '.join(tail)}"[:300]
+        return losses, loaded, f"exit {proc.returncode}: {failure(proc.stdout + proc.stderr)}"[:300]
     return losses, loaded, ""
+
+
+def failure(log: str) -> str:
+    """The line that says why a run failed: the last exception line any rank printed (torchrun's
+    own summary ends the log and names no cause), else the log's last two lines."""
+    lines = log.strip().splitlines()
+    for line in reversed(lines):
+        text = line.split("]:", 1)[-1].strip()  # torchrun's "[rank0]:" prefix
+        if EXCEPTION.match(text) and "ChildFailedError" not in text:
+            return text
+    return " / ".join(lines[-2:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         vocab = 96 if args.smoke else 50277
         seq = 32 if args.smoke else args.seq
         data = write_data(folder, vocab, 2 * args.iters * args.global_batch * (seq + 1))
-        configs = base_config(args, data, folder)
+        configs = base_config(args, data, folder, {tp for _, tp in layouts})
         procs, tp = layouts[0]
         first = f"{procs}x{tp}"
         print(f"uninterrupted run at {first} ({args.iters} iterations, saved at {args.iters // 2})",

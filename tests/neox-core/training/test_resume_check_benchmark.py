@@ -7,6 +7,7 @@ checkpoint's reshard on load across world sizes and the comparison the table rep
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,6 +16,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+def _resume_check(monkeypatch: pytest.MonkeyPatch):
+    """benchmarks/resume_check.py as a module."""
+    spec = importlib.util.spec_from_file_location("resume_check", ROOT / "benchmarks" / "resume_check.py")  # fmt: skip
+    rc = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports train_step.py
+    sys.modules["resume_check"] = rc  # its dataclass looks its module up
+    try:
+        spec.loader.exec_module(rc)
+    finally:
+        del sys.modules["resume_check"]
+    return rc
 
 
 @pytest.mark.slow
@@ -48,26 +62,41 @@ def test_resume_check_gpu_configs_load_at_every_default_layout(
     """The GPU run's config (Pythia-160M in bf16 plus the layout files) loads: a key conflict
     would otherwise surface only on a lent multi-GPU machine."""
     import argparse
-    import importlib.util
     import json
 
     from neox_core.config import load_config
 
-    spec = importlib.util.spec_from_file_location("resume_check", ROOT / "benchmarks" / "resume_check.py")  # fmt: skip
-    rc = importlib.util.module_from_spec(spec)
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports train_step.py
-    sys.modules["resume_check"] = rc  # its dataclass looks its module up
-    try:
-        spec.loader.exec_module(rc)
-    finally:
-        del sys.modules["resume_check"]
+    rc = _resume_check(monkeypatch)
     args = argparse.Namespace(iters=20, global_batch=16, micro_batch=4, zero=1, compile="auto",
                               smoke=False, seq=2048)  # fmt: skip
-    files = rc.base_config(args, tmp_path / "data", tmp_path)
-    for _procs, tp in ((4, 2), (2, 2), (1, 1)):
+    layouts = ((4, 2), (2, 2), (1, 1))
+    files = rc.base_config(args, tmp_path / "data", tmp_path, {tp for _, tp in layouts})
+    padded = set()
+    for _procs, tp in layouts:
         layout = tmp_path / "layout.yml"
         layout.write_text(json.dumps({"model_parallel_size": tp, "load": "ckpt", "iteration": 10}))
         cfg = load_config([*files, layout])
         assert cfg.precision.dtype == "bf16" and cfg.model.num_layers == 12
         assert (cfg.training.micro_batch_size, cfg.training.train_batch_size) == (4, 16)
         assert cfg.checkpoint.load == "ckpt"
+        padded.add(cfg.model.padded_vocab_size)
+    # a checkpoint saved at TP 2 loads at TP 1 only where both pad the vocabulary alike (the
+    # default divisor, 128, pads 50277 to 50432 at TP 2 and 50304 at TP 1: neox-train refused)
+    assert padded == {50304}
+
+
+def test_resume_check_names_the_error_a_failed_run_printed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rc = _resume_check(monkeypatch)
+    torchrun_tail = [
+        "E1204 17:40:06 api.py:986] failed (exitcode: 2) local_rank: 0",
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ",
+        "  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html",
+        "============================================================",
+    ]
+    cli_error = "neox-train: error: ckpt/global_step2: embed.weight has 50432 rows"
+    assert rc.failure("\n".join([" > model", cli_error, *torchrun_tail])) == cli_error
+    raised = ["[rank0]: Traceback (most recent call last):", "[rank0]: ValueError: no layers"]
+    assert rc.failure("\n".join([*raised, *torchrun_tail])) == "ValueError: no layers"
+    assert rc.failure("one\ntwo\nthree") == "two / three"
