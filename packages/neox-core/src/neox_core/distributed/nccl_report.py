@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,16 +36,19 @@ class NcclTransports:
     links: list[str] = field(default_factory=list)  # "P2P/CUMEM", "SHM/direct/direct", ...
 
 
-def capture_nccl_info(folder: Path) -> bool:
-    """Point NCCL's INIT and NET info lines at per-process files in `folder` (created); does
-    nothing and returns False when NCCL_DEBUG is already set (the user's own logging)."""
+def capture_nccl_info(folder: Path | None = None) -> Path | None:
+    """Point NCCL's INIT and NET info lines at per-process files in `folder` (created; a new
+    temporary folder if None) and return it; does nothing and returns None when NCCL_DEBUG is
+    already set (the user's own logging)."""
     if "NCCL_DEBUG" in os.environ:
-        return False
+        return None
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="neox-nccl-"))
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["NCCL_DEBUG"] = "INFO"
     os.environ["NCCL_DEBUG_SUBSYS"] = "INIT,NET"
     os.environ["NCCL_DEBUG_FILE"] = str(folder / "nccl.%h.%p.log")
-    return True
+    return folder
 
 
 def summarize(text: str) -> NcclTransports:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,11 +93,7 @@ def init_process_group(launch: LaunchEnv, device: torch.device) -> None:
         raise ValueError("WORLD_SIZE > 1 but MASTER_ADDR is not set (launch with torchrun or srun)")
     os.environ.setdefault("MASTER_PORT", "29500")
     if device.type == "cuda":
-        folder = Path(tempfile.mkdtemp(prefix="neox-nccl-"))
-        if capture_nccl_info(folder):
-            _NCCL_INFO = folder
-        else:
-            folder.rmdir()
+        _NCCL_INFO = capture_nccl_info()
     torch.distributed.init_process_group(
         backend="nccl" if device.type == "cuda" else "gloo",
         rank=launch.rank,
