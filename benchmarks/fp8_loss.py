@@ -1,0 +1,259 @@
+"""Does `precision: fp8` train as well as bf16? Two real `neox-train` runs on the same text.
+
+Issue 15's FP8 check: LLaMA-1.1B (benchmarks/configs/llama-1.1B.yml) trained for 300 steps
+with `precision: bf16` and again with `precision: fp8`, same seed, same data in the same order;
+fp8's loss after the last steps should be within 1 % of bf16's.
+
+The data is real text, not random tokens (whose loss cannot fall below log(vocab), so any
+two precisions "agree"): by default the Python standard library's source files, which every
+machine with Python has (the H200 image's Python 3.12: 571 files, 2.6M tokens, which 300 steps
+of micro batch 8 at seq 2048 read about twice; `--corpus` takes more folders). The pipeline is
+the product's: a byte-level BPE of the config's vocabulary size is trained on the corpus with
+HF tokenizers, `neox-data tokenize` writes the .bin/.idx, `neox-train` trains (each run in its
+own process) and its GPT-NeoX log lines are read back. `--seeds` repeats the pair at other
+seeds (other initial weights and data order), to see whether fp8's difference holds beyond
+one seed (losses of different seeds are not compared with each other: at one log interval
+they differ mostly by which batches were drawn). `--repeats` runs each pair again with the same
+seed: GPU kernels are not bitwise deterministic (atomics in attention's backward, GEMM
+reductions), so a repeated bf16 run shows how far bf16 drifts from itself, the noise floor
+any fp8 difference must be read against.
+
+    python3 benchmarks/fp8_loss.py                    # on a GPU with float8 (sm_89+), torchao
+    python3 benchmarks/fp8_loss.py --iters 20 --corpus /some/text/folder
+
+Prints, per run, the loss of the last log interval, the mean of the last five, the tokens/s
+and MFU that neox-train logged, and the relative difference to the first bf16 run at its seed.
+Runs from a plain checkout with PYTHONPATH=packages/neox-core/src:packages/neox-data/src:
+packages/neox-kernels/src (the dataset index of neox-kernels built).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "benchmarks" / "configs" / "llama-1.1B.yml"
+TRAIN = "import sys; from neox_core.cli import main; sys.exit(main(sys.argv[1:]))"
+LINE = re.compile(r"iteration\s+(\d+)/\s*\d+.*?lm_loss:\s*([0-9.E+-]+)")
+SPEED = re.compile(r"tokens/sec per GPU:\s*([0-9.]+).*?MFU:\s*([0-9.]+)%")
+
+
+def corpus_files(folders: list[Path], max_bytes: int) -> list[Path]:
+    """The .py/.txt/.md/.rst files under the folders (sorted; installed packages below a folder,
+    site-packages and dist-packages, skipped), up to max_bytes in all."""
+    files, total = [], 0
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            inner = path.relative_to(folder).parts
+            if path.suffix not in (".py", ".txt", ".md", ".rst") or not path.is_file():
+                continue
+            if "site-packages" in inner or "dist-packages" in inner:
+                continue
+            size = path.stat().st_size
+            if total + size > max_bytes:
+                return files
+            files.append(path)
+            total += size
+    if not files:
+        raise SystemExit(f"fp8_loss: no .py/.txt/.md/.rst files under {folders}")
+    return files
+
+
+def write_jsonl(files: list[Path], out: Path) -> int:
+    """One document per file; files that are not UTF-8 are skipped. Returns the document count."""
+    n = 0
+    tmp = out.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for path in files:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            if text.strip():
+                f.write(json.dumps({"text": text}) + "\n")
+                n += 1
+    tmp.replace(out)
+    return n
+
+
+def train_tokenizer(jsonl: Path, vocab_size: int, out: Path) -> None:
+    """A byte-level BPE of at most vocab_size entries (id 0 `<|endoftext|>`) on the corpus."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    def texts():
+        with jsonl.open(encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)["text"]
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts(), trainer)
+    tok.save(str(out))
+
+
+def prepare(args: argparse.Namespace, vocab_size: int) -> Path:
+    """Corpus -> tokenizer.json -> <work>/corpus_text_document.bin/.idx; returns the prefix."""
+    from neox_data.cli import main as neox_data
+
+    work = Path(args.work)
+    prefix = work / "corpus_text_document"
+    if prefix.with_suffix(".bin").exists() and prefix.with_suffix(".idx").exists():
+        print(f"data: reusing {prefix}.bin/.idx", flush=True)
+        return prefix
+    t = time.perf_counter()
+    files = corpus_files([Path(c) for c in args.corpus], int(args.max_mb * 2**20))
+    docs = write_jsonl(files, work / "corpus.jsonl")
+    train_tokenizer(work / "corpus.jsonl", vocab_size, work / "tokenizer.json")
+    rc = neox_data(
+        ["tokenize", "--input", str(work / "corpus.jsonl"), "--output-prefix", str(work / "corpus"),
+         "--tokenizer-path", str(work / "tokenizer.json"), "--append-eod",
+         "--workers", str(min(8, os.cpu_count() or 1))]
+    )  # fmt: skip
+    if rc:
+        raise SystemExit(f"fp8_loss: neox-data tokenize failed ({rc})")
+    print(f"data: {docs} documents from {args.corpus}, tokenizer and .bin/.idx in "
+          f"{time.perf_counter() - t:.0f} s", flush=True)  # fmt: skip
+    return prefix
+
+
+def run_config(args: argparse.Namespace, prefix: Path, precision: str, seed: int) -> Path:
+    """The run's overrides on top of the model config: data, length, schedule, precision."""
+    path = Path(args.work) / f"run_{precision}_{seed}.yml"  # the same for every repeat
+    settings = {
+        "data_path": str(prefix),
+        "split": "100,0,0",
+        "precision": precision,
+        "train_micro_batch_size_per_gpu": args.micro_batch,
+        "train_iters": args.iters,
+        "lr_decay_iters": args.iters,
+        "warmup": args.warmup,
+        "seed": seed,
+        "log_interval": args.log_interval,
+        "eval_interval": 10**9,
+        "eval_iters": 0,
+        "num_workers": 2,
+        "checkpoint_activations": False,
+    }
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+    return path
+
+
+def train(
+    args: argparse.Namespace, prefix: Path, precision: str, seed: int, repeat: int = 1
+) -> dict:
+    """One neox-train run; its logged losses and last speed, or the error."""
+    log = Path(args.work) / f"train_{precision}_{seed}{f'_run{repeat}' if repeat > 1 else ''}.log"
+    config = run_config(args, prefix, precision, seed)
+    cmd = [sys.executable, "-c", TRAIN, str(args.config), str(config)]
+    t = time.perf_counter()
+    with log.open("w") as f:
+        try:
+            rc = subprocess.run(
+                cmd, stdout=f, stderr=subprocess.STDOUT, timeout=args.timeout
+            ).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    text = log.read_text(errors="replace")
+    losses = {int(m[1]): float(m[2]) for m in LINE.finditer(text)}
+    speeds = SPEED.findall(text)
+    result = {"precision": precision, "seed": seed, "repeat": repeat, "rc": rc, "log": str(log),
+              "losses": losses,
+              "seconds": time.perf_counter() - t,
+              "speed": tuple(map(float, speeds[-1])) if speeds else None}  # fmt: skip
+    if rc != 0:
+        tail = [ln for ln in text.splitlines() if ln.strip()][-3:]
+        result["error"] = " / ".join(tail)
+    print(f"{precision} seed {seed} run {repeat}: exit {rc} after {result['seconds']:.0f} s, "
+          f"{len(losses)} log lines", flush=True)  # fmt: skip
+    return result
+
+
+def summary(r: dict) -> tuple[int, float, float]:
+    """(last logged iteration, its loss, the mean of the last five logged losses)."""
+    its = sorted(r["losses"])
+    return its[-1], r["losses"][its[-1]], sum(r["losses"][i] for i in its[-5:]) / len(its[-5:])
+
+
+def table(results: list[dict], tolerance: float) -> list[str]:
+    """A row per run, each against the first bf16 run of its seed (a repeated bf16 run too)."""
+    lines = ["precision | seed | run | last iter | loss (last interval) | mean of last 5 | "
+             "tokens/s | MFU | against | rel diff (last) | rel diff (last 5)"]  # fmt: skip
+    bf16: dict[int, dict] = {}
+    for r in results:
+        if r["losses"] and r["precision"] == "bf16":
+            bf16.setdefault(r["seed"], r)
+    for r in results:
+        head = f"{r['precision']} | {r['seed']} | {r.get('repeat', 1)}"
+        if not r["losses"]:
+            lines.append(f"{head} | failed: {r.get('error', r['rc'])}")
+            continue
+        it, last, mean5 = summary(r)
+        tok, mfu = r["speed"] or (float("nan"), float("nan"))
+        row = f"{head} | {it} | {last:.4f} | {mean5:.4f} | {tok:,.0f} | {mfu:.2f} %"
+        base = bf16.get(r["seed"])
+        if base is None or base is r:
+            lines.append(row + " | | |")
+            continue
+        _, b_last, b_mean5 = summary(base)
+        rel, rel5 = last / b_last - 1, mean5 / b_mean5 - 1
+        verdict = "within" if abs(rel) <= tolerance else "outside"
+        lines.append(f"{row} | bf16 seed {base['seed']} run {base.get('repeat', 1)} | "
+                     f"{100 * rel:+.2f} % ({verdict} {100 * tolerance:g} %) | {100 * rel5:+.2f} %")  # fmt: skip
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(CONFIG), help="the model's GPT-NeoX config")
+    p.add_argument("--corpus", nargs="+", default=[sysconfig.get_paths()["stdlib"]],
+                   help="folders of text files (default: Python's standard library)")  # fmt: skip
+    p.add_argument("--max-mb", type=float, default=40.0, help="at most this much corpus text")
+    p.add_argument("--work", default="/tmp/neox-fp8-loss", help="data, configs and logs")
+    p.add_argument("--precisions", default="bf16,fp8")
+    p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--micro-batch", type=int, default=8)
+    p.add_argument("--warmup", type=float, default=0.1, help="warm-up fraction of the iterations")
+    p.add_argument("--seeds", default="1234", help="comma list: each precision runs each seed")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each precision and seed")
+    p.add_argument("--log-interval", type=int, default=10)
+    p.add_argument("--tolerance", type=float, default=0.01)
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per neox-train run")
+    args = p.parse_args(argv)
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+
+    from neox_core.config.loader import load_config
+
+    vocab = load_config([args.config]).model.vocab_size
+    prefix = prepare(args, vocab)
+    seeds = [int(x) for x in args.seeds.split(",")]
+    results = [
+        train(args, prefix, p, seed, repeat)
+        for seed in seeds
+        for repeat in range(1, args.repeats + 1)
+        for p in args.precisions.split(",")
+    ]
+    print()
+    print(f"config {Path(args.config).name}, {args.iters} iterations, micro batch {args.micro_batch}, "
+          f"warm-up {args.warmup:g}, corpus {' '.join(args.corpus)}")  # fmt: skip
+    for line in table(results, args.tolerance):
+        print(line)
+    return 0 if all(r["rc"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
