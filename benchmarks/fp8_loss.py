@@ -107,14 +107,22 @@ def train_tokenizer(jsonl: Path, vocab_size: int, out: Path) -> None:
 
 
 def prepare(args: argparse.Namespace, vocab_size: int) -> Path:
-    """Corpus -> tokenizer.json -> <work>/corpus_text_document.bin/.idx; returns the prefix."""
+    """Corpus -> tokenizer.json -> <work>/corpus_text_document.bin/.idx; returns the prefix.
+
+    A work folder's data is reused only when it was made from the same corpus folders, size
+    limit and vocabulary (its `data.json`, written last); otherwise it is made again.
+    """
     from neox_data.cli import main as neox_data
 
     work = Path(args.work)
     prefix = work / "corpus_text_document"
-    if prefix.with_suffix(".bin").exists() and prefix.with_suffix(".idx").exists():
+    made_from = {"corpus": [str(Path(c).resolve()) for c in args.corpus],
+                 "max_mb": args.max_mb, "vocab_size": vocab_size}  # fmt: skip
+    manifest = work / "data.json"
+    if manifest.exists() and json.loads(manifest.read_text()) == made_from:
         print(f"data: reusing {prefix}.bin/.idx", flush=True)
         return prefix
+    manifest.unlink(missing_ok=True)
     t = time.perf_counter()
     files = corpus_files([Path(c) for c in args.corpus], int(args.max_mb * 2**20))
     docs = write_jsonl(files, work / "corpus.jsonl")
@@ -126,6 +134,7 @@ def prepare(args: argparse.Namespace, vocab_size: int) -> Path:
     )  # fmt: skip
     if rc:
         raise SystemExit(f"fp8_loss: neox-data tokenize failed ({rc})")
+    manifest.write_text(json.dumps(made_from) + "\n")
     print(f"data: {docs} documents from {args.corpus}, tokenizer and .bin/.idx in "
           f"{time.perf_counter() - t:.0f} s", flush=True)  # fmt: skip
     return prefix
@@ -217,6 +226,15 @@ def table(results: list[dict], tolerance: float) -> list[str]:
     return lines
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of integers, got {text!r}"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(CONFIG), help="the model's GPT-NeoX config")
@@ -228,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=300)
     p.add_argument("--micro-batch", type=int, default=8)
     p.add_argument("--warmup", type=float, default=0.1, help="warm-up fraction of the iterations")
-    p.add_argument("--seeds", default="1234", help="comma list: each precision runs each seed")
+    p.add_argument(
+        "--seeds", type=_ints, default=[1234], help="comma list: each precision runs each seed"
+    )
     p.add_argument("--repeats", type=int, default=1, help="runs of each precision and seed")
     p.add_argument("--log-interval", type=int, default=10)
     p.add_argument("--tolerance", type=float, default=0.01)
@@ -240,10 +260,9 @@ def main(argv: list[str] | None = None) -> int:
 
     vocab = load_config([args.config]).model.vocab_size
     prefix = prepare(args, vocab)
-    seeds = [int(x) for x in args.seeds.split(",")]
     results = [
         train(args, prefix, p, seed, repeat)
-        for seed in seeds
+        for seed in args.seeds
         for repeat in range(1, args.repeats + 1)
         for p in args.precisions.split(",")
     ]

@@ -93,6 +93,32 @@ def test_tokenizer_fits_the_configs_vocabulary_with_eod(tmp_path: Path) -> None:
     assert tok.decode(tok.encode(text).ids) == text
 
 
+def test_work_folder_data_is_reused_only_when_made_from_the_same_corpus(tmp_path: Path) -> None:
+    import argparse
+
+    m = _fp8_loss()
+    first, second = _corpus(tmp_path / "a"), tmp_path / "b"
+    second.mkdir()
+    (second / "other.txt").write_text("a different corpus entirely\n" * 50)
+    work = tmp_path / "work"
+    work.mkdir()
+    args = argparse.Namespace(corpus=[str(first)], max_mb=1.0, work=str(work))
+    prefix = m.prepare(args, 400)
+    bin_file = prefix.with_suffix(".bin")
+    made = bin_file.stat().st_mtime_ns, bin_file.read_bytes()
+    assert m.prepare(args, 400) == prefix and bin_file.stat().st_mtime_ns == made[0]
+    args.corpus = [str(second)]
+    m.prepare(args, 400)
+    assert bin_file.read_bytes() != made[1]  # made again from the other corpus
+    assert json.loads((work / "data.json").read_text())["corpus"] == [str(second.resolve())]
+
+
+def test_bad_seeds_name_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _fp8_loss().main(["--seeds", "1,x"])
+    assert "--seeds: expected a comma list of integers, got '1,x'" in capsys.readouterr().err
+
+
 def _run(precision: str, seed: int, losses: dict[int, float], repeat: int = 1) -> dict:
     return {"precision": precision, "seed": seed, "repeat": repeat, "rc": 0, "losses": losses,
             "speed": (100.0, 1.0)}  # fmt: skip
