@@ -192,14 +192,15 @@ def train(
     return result
 
 
-def summary(r: dict) -> tuple[int, float, float]:
-    """(last logged iteration, its loss, the mean of the last five logged losses)."""
-    its = sorted(r["losses"])
-    return its[-1], r["losses"][its[-1]], sum(r["losses"][i] for i in its[-5:]) / len(its[-5:])
+def summary(losses: dict[int, float], its: list[int] | None = None) -> tuple[int, float, float]:
+    """(last iteration, its loss, the mean of the last five) over `its` (default: all logged)."""
+    its = sorted(losses) if its is None else its
+    return its[-1], losses[its[-1]], sum(losses[i] for i in its[-5:]) / len(its[-5:])
 
 
 def table(results: list[dict], tolerance: float) -> list[str]:
-    """A row per run, each against the first bf16 run of its seed (a repeated bf16 run too)."""
+    """A row per run, each against the first bf16 run of its seed (a repeated bf16 run too),
+    at the iterations both logged: a run cut short is compared where it stopped."""
     lines = ["precision | seed | run | last iter | loss (last interval) | mean of last 5 | "
              "tokens/s | MFU | against | rel diff (last) | rel diff (last 5)"]  # fmt: skip
     bf16: dict[int, dict] = {}
@@ -207,21 +208,25 @@ def table(results: list[dict], tolerance: float) -> list[str]:
         if r["losses"] and r["precision"] == "bf16":
             bf16.setdefault(r["seed"], r)
     for r in results:
-        head = f"{r['precision']} | {r['seed']} | {r.get('repeat', 1)}"
+        run = f"{r.get('repeat', 1)}" + (f" (exit {r['rc']})" if r["rc"] != 0 else "")
+        head = f"{r['precision']} | {r['seed']} | {run}"
         if not r["losses"]:
             lines.append(f"{head} | failed: {r.get('error', r['rc'])}")
             continue
-        it, last, mean5 = summary(r)
+        it, last, mean5 = summary(r["losses"])
         tok, mfu = r["speed"] or (float("nan"), float("nan"))
         row = f"{head} | {it} | {last:.4f} | {mean5:.4f} | {tok:,.0f} | {mfu:.2f} %"
         base = bf16.get(r["seed"])
-        if base is None or base is r:
+        common = sorted(set(r["losses"]) & set(base["losses"])) if base is not None else []
+        if base is r or not common:
             lines.append(row + " | | |")
             continue
-        _, b_last, b_mean5 = summary(base)
+        at, last, mean5 = summary(r["losses"], common)
+        _, b_last, b_mean5 = summary(base["losses"], common)
         rel, rel5 = last / b_last - 1, mean5 / b_mean5 - 1
         verdict = "within" if abs(rel) <= tolerance else "outside"
-        lines.append(f"{row} | bf16 seed {base['seed']} run {base.get('repeat', 1)} | "
+        where = f" at {at}" if at != it or at != max(base["losses"]) else ""
+        lines.append(f"{row} | bf16 seed {base['seed']} run {base.get('repeat', 1)}{where} | "
                      f"{100 * rel:+.2f} % ({verdict} {100 * tolerance:g} %) | {100 * rel5:+.2f} %")  # fmt: skip
     return lines
 

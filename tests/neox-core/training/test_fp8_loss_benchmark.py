@@ -144,7 +144,17 @@ def test_table_compares_each_run_with_the_first_bf16_run_of_its_seed() -> None:
     assert rows[3][:3] == ["bf16", "1", "2"]
     assert rows[3][8:10] == ["bf16 seed 1 run 1", "-5.00 % (outside 1 %)"]
     assert rows[5][8:10] == ["bf16 seed 2 run 1", "-9.09 % (outside 1 %)"]
-    assert rows[6] == ["fp8", "3", "1", "failed: OOM"]
+    assert rows[6] == ["fp8", "3", "1 (exit 1)", "failed: OOM"]
+
+
+def test_a_run_cut_short_is_compared_where_it_stopped() -> None:
+    m = _fp8_loss()
+    base = _run("bf16", 1, {i: 5.0 - i / 100 for i in range(10, 110, 10)})  # 4.0 at 100
+    cut = _run("fp8", 1, {i: 5.0 - i / 100 for i in range(10, 80, 10)})  # stopped after 70
+    cut["rc"] = "timeout"
+    rows = [[c.strip() for c in line.split("|")] for line in m.table([base, cut], 0.01)]
+    assert rows[2][:4] == ["fp8", "1", "1 (exit timeout)", "70"]
+    assert rows[2][8:10] == ["bf16 seed 1 run 1 at 70", "+0.00 % (within 1 %)"]
 
 
 @pytest.mark.slow
