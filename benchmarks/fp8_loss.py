@@ -59,11 +59,15 @@ def corpus_files(folders: list[Path], max_bytes: int) -> list[Path]:
                 continue
             size = path.stat().st_size
             if total + size > max_bytes:
-                return files
+                break
             files.append(path)
             total += size
+        else:
+            continue
+        break  # the size limit
     if not files:
-        raise SystemExit(f"fp8_loss: no .py/.txt/.md/.rst files under {folders}")
+        raise SystemExit(f"fp8_loss: no .py/.txt/.md/.rst files under {folders} within "
+                         f"{max_bytes:,} bytes")  # fmt: skip
     return files
 
 

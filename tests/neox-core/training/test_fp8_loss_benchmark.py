@@ -77,6 +77,8 @@ def test_corpus_skips_installed_packages_and_other_files_and_stops_at_the_size(
     (tmp_path / "empty" / "data.bin").write_bytes(b"\x00")
     with pytest.raises(SystemExit, match=r"no \.py/\.txt/\.md/\.rst files"):
         m.corpus_files([tmp_path / "empty"], 10**9)
+    with pytest.raises(SystemExit, match="within 10 bytes"):  # the first file is larger
+        m.corpus_files([folder], 10)
 
 
 def test_tokenizer_fits_the_configs_vocabulary_with_eod(tmp_path: Path) -> None:
