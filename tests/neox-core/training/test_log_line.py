@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
 
 import pytest
 
-from neox_core.training.log_line import format_eval_line, format_train_line
+from neox_core.training.log_line import format_eval_line, format_train_line, parse_train_lines
 
 
 def _line(**kw) -> str:
@@ -74,6 +75,27 @@ def test_fields_and_order_follow_gpt_neox() -> None:
     assert "loss scale" not in _line()
     crash = re.compile(r"traceback|exception|error:", re.IGNORECASE)
     assert not crash.search(line)
+
+
+def test_train_lines_read_back_what_was_written() -> None:
+    """Benchmarks read neox-train's logs through `parse_train_lines`: it must invert the format,
+    plug-in metrics, non-finite losses and torchrun's rank prefix included."""
+    first = _line(losses={"lm_loss": 2.345678, "dpo/margin": -1.5e-07}, loss_scale=4096.0)
+    second = _line(iteration=130, losses={"lm_loss": float("nan")})
+    log = "\n".join(["> compile: first step 17.9 s", first, "[rank0]: " + second, "done"])
+    a, b = parse_train_lines(log)
+    assert (a.iteration, a.train_iters, a.tokens_per_sec, a.mfu_percent) == (
+        120,
+        4627,
+        65536.0,
+        161.78,
+    )
+    assert a.losses == {"lm_loss": 2.345678, "dpo/margin": -1.5e-07}  # not the loss scale
+    assert b.iteration == 130 and list(b.losses) == ["lm_loss"] and math.isnan(b.losses["lm_loss"])
+    assert (
+        list(parse_train_lines(format_eval_line("validation", "iteration 100", {"lm_loss": 1.5})))
+        == []
+    )
 
 
 def test_eval_line_matches_gpt_neox() -> None:

@@ -7,7 +7,9 @@ tokens/sec, TFLOPS and MFU per GPU after GPT-NeoX's flops field; nothing else mo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from neox_core.training.throughput import human_flops
 
@@ -45,6 +47,51 @@ def format_train_line(
     parts.append(f" number of skipped iterations: {skipped_iterations:3d}")
     parts.append(f" number of nan iterations: {nan_iterations:3d}")
     return " |".join(parts) + " |"
+
+
+_ITERATION = re.compile(r"iteration\s+(\d+)/\s*(\d+)")
+# "name: number[unit]", numbers as Python prints them (1.5E+00, 65536.0, NAN, -inf)
+_FIELD = re.compile(
+    r"^\s*([A-Za-z_][\w./ ()-]*?):\s*([-+]?(?:nan|inf|[0-9.]+(?:e[-+]?\d+)?))[a-z%]*\s*$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class TrainLine:
+    """The numbers of one `format_train_line` line, read back (benchmarks and users' tools)."""
+
+    iteration: int
+    train_iters: int
+    tokens_per_sec: float
+    mfu_percent: float
+    losses: dict[str, float]
+
+
+def parse_train_lines(text: str) -> Iterator[TrainLine]:
+    """Each per-iteration line in `text` (a log; other lines skipped), in order.
+
+    Fields after MFU and before the loss scale are the losses (`lm_loss` and a plug-in's
+    metrics), as `format_train_line` writes them.
+    """
+    for line in text.splitlines():
+        it = _ITERATION.search(line)
+        if it is None or "tokens/sec per GPU:" not in line:
+            continue
+        fields = {}
+        for part in line.split("|"):
+            m = _FIELD.match(part)
+            if m:
+                fields[m[1].strip()] = float(m[2])
+        names = list(fields)
+        start = names.index("MFU") + 1 if "MFU" in names else len(names)
+        losses = {
+            k: fields[k]
+            for k in names[start:]
+            if k != "loss scale" and not k.startswith("number of")
+        }
+        yield TrainLine(int(it[1]), int(it[2]), fields.get("tokens/sec per GPU", float("nan")),
+                        fields.get("MFU", float("nan")), losses)  # fmt: skip
 
 
 def format_eval_line(chart: str, prefix: str, results: Mapping[str, float]) -> str:
