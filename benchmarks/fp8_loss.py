@@ -23,8 +23,8 @@ any fp8 difference must be read against.
 
 Prints, per run, the loss of the last log interval, the mean of the last five, the tokens/s
 and MFU that neox-train logged, and the relative difference to the first bf16 run at its seed.
-Runs from a plain checkout with PYTHONPATH=packages/neox-core/src:packages/neox-data/src:
-packages/neox-kernels/src (the dataset index of neox-kernels built).
+Runs from a plain checkout as benchmarks/train_step.py does (the packages' source folders are
+put on the path where they are not installed; neox-kernels' dataset index must be built).
 """
 
 from __future__ import annotations
@@ -32,18 +32,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import sysconfig
 import time
 from pathlib import Path
 
+from train_step import child_env, import_paths
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "benchmarks" / "configs" / "llama-1.1B.yml"
 TRAIN = "import sys; from neox_core.cli import main; sys.exit(main(sys.argv[1:]))"
-LINE = re.compile(r"iteration\s+(\d+)/\s*\d+.*?lm_loss:\s*([0-9.E+-]+)")
-SPEED = re.compile(r"tokens/sec per GPU:\s*([0-9.]+).*?MFU:\s*([0-9.]+)%")
 
 
 def corpus_files(folders: list[Path], max_bytes: int) -> list[Path]:
@@ -177,17 +176,18 @@ def train(
     with log.open("w") as f:
         try:
             rc = subprocess.run(
-                cmd, stdout=f, stderr=subprocess.STDOUT, timeout=args.timeout
+                cmd, stdout=f, stderr=subprocess.STDOUT, timeout=args.timeout, env=child_env()
             ).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
     text = log.read_text(errors="replace")
-    losses = {int(m[1]): float(m[2]) for m in LINE.finditer(text)}
-    speeds = SPEED.findall(text)
+    from neox_core.training.log_line import parse_train_lines
+
+    lines = list(parse_train_lines(text))
+    losses = {line.iteration: line.losses["lm_loss"] for line in lines}
+    speed = (lines[-1].tokens_per_sec, lines[-1].mfu_percent) if lines else None
     result = {"precision": precision, "seed": seed, "repeat": repeat, "rc": rc, "log": str(log),
-              "losses": losses,
-              "seconds": time.perf_counter() - t,
-              "speed": tuple(map(float, speeds[-1])) if speeds else None}  # fmt: skip
+              "losses": losses, "seconds": time.perf_counter() - t, "speed": speed}  # fmt: skip
     if rc != 0:
         tail = [ln for ln in text.splitlines() if ln.strip()][-3:]
         result["error"] = " / ".join(tail)
@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per neox-train run")
     args = p.parse_args(argv)
     Path(args.work).mkdir(parents=True, exist_ok=True)
+    import_paths()  # a plain checkout: the packages' source folders (children get child_env)
 
     from neox_core.config.loader import load_config
 

@@ -18,7 +18,6 @@ layout fails or its largest relative loss difference exceeds `--rtol`.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -28,15 +27,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from train_step import import_paths
+from train_step import child_env, import_paths
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = (
-    ("neox-core", "neox_core"),
-    ("neox-data", "neox_data"),
-    ("neox-kernels", "neox_kernels"),
-)
-LOSS = re.compile(r"iteration\s+(\d+)/\s*\d+ \|.* lm_loss: ([0-9.E+-]+) \|")
 LOADED = re.compile(r"\(saved at (TP \d+ x DP \d+), loaded at (TP \d+ x DP \d+)\)")
 # "RuntimeError: ...", or a CLI's own "neox-train: error: ..."
 EXCEPTION = re.compile(r"[A-Za-z_.]*(Error|Exception)\b.*:|[\w-]+: error: ")
@@ -64,23 +57,6 @@ def parse_layout(text: str) -> tuple[int, int]:
     return int(procs), int(tp)
 
 
-def child_env() -> dict[str, str]:
-    """The children's environment: NVLink multicast off, and the workspace's source folders
-    appended to PYTHONPATH for the packages this Python cannot import (a plain checkout), as
-    train_step.py's `import_paths` does; an installed or PYTHONPATH-given build (neox-kernels
-    with its compiled extensions) keeps precedence."""
-    env = dict(os.environ)
-    env.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast off, as the device notes ask
-    missing = [
-        str(ROOT / "packages" / pkg / "src")
-        for pkg, mod in PACKAGES
-        if importlib.util.find_spec(mod) is None
-    ]
-    if missing:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), *missing) if p)
-    return env
-
-
 def write_data(folder: Path, vocab: int, tokens: int) -> Path:
     import numpy as np
 
@@ -101,11 +77,10 @@ def vocab_divisor(vocab: int, tp_sizes: set[int], largest: int = 128) -> int:
     """The largest `make_vocab_size_divisible_by` (a power of two up to `largest`) at which
     every TP size pads `vocab` to the same size: GPT-NeoX pads to a multiple of it x TP, and
     neox-train refuses a checkpoint whose padded vocabulary differs from the model's."""
+    from neox_core.config.derive import pad_vocab_size
+
     divisor = largest
-    while divisor > 1:
-        padded = {-(-vocab // (divisor * tp)) * divisor * tp for tp in tp_sizes}
-        if len(padded) == 1:
-            break
+    while divisor > 1 and len({pad_vocab_size(vocab, divisor, tp) for tp in tp_sizes}) > 1:
         divisor //= 2
     return divisor
 
@@ -148,7 +123,9 @@ def train(configs: list[Path], procs: int, tp: int, extra: dict, folder: Path, n
     except subprocess.TimeoutExpired:
         return {}, "", f"timed out after {timeout} s"
     (folder / f"{name}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-    losses = {int(m.group(1)): float(m.group(2)) for m in LOSS.finditer(proc.stdout)}
+    from neox_core.training.log_line import parse_train_lines
+
+    losses = {t.iteration: t.losses["lm_loss"] for t in parse_train_lines(proc.stdout)}
     found = LOADED.search(proc.stdout)
     loaded = f"{found.group(1)} -> {found.group(2)}" if found else ""
     if proc.returncode != 0:

@@ -34,6 +34,7 @@ import gc
 import importlib.util
 import itertools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -92,13 +93,35 @@ class Result:
     gaps: list[tuple[float, str, str]] | None = None  # (idle ms, kernel before, kernel after)
 
 
+PACKAGES = (
+    ("neox-core", "neox_core"),
+    ("neox-data", "neox_data"),
+    ("neox-kernels", "neox_kernels"),
+)
+
+
+def _missing_sources() -> list[str]:
+    """src folders of the workspace packages this Python cannot import (a plain checkout)."""
+    return [str(ROOT / "packages" / pkg / "src") for pkg, mod in PACKAGES
+            if importlib.util.find_spec(mod) is None]  # fmt: skip
+
+
 def import_paths() -> None:
     """Make the workspace packages importable from the source tree, installed or not."""
-    for pkg, mod in (("neox-core", "neox_core"), ("neox-data", "neox_data")):
-        if importlib.util.find_spec(mod) is None:
-            sys.path.insert(0, str(ROOT / "packages" / pkg / "src"))
-    if importlib.util.find_spec("neox_kernels") is None:
-        sys.path.insert(0, str(ROOT / "packages" / "neox-kernels" / "src"))
+    for src in _missing_sources():
+        sys.path.insert(0, src)
+
+
+def child_env() -> dict[str, str]:
+    """The environment for child processes (neox-train runs): NVLink multicast off, and the
+    source folders `import_paths` would add appended to PYTHONPATH; an installed or
+    PYTHONPATH-given build (neox-kernels with its compiled extensions) keeps precedence."""
+    env = dict(os.environ)
+    env.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast off, as the device notes ask
+    missing = _missing_sources()
+    if missing:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), *missing) if p)
+    return env
 
 
 def regime_overrides(seq: int, micro_batch: int, args: argparse.Namespace) -> dict[str, Any]:

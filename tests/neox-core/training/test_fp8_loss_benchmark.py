@@ -41,7 +41,10 @@ TINY = {
 }
 
 
-def _fp8_loss():
+@pytest.fixture
+def m(monkeypatch: pytest.MonkeyPatch):
+    """benchmarks/fp8_loss.py as a module (it imports train_step.py beside it)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("fp8_loss", ROOT / "benchmarks" / "fp8_loss.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -62,9 +65,9 @@ def _corpus(folder: Path) -> Path:
 
 
 def test_corpus_skips_installed_packages_and_other_files_and_stops_at_the_size(
+    m,
     tmp_path: Path,
 ) -> None:
-    m = _fp8_loss()
     folder = _corpus(tmp_path / "c")
     files = m.corpus_files([folder], 10**9)
     names = [p.relative_to(folder).as_posix() for p in files]
@@ -81,10 +84,9 @@ def test_corpus_skips_installed_packages_and_other_files_and_stops_at_the_size(
         m.corpus_files([folder], 10)
 
 
-def test_tokenizer_fits_the_configs_vocabulary_with_eod(tmp_path: Path) -> None:
+def test_tokenizer_fits_the_configs_vocabulary_with_eod(m, tmp_path: Path) -> None:
     from tokenizers import Tokenizer
 
-    m = _fp8_loss()
     jsonl = tmp_path / "docs.jsonl"
     assert m.write_jsonl(m.corpus_files([_corpus(tmp_path / "c")], 10**9), jsonl) == 7
     m.train_tokenizer(jsonl, 400, tmp_path / "tokenizer.json")
@@ -95,10 +97,9 @@ def test_tokenizer_fits_the_configs_vocabulary_with_eod(tmp_path: Path) -> None:
     assert tok.decode(tok.encode(text).ids) == text
 
 
-def test_work_folder_data_is_reused_only_when_made_from_the_same_corpus(tmp_path: Path) -> None:
+def test_work_folder_data_is_reused_only_when_made_from_the_same_corpus(m, tmp_path: Path) -> None:
     import argparse
 
-    m = _fp8_loss()
     first, second = _corpus(tmp_path / "a"), tmp_path / "b"
     second.mkdir()
     (second / "other.txt").write_text("a different corpus entirely\n" * 50)
@@ -115,9 +116,9 @@ def test_work_folder_data_is_reused_only_when_made_from_the_same_corpus(tmp_path
     assert json.loads((work / "data.json").read_text())["corpus"] == [str(second.resolve())]
 
 
-def test_bad_seeds_name_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_seeds_name_the_option(m, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        _fp8_loss().main(["--seeds", "1,x"])
+        m.main(["--seeds", "1,x"])
     assert "--seeds: expected a comma list of integers, got '1,x'" in capsys.readouterr().err
 
 
@@ -126,8 +127,7 @@ def _run(precision: str, seed: int, losses: dict[int, float], repeat: int = 1) -
             "speed": (100.0, 1.0)}  # fmt: skip
 
 
-def test_table_compares_each_run_with_the_first_bf16_run_of_its_seed() -> None:
-    m = _fp8_loss()
+def test_table_compares_each_run_with_the_first_bf16_run_of_its_seed(m) -> None:
     its = range(10, 70, 10)
     results = [
         _run("bf16", 1, {i: 4.0 for i in its}),
@@ -149,8 +149,7 @@ def test_table_compares_each_run_with_the_first_bf16_run_of_its_seed() -> None:
     assert rows[6] == ["fp8", "3", "1 (exit 1)", "failed: OOM"]
 
 
-def test_a_run_cut_short_is_compared_where_it_stopped() -> None:
-    m = _fp8_loss()
+def test_a_run_cut_short_is_compared_where_it_stopped(m) -> None:
     base = _run("bf16", 1, {i: 5.0 - i / 100 for i in range(10, 110, 10)})  # 4.0 at 100
     cut = _run("fp8", 1, {i: 5.0 - i / 100 for i in range(10, 80, 10)})  # stopped after 70
     cut["rc"] = "timeout"
