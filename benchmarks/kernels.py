@@ -90,10 +90,14 @@ def copy_bandwidth() -> float:
 
 
 def _fwd_bwd(fn, inputs, n_grad):
+    # made on the first call and kept: filling them is not the op's work
+    cots: list[torch.Tensor] = []
+
     def run():
         outs = fn(*inputs)
         outs = outs if isinstance(outs, tuple) else (outs,)
-        cots = [torch.ones_like(o) for o in outs]
+        if not cots:
+            cots.extend(torch.ones_like(o) for o in outs)
         torch.autograd.grad(outs, inputs[:n_grad], cots, allow_unused=True)
 
     return run
