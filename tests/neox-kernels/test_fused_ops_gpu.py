@@ -106,6 +106,18 @@ def test_bias_gelu_bias_gradient_of_no_rows_is_zero() -> None:
     assert torch.equal(b.grad, torch.zeros_like(b))
 
 
+@pytest.mark.parametrize("op", [ops.rms_norm, ops.layer_norm])
+def test_norm_weight_and_bias_gradients_of_no_rows_are_zero(op) -> None:
+    """With no rows no kernel writes the per-block sums: the gradients must still be 0."""
+    torch.full((1 << 20,), float("nan"), device="cuda")  # freed: poisons the cache
+    x = torch.randn(0, 2048, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(2048, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    b = torch.randn(2048, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    op(x, w, b).sum().backward()
+    assert torch.equal(w.grad, torch.zeros_like(w))
+    assert torch.equal(b.grad, torch.zeros_like(b))
+
+
 @pytest.mark.parametrize("route", ["accumulate", "recompute"])
 def test_linear_cross_entropy_peak_memory_is_bounded(route: str) -> None:
     """Besides its gradients, one chunk of logits, the saved hidden gradient and (accumulate)
