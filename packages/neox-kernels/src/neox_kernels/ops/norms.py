@@ -101,12 +101,11 @@ def norm_bwd(grad_out, grad_residual_out, input, weight, mean, rstd, rms, weight
     grad_out = grad_out.contiguous()
     grad_res = grad_residual_out.contiguous() if grad_residual_out is not None else None
     dx = torch.empty_like(input)
+    fp32 = dict(dtype=torch.float32, device=input.device)
     if rows == 0:  # no kernel runs: sums over no rows are zeros
-        fp32 = dict(dtype=torch.float32, device=input.device)
         dw = torch.zeros(hidden if weight_grad else 0, **fp32)
         return dx, dw, torch.zeros(hidden if bias_grad else 0, **fp32)
     blocks = ext.norm_backward_blocks(be.dtype_code(input), rms, rows, hidden)
-    fp32 = dict(dtype=torch.float32, device=input.device)
     pdw = torch.empty(blocks, hidden, **fp32) if weight_grad else None
     pdb = torch.empty(blocks, hidden, **fp32) if bias_grad else None
     ext.norm_backward(
