@@ -36,6 +36,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from train_step import child_env, import_paths
@@ -45,25 +46,27 @@ CONFIG = ROOT / "benchmarks" / "configs" / "llama-1.1B.yml"
 TRAIN = "import sys; from neox_core.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def corpus_files(folders: list[Path], max_bytes: int) -> list[Path]:
-    """The .py/.txt/.md/.rst files under the folders (sorted; installed packages below a folder,
-    site-packages and dist-packages, skipped), up to max_bytes in all."""
-    files, total = [], 0
+def _text_files(folders: list[Path]) -> Iterator[Path]:
+    """The .py/.txt/.md/.rst files under each folder, sorted; installed packages below a folder
+    (site-packages, dist-packages) skipped."""
     for folder in folders:
         for path in sorted(folder.rglob("*")):
             inner = path.relative_to(folder).parts
             if path.suffix not in (".py", ".txt", ".md", ".rst") or not path.is_file():
                 continue
-            if "site-packages" in inner or "dist-packages" in inner:
-                continue
-            size = path.stat().st_size
-            if total + size > max_bytes:
-                break
-            files.append(path)
-            total += size
-        else:
-            continue
-        break  # the size limit
+            if "site-packages" not in inner and "dist-packages" not in inner:
+                yield path
+
+
+def corpus_files(folders: list[Path], max_bytes: int) -> list[Path]:
+    """The folders' text files (`_text_files`) in order, up to max_bytes in all."""
+    files, total = [], 0
+    for path in _text_files(folders):
+        size = path.stat().st_size
+        if total + size > max_bytes:
+            break
+        files.append(path)
+        total += size
     if not files:
         raise SystemExit(f"fp8_loss: no .py/.txt/.md/.rst files under {folders} within "
                          f"{max_bytes:,} bytes")  # fmt: skip
@@ -263,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=0.01)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per neox-train run")
     args = p.parse_args(argv)
+    for name in ("iters", "micro_batch", "repeats", "log_interval"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(args, name)}")
     Path(args.work).mkdir(parents=True, exist_ok=True)
     import_paths()  # a plain checkout: the packages' source folders (children get child_env)
 

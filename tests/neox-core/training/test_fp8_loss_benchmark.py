@@ -122,6 +122,17 @@ def test_bad_seeds_name_the_option(m, capsys: pytest.CaptureFixture[str]) -> Non
     assert "--seeds: expected a comma list of integers, got '1,x'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", ["--iters", "--micro-batch", "--repeats", "--log-interval"])
+def test_counts_below_one_name_the_option(
+    m, option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--repeats 0` used to run nothing and print an empty table with exit status 0."""
+    with pytest.raises(SystemExit):
+        m.main([option, "0", "--work", str(tmp_path / "work")])
+    assert f"{option}: must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()  # refused before anything was made
+
+
 def _run(precision: str, seed: int, losses: dict[int, float], repeat: int = 1) -> dict:
     return {"precision": precision, "seed": seed, "repeat": repeat, "rc": 0, "losses": losses,
             "speed": (100.0, 1.0)}  # fmt: skip
