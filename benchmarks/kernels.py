@@ -217,6 +217,16 @@ def measure_optimizers(copy_gbps: float, rows: list[Row], quick: bool) -> None:
         print(_format(rows[-1]), flush=True)
 
 
+def _autocast(fn):
+    """fn under bf16 autocast, as neox-train runs its forward."""
+
+    def run(*args):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return fn(*args)
+
+    return run
+
+
 def _compiled(fn, enabled):
     return torch.compile(fn, dynamic=False) if enabled else None
 
@@ -361,23 +371,29 @@ def main(argv: list[str] | None = None) -> int:
     ce_shapes = (
         [(4096, 2048, 50304)] if args.quick else [(16384, 2048, 50304), (8192, 4096, 128256)]
     )
+    # bf16 weights, then neox-train's regime: an fp32 (master) weight under bf16 autocast,
+    # where the weight gradient is fp32 whatever the implementation
     for n_tok, hidden, vocab in ce_shapes:
+        for weight_dtype in (bf16, torch.float32):
 
-        def inputs(n_tok=n_tok, hidden=hidden, vocab=vocab):
-            labels = torch.randint(0, vocab, (n_tok,), generator=cpu_gen)
-            labels[::10] = -100
-            labels = labels.to(dev)
-            return leaf(n_tok, hidden), leaf(vocab, hidden, scale=hidden**-0.5), labels
+            def inputs(n_tok=n_tok, hidden=hidden, vocab=vocab, weight_dtype=weight_dtype):
+                labels = torch.randint(0, vocab, (n_tok,), generator=cpu_gen)
+                labels[::10] = -100
+                labels = labels.to(dev)
+                w = torch.randn(vocab, hidden, generator=cpu_gen) * hidden**-0.5
+                return leaf(n_tok, hidden), w.to(dev, weight_dtype).requires_grad_(), labels
 
-        measure("linear+cross_entropy", f"{n_tok}x{hidden} V{vocab}", {
-            "neox": lambda h, w, y: ops.linear_cross_entropy(h, w, y),
-            "neox accumulate": lambda h, w, y: ops.linear_cross_entropy(h, w, y, weight_grad="accumulate"),
-            "neox recompute": lambda h, w, y: ops.linear_cross_entropy(h, w, y, weight_grad="recompute"),
-            "eager": ce_ref,
-            "compile": _compiled(ce_ref, comp),
-            "liger": (lambda h, w, y: liger.liger_fused_linear_cross_entropy(h, w, y))
-            if liger else None,
-        }, inputs, 2, 0, copy_gbps, rows, graph=False)  # fmt: skip
+            amp = _autocast if weight_dtype == torch.float32 else (lambda fn: fn)
+            suffix = " fp32 w, amp" if weight_dtype == torch.float32 else ""
+            measure("linear+cross_entropy", f"{n_tok}x{hidden} V{vocab}{suffix}", {
+                "neox": amp(lambda h, w, y: ops.linear_cross_entropy(h, w, y)),
+                "neox accumulate": amp(lambda h, w, y: ops.linear_cross_entropy(h, w, y, weight_grad="accumulate")),
+                "neox recompute": amp(lambda h, w, y: ops.linear_cross_entropy(h, w, y, weight_grad="recompute")),
+                "eager": amp(ce_ref),
+                "compile": _compiled(amp(ce_ref), comp),
+                "liger": amp(lambda h, w, y: liger.liger_fused_linear_cross_entropy(h, w, y))
+                if liger else None,
+            }, inputs, 2, 0, copy_gbps, rows, graph=False)  # fmt: skip
 
     if args.json:
         with open(args.json, "w") as f:

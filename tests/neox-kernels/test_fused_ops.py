@@ -213,6 +213,26 @@ def test_accumulated_weight_gradient_is_scaled_in_row_blocks(monkeypatch) -> Non
     _close(_grads(out, (weight,)), _grads(ref, (weight,)), tol=1e-5)
 
 
+def test_fp32_weight_under_autocast_gets_the_accumulated_sum_as_its_gradient() -> None:
+    """neox-train's regime (fp32 master weight, bf16 autocast): the accumulate route hands its
+    fp32 sum on as the gradient, scaled in place, so a second backward is refused by name."""
+    hidden = _leaf(13, 16, dtype=torch.float32)
+    weight = _leaf(41, 16, dtype=torch.float32, scale=0.3)
+    labels = torch.randint(0, 41, (13,))
+    labels[2] = -100
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ops.linear_cross_entropy(hidden, weight, labels, weight_grad="accumulate") * 2.5
+    out.backward(retain_graph=True)
+    h16, w16 = (t.detach().bfloat16().float().requires_grad_() for t in (hidden, weight))
+    ref = F.cross_entropy(h16 @ w16.T, labels) * 2.5
+    ref.backward()
+    assert weight.grad.dtype == torch.float32
+    torch.testing.assert_close(weight.grad, w16.grad, rtol=2e-2, atol=1e-3)
+    torch.testing.assert_close(hidden.grad, h16.grad, rtol=2e-2, atol=1e-3)
+    with pytest.raises(RuntimeError, match="weight_grad='recompute'"):
+        out.backward()
+
+
 def test_weight_gradient_routes_are_checked_and_chunks_bounded() -> None:
     with pytest.raises(ValueError, match="weight_grad"):
         ops.linear_cross_entropy(torch.randn(4, 8), torch.randn(10, 8), torch.zeros(4).long(), weight_grad="fast")  # fmt: skip
@@ -253,6 +273,11 @@ OPCHECK_ARGS = {
         _leaf(6, 4), _leaf(9, 4), torch.tensor([1, 2, 3, -100, 8, 0]),
         torch.full((6,), 0.2, dtype=torch.float64), 1e-3, 4, True, False,
     ),
+    # the accumulate route (weight gradient made in the forward), its weight of another dtype
+    "linear_cross_entropy accumulate": lambda: (
+        _leaf(6, 4), _leaf(9, 4, dtype=torch.float32), torch.tensor([1, 2, 3, -100, 8, 0]),
+        torch.full((6,), 0.2, dtype=torch.float64), 0.0, 4, True, True,
+    ),
     "linear_cross_entropy_weight_grad": lambda: (
         torch.randn(6, 4), torch.randn(9, 4), torch.tensor([1, 2, 3, -100, 8, 0]), torch.rand(6) + 3,
         torch.full((6,), 0.2), 1e-3, torch.tensor(1.5), 4,
@@ -266,11 +291,15 @@ OPCHECK_ARGS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ops.OPS)
-def test_op_registration_is_consistent(name) -> None:
+@pytest.mark.parametrize("case", sorted(OPCHECK_ARGS))
+def test_op_registration_is_consistent(case) -> None:
     """Schema, fake (meta) implementation and autograd registration agree with the op."""
-    op = getattr(torch.ops.neox, name).default
-    torch.library.opcheck(op, OPCHECK_ARGS[name]())
+    op = getattr(torch.ops.neox, case.split()[0]).default
+    torch.library.opcheck(op, OPCHECK_ARGS[case]())
+
+
+def test_every_op_has_an_opcheck_case() -> None:
+    assert set(ops.OPS) <= {case.split()[0] for case in OPCHECK_ARGS}
 
 
 @pytest.mark.slow

@@ -149,6 +149,35 @@ def test_linear_cross_entropy_peak_memory_is_bounded(route: str) -> None:
     assert peak <= bound, f"{route}: peak {peak / mib:.0f} MiB > {bound / mib:.0f} MiB"
 
 
+def test_linear_cross_entropy_fp32_weight_gets_no_second_weight_sized_buffer() -> None:
+    """neox-train's regime: an fp32 weight under bf16 autocast. The accumulate route's fp32
+    sum is the weight gradient itself; besides the gradients the forward holds the weight's
+    bf16 copy and one chunk of logits, and the backward no second [vocab, h] fp32 buffer."""
+    n, hidden, vocab = 1024, 4096, 50304
+    h = torch.randn(n, hidden, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = (torch.randn(vocab, hidden, device="cuda") * hidden**-0.5).requires_grad_()
+    labels = torch.randint(0, vocab, (n,), device="cuda")
+
+    def run():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = ops.linear_cross_entropy(h, w, labels, weight_grad="accumulate")
+        return torch.autograd.grad(loss, (h, w))
+
+    run()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    gh, gw = run()
+    peak = torch.cuda.max_memory_allocated() - base
+    mib = 2**20
+    assert gw.dtype == torch.float32
+    chunk = min(n * vocab * 2, ce_ops.ACCUMULATE_CHUNK_BYTES)
+    # gh, gw; the saved hidden gradient; the bf16 weight; one chunk (a copy of gw: +786 MiB)
+    bound = gh.numel() * 2 + gw.numel() * 4 + n * hidden * 2 + vocab * hidden * 2 + chunk
+    bound += 8 * mib
+    assert peak <= bound, f"peak {peak / mib:.0f} MiB > {bound / mib:.0f} MiB"
+
+
 def test_torch_compile_traces_the_ops_without_graph_breaks() -> None:
     def block(x, w, qkv, labels, head):
         h, _ = ops.rms_norm(x, w, residual=x)

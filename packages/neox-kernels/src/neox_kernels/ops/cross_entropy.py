@@ -10,7 +10,9 @@ Ops:
   - "accumulate": also in the forward pass, summed over token chunks into an fp32 [vocab, h]
     buffer. No extra matmul, but the buffer (4 * vocab * h bytes) is read and written once per
     chunk, and chunks grow in number with the vocabulary; its chunks are therefore larger
-    (512 MiB of logits, against 128 MiB elsewhere).
+    (512 MiB of logits, against 128 MiB elsewhere). For an fp32 weight (neox-train's master
+    weights under autocast) the buffer becomes the gradient itself, scaled in place by the
+    backward, which therefore runs once per forward.
   - "recompute": in the backward, `neox::linear_cross_entropy_weight_grad` remakes the logits
     one chunk of vocabulary columns at a time, over all tokens, and writes that slice of the
     weight gradient once, in the weight's dtype: a fourth matmul, but no fp32 buffer and no
@@ -163,7 +165,8 @@ def linear_cross_entropy_op(hidden, weight, labels, row_weight, z_loss, chunk_ro
     The matmuls run in hidden's dtype (weight is cast once). Gradients are empty unless asked,
     and grad_weight also unless `accumulate_weight_grad` (else the backward recomputes it);
     they are kept divided by scale = max(row_weight) so that fp16 gradient logits
-    (softmax * 1/tokens) do not underflow.
+    (softmax * 1/tokens) do not underflow. When weight is fp32, autograd's backward scales
+    the returned grad_weight in place and passes it on as the weight's gradient.
     """
     _check(hidden, weight, labels)
     n = hidden.shape[0]
@@ -271,12 +274,19 @@ def _scaled_copy(x: Tensor, factor: Tensor, dtype: torch.dtype) -> Tensor:
     return out
 
 
+def _owns_storage(t: Tensor) -> bool:
+    """A plain eager tensor: not one traced by torch.compile (fake or functional wrappers),
+    where an in-place change of a saved output breaks the backward graph's partitioning."""
+    return type(t) is torch.Tensor and not torch.compiler.is_compiling()
+
+
 def _lce_setup(ctx, inputs, output):
     hidden, weight, labels, row_weight, z_loss, _chunk_rows, compute_grad, accumulate = inputs
     # the outputs other than the loss get no gradient: without this autograd would pass
     # zeros the size of grad_weight and grad_hidden to the backward (2 GB at V128256)
     ctx.set_materialize_grads(False)
     ctx.compute_grad, ctx.accumulate = compute_grad, accumulate
+    ctx.weight_grad_taken = False
     ctx.weight_dtype = weight.dtype
     ctx.z_loss = z_loss
     _loss, lse, grad_hidden, grad_weight, scale = output
@@ -295,9 +305,21 @@ def _lce_backward(ctx, grad_loss, _glse, _gh, _gw, _gs):
     if grad_loss is None:  # only lse was used: it has no gradient path here
         return None, None, None, None, None, None, None, None
     if ctx.accumulate:
+        if ctx.weight_grad_taken:
+            raise RuntimeError(
+                "linear_cross_entropy: a second backward through the same loss (retain_graph)"
+                " needs weight_grad='recompute'; the accumulate route hands its weight-gradient"
+                " buffer to the first backward"
+            )
         grad_hidden, grad_weight, scale = ctx.saved_tensors
         factor = grad_loss * scale
-        gw = _scaled_copy(grad_weight, factor, ctx.weight_dtype)
+        if grad_weight.dtype == ctx.weight_dtype and _owns_storage(grad_weight):
+            # fp32 weights (neox-train's master weights under autocast): the fp32 sum becomes
+            # the gradient, scaled in place; a copy would hold a second [vocab, h] buffer
+            ctx.weight_grad_taken = True
+            gw = grad_weight.mul_(factor.to(grad_weight.dtype))
+        else:
+            gw = _scaled_copy(grad_weight, factor, ctx.weight_dtype)
     else:
         grad_hidden, scale, hidden, weight, labels, lse, row_weight = ctx.saved_tensors
         factor = grad_loss * scale
