@@ -118,6 +118,17 @@ def test_norm_weight_and_bias_gradients_of_no_rows_are_zero(op) -> None:
     assert torch.equal(b.grad, torch.zeros_like(b))
 
 
+def _peak_bytes(run):
+    """(run()'s result, the peak bytes allocated during it above what was allocated before);
+    a first call outside the measurement makes cuBLAS workspaces and the like."""
+    run()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = run()
+    return out, torch.cuda.max_memory_allocated() - base
+
+
 @pytest.mark.parametrize("route", ["accumulate", "recompute"])
 def test_linear_cross_entropy_peak_memory_is_bounded(route: str) -> None:
     """Besides its gradients, one chunk of logits, the saved hidden gradient and (accumulate)
@@ -132,12 +143,7 @@ def test_linear_cross_entropy_peak_memory_is_bounded(route: str) -> None:
             ops.linear_cross_entropy(h, w, labels, weight_grad=route), (h, w)
         )
 
-    run()  # cuBLAS workspaces and the like, before measuring
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    gh, gw = run()
-    peak = torch.cuda.max_memory_allocated() - base
+    (gh, gw), peak = _peak_bytes(run)
     mib = 2**20
     outputs = gh.numel() * 2 + gw.numel() * 2
     # accumulate: one token chunk of logits (at most ACCUMULATE_CHUNK_BYTES); recompute: one
@@ -163,12 +169,7 @@ def test_linear_cross_entropy_fp32_weight_gets_no_second_weight_sized_buffer() -
             loss = ops.linear_cross_entropy(h, w, labels, weight_grad="accumulate")
         return torch.autograd.grad(loss, (h, w))
 
-    run()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    gh, gw = run()
-    peak = torch.cuda.max_memory_allocated() - base
+    (gh, gw), peak = _peak_bytes(run)
     mib = 2**20
     assert gw.dtype == torch.float32
     chunk = min(n * vocab * 2, ce_ops.ACCUMULATE_CHUNK_BYTES)
