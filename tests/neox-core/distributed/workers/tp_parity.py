@@ -6,8 +6,9 @@ loss and every gradient (mapped back to the canonical layout), and run STEPS Ada
 with gradient clipping on both, comparing loss and gradient norm at each step and the final
 weights. Rank 0 writes the largest relative differences as JSON to `--out`.
 
-A run is `VARIANT[+sp][+fused][+fp64][+sgd][+compile]:STEPS`. `+compile` compiles each TP
-layer as neox-train's `compile: true` does (`--compile-backend`, default aot_eager). `+fp64` puts the model, the batches' loss
+A run is `VARIANT[+sp][+fused][+fp64][+bf16][+sgd][+compile]:STEPS`. `+compile` compiles each
+TP layer as neox-train's `compile: true` does (`--compile-backend`, default aot_eager). `+bf16`
+runs both forwards under bf16 autocast (fp32 weights, neox-train's bf16 regime). `+fp64` puts the model, the batches' loss
 masks and the optimizer state in float64: the sharded computation then matches one process to
 ~1e-15 per operation, so a difference left in fp32 is round-off, not a sharding error. `+sgd`
 trains with plain SGD instead of AdamW, whose g/sqrt(v) update turns round-off in near-zero
@@ -23,10 +24,13 @@ machine (CPU, gloo, 2 processes; prints fp32 and fp64 side by side, AdamW and SG
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
+import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,9 +39,10 @@ import torch
 import torch.distributed as dist
 from _common import VARIANTS, init_gloo, llama
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Replicate
 
 from neox_core.distributed.compile import apply_compile
+from neox_core.distributed.grad_norm import sum_partial_grads
 from neox_core.distributed.loss import lm_loss, vocab_parallel_cross_entropy
 from neox_core.distributed.tensor_parallel import apply_tensor_parallel
 from neox_core.distributed.tp_layout import tp_global_to_canonical, tp_param_layout
@@ -127,8 +132,11 @@ def run_variant(
     opt_kind: str = "adamw",
     label: str = "",
     compile_backend: str | None = None,
+    bf16: bool = False,
 ) -> dict[str, float]:
     cfg = VARIANTS[name]
+    amp = (lambda: torch.autocast(DEVICE.type, torch.bfloat16)) if bf16 else contextlib.nullcontext
+    out_dtype = torch.bfloat16 if bf16 else dtype  # the logits' dtype (autocast's linear)
     ref = build_model(cfg, seed=7, device=DEVICE).to(dtype)
     model = copy.deepcopy(ref)
     apply_tensor_parallel(model, tp_mesh, sequence_parallel=sp)
@@ -139,10 +147,11 @@ def run_variant(
 
     seq = 16
     tokens, labels, mask = batch(0, cfg, seq, dtype)
-    ref_logits = ref(tokens)
-    logits = model(tokens)
+    with amp():
+        ref_logits = ref(tokens)
+        logits = model(tokens)
     assert isinstance(logits, DTensor), type(logits)
-    assert logits.dtype == ref_logits.dtype == dtype, (logits.dtype, ref_logits.dtype)
+    assert logits.dtype == ref_logits.dtype == out_dtype, (logits.dtype, ref_logits.dtype)
     out = {"logits": rel(logits.full_tensor(), ref_logits)}
 
     # vocabulary-parallel cross entropy with -100 labels, forward and gradient
@@ -159,8 +168,9 @@ def run_variant(
     loss_rel = grad_rel = norm_rel = 0.0
     for step in range(steps):
         tokens, labels, mask = batch(step, cfg, seq, dtype)
-        ref_loss = lm_loss(ref(tokens), labels, mask)
-        loss = lm_loss(model(tokens), labels, mask)
+        with amp():
+            ref_loss = lm_loss(ref(tokens), labels, mask)
+            loss = lm_loss(model(tokens), labels, mask)
         assert loss.dtype == ref_loss.dtype == dtype
         ref_loss.backward()
         loss.backward()
@@ -269,13 +279,96 @@ def activation_checks(tp_mesh, tp: int) -> dict[str, float]:
     return {"tp_over_one": with_tp / one, "sp_over_one": with_sp / one}
 
 
+def traced_collectives(fn) -> list[tuple[str, int, str]]:
+    """(op, elements, dtype) of every functional collective `fn` issues on this rank, and
+    ("allreduce", -1, "") for each `torch.distributed.all_reduce` (the profiler's record)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text())["traceEvents"]
+    calls = []
+    for ev in events:
+        name, args = ev.get("name", ""), ev.get("args", {})
+        if name.startswith("_c10d_functional::") and "wait_tensor" not in name:
+            dims, types = args["Input Dims"], args["Input type"]
+            calls.append((name.split("::")[1], math.prod(dims[0]), types[0]))
+        elif name == "c10d::allreduce_":
+            calls.append(("allreduce", -1, ""))
+    return calls
+
+
+def collective_checks(tp_mesh, tp: int) -> dict[str, float]:
+    """Under bf16 autocast (fp32 weights) what crosses the TP boundaries is bf16.
+
+    One forward + backward of the LLaMA shape, with and without SP: every collective of
+    activation size (the [B, S, H] hidden states or their sequence shard) carries bf16, but
+    the embedding's sum in fp32 (exact: one rank holds each row; under SP also its gradient's
+    all-gather). Without SP no gradient
+    is left partial; with SP the norm weights' are, and `sum_partial_grads` sums them all in
+    one all-reduce, to what DTensor's own redistribute gives.
+    """
+    cfg = VARIANTS["llama-gqa"]
+    tokens, labels, mask = batch(0, cfg, 16)
+    sizes = {tokens.numel() * cfg.hidden_size, tokens.numel() * cfg.hidden_size // tp}
+    out: dict[str, float] = {}
+    for sp in (False, True):
+        key = "sp" if sp else "tp"
+        model = build_model(cfg, seed=7, device=DEVICE)
+        apply_tensor_parallel(model, tp_mesh, sequence_parallel=sp)
+
+        def step(model=model) -> None:
+            with torch.autocast(DEVICE.type, torch.bfloat16):
+                loss = lm_loss(model(tokens), labels, mask)
+            loss.backward()
+
+        calls = [c for c in traced_collectives(step) if c[1] in sizes]
+        dtypes = [c[2] for c in calls]
+        # per layer: attention and MLP out (forward), their inputs' gradients (backward); the
+        # LM head's input gradient; under SP each boundary also has its inverse (all-gather
+        # forward, reduce-scatter backward, and back), the embedding's too
+        per = 2 if sp else 1
+        expect = (4 * cfg.num_layers + 1) * per
+        assert dtypes.count("c10::BFloat16") == expect and dtypes.count("float") == per, (
+            key,
+            calls,
+        )
+        out[f"bf16_collectives_{key}"] = float(dtypes.count("c10::BFloat16"))
+        out[f"fp32_collectives_{key}"] = float(dtypes.count("float"))
+        partial = [
+            n for n, p in model.named_parameters()
+            if any(pl.is_partial() for pl in p.grad.placements)
+        ]  # fmt: skip
+        if not sp:
+            assert not partial, partial
+            continue
+        assert len(partial) == 2 * cfg.num_layers + 1, partial  # the norm weights
+        params = list(model.parameters())
+        want = {
+            id(p): p.grad.redistribute(placements=[Replicate()]).to_local().clone()
+            for p in params
+            if p.grad.placements[0].is_partial()
+        }
+        calls = traced_collectives(lambda params=params: sum_partial_grads(params))
+        assert calls == [("allreduce", -1, "")], calls
+        for p in params:
+            assert not p.grad.placements[0].is_partial()
+            if id(p) in want:
+                assert torch.allclose(p.grad.to_local(), want[id(p)], rtol=1e-6, atol=0)
+        out["partial_grad_allreduces_sp"] = float(len(calls))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
         "--runs",
         required=True,
-        help="comma list of VARIANT[+sp][+fused][+fp64][+sgd][+compile]:STEPS, dropout, "
-        "activations",
+        help="comma list of VARIANT[+sp][+fused][+fp64][+bf16][+sgd][+compile]:STEPS, dropout, "
+        "activations, collectives",
     )
     ap.add_argument("--out", help="write the results as JSON here (rank 0)")
     ap.add_argument("--trace", action="store_true", help="print every step's differences")
@@ -301,21 +394,22 @@ def main() -> None:
     mesh = init_device_mesh(DEVICE.type, (world,), mesh_dim_names=("tp",))
     results = {}
     for run in args.runs.split(","):
-        if run in ("dropout", "activations"):
-            check = dropout_checks if run == "dropout" else activation_checks
-            results[run] = check(mesh, world)
+        checks = {"dropout": dropout_checks, "activations": activation_checks,
+                  "collectives": collective_checks}  # fmt: skip
+        if run in checks:
+            results[run] = checks[run](mesh, world)
             continue
         key, steps = run.split(":")
         name, *mods = key.split("+")
         # +fused: the fused ops' PyTorch references on CPU, as CUDA runs the kernels
-        unknown = set(mods) - {"sp", "fused", "fp64", "sgd", "compile"}
+        unknown = set(mods) - {"sp", "fused", "fp64", "bf16", "sgd", "compile"}
         assert not unknown, f"{run}: unknown modifiers {sorted(unknown)}"
         dtype = torch.float64 if "fp64" in mods else torch.float32
         opt_kind = "sgd" if "sgd" in mods else "adamw"
         with force_fusion_on_cpu("fused" in mods):
             results[key] = run_variant(
                 name, "sp" in mods, int(steps), mesh, world, dtype, opt_kind, key,
-                args.compile_backend if "compile" in mods else None,
+                args.compile_backend if "compile" in mods else None, "bf16" in mods,
             )  # fmt: skip
     if rank == 0:
         for key, diffs in results.items():

@@ -67,6 +67,48 @@ def _local_square_sums(grads: Iterable[torch.Tensor]) -> torch.Tensor | None:
     return total
 
 
+@torch.no_grad()
+def sum_partial_grads(params: Iterable[torch.Tensor]) -> None:
+    """Finish the sums DTensor left pending in gradients (Partial placements), in place.
+
+    Under sequence parallelism the norm weights act on sequence shards, so their gradients
+    leave the backward as per-rank partial sums. Left so, every reader sums them again: the
+    gradient norm, and each optimizer op that reads a gradient (one small all-reduce per norm
+    weight per op, every step). Here they are summed once, one all-reduce per (mesh, partial
+    dims, dtype) over the pieces packed into one buffer, as Megatron sums its
+    sequence-parallel norm gradients; `p.grad` becomes the summed DTensor.
+    """
+
+    def summed(placements) -> list:
+        return [Replicate() if pl.is_partial() else pl for pl in placements]
+
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for p in params:
+        g = p.grad
+        if not isinstance(g, DTensor):
+            continue
+        dims = tuple(i for i, pl in enumerate(g.placements) if pl.is_partial())
+        if not dims:
+            continue
+        if any(getattr(g.placements[i], "reduce_op", "sum") != "sum" for i in dims):
+            p.grad = g.redistribute(g.device_mesh, summed(g.placements))  # DTensor's own way
+            continue
+        groups.setdefault((id(g.device_mesh), dims, g.dtype, g.device), []).append(p)
+    for (_, dims, _, _), ps in groups.items():
+        grads = [p.grad for p in ps]
+        mesh = grads[0].device_mesh
+        pieces = [g.to_local() for g in grads]
+        flat = torch.cat([t.reshape(-1) for t in pieces])
+        for dim in dims:
+            dist.all_reduce(flat, group=mesh.get_group(dim))
+        sums = flat.split([t.numel() for t in pieces])
+        for p, g, piece, total in zip(ps, grads, pieces, sums, strict=True):
+            p.grad = DTensor.from_local(
+                total.view(piece.shape), mesh, summed(g.placements), run_check=False,
+                shape=g.shape, stride=g.stride(),
+            )  # fmt: skip
+
+
 def total_grad_norm(
     params: Iterable[torch.Tensor],
     *,

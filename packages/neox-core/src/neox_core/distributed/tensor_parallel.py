@@ -12,10 +12,13 @@ checkpoint's TP shard r (see `tp_layout`). The plan, per decoder layer:
     embed / lm_head (tied or not)      vocabulary-parallel; logits stay sharded on the vocab
                                        (a DTensor Shard(-1)) for distributed/loss.py
 
-DTensor's parallel styles do the work where they fit. Two places need more: the LM head is
-applied in `CausalLM.forward` as `F.linear(x, head_weight())` (no module call for a style to
-hook), so the final norm's output is made a replicated DTensor and DTensor's own linear keeps
-the vocab sharded; and grouped-query attention with more TP ranks than kv heads, where Megatron
+DTensor's parallel styles do the work where they fit. Three places need more. Each region's
+input (attention, MLP, LM head) is cast to autocast's dtype before it crosses the TP boundary
+(`_region_input`), so the boundary's collectives carry bf16 under neox-train's bf16 regime,
+not the fp32 residual stream. The LM head is applied in `CausalLM.forward` as
+`F.linear(x, head_weight())` (no module call for a style to hook), so the final norm's output
+is made a replicated DTensor and DTensor's own linear keeps the vocab sharded. And
+grouped-query attention with more TP ranks than kv heads, where Megatron
 replicates kv heads. Here the k/v rows stay cut contiguously (one copy of every parameter, so
 the gradient norm and the checkpoint are as at TP 1) and each rank all-gathers the k/v rows of
 the weight in its forward (reduce-scatter in backward) to get its whole kv head.
@@ -34,7 +37,6 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_module, distribute_tensor
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
-    PrepareModuleInput,
     RowwiseParallel,
     SequenceParallel,
     parallelize_module,
@@ -188,12 +190,56 @@ def _permute_fused_rows(model: CausalLM, tp: int) -> None:
                 p.copy_(canonical_to_tp_global(p.detach().clone(), tp_dim, tp, blocks))
 
 
-def _replicated_head_input(sequence_parallel: bool):
-    """final_norm output -> replicated DTensor, so F.linear with the Shard(0) head gives Shard(-1)."""
+def _autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast would cast `t` to in a matmul, or None when it leaves it as it is."""
+    device = t.device.type
+    if not t.is_floating_point() or not torch.is_autocast_enabled(device):
+        return None
+    dtype = torch.get_autocast_dtype(device)
+    return dtype if t.dtype.itemsize > dtype.itemsize else None
+
+
+def _region_input(x: torch.Tensor, mesh: DeviceMesh, layout) -> DTensor:
+    """The input of a column-parallel region (attention, MLP, LM head): replicated over the TP
+    group, in the dtype its matmuls take, with its gradient summed over the group right here.
+
+    Under autocast the fp32 residual stream would otherwise cross the TP boundary in fp32:
+    sequence parallelism all-gathered it and reduce-scattered its gradient in fp32, and
+    without SP DTensor carried the partial gradient through the norm's backward and summed it
+    in fp32 afterwards, leaving the norm weights' gradients partial (one more all-reduce per
+    norm weight in the gradient norm and in every optimizer op). Casting first, as autocast
+    would at the matmul (the same values forward), and leaving DTensor at `from_local`,
+    whose backward sums the partial gradient in the compute dtype (bf16, as Megatron's), halves
+    those bytes and hands the norms a summed gradient.
+    """
+    placements = x.placements if isinstance(x, DTensor) else (layout,)
+    local = x.to_local() if isinstance(x, DTensor) else x
+    dtype = _autocast_dtype(local)
+    if dtype is not None:
+        local = local.to(dtype)
+    x = DTensor.from_local(local, mesh, placements, run_check=False)
+    return x.redistribute(placements=[Replicate()])  # SP: all-gather, backward reduce-scatter
+
+
+class _RegionInput(ParallelStyle):
+    """`_region_input` on a module's first input (the attention and MLP blocks)."""
+
+    def __init__(self, layout) -> None:
+        self.layout = layout
+
+    def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
+        def hook(mod: nn.Module, args: tuple) -> tuple:
+            return (_region_input(args[0], device_mesh, self.layout), *args[1:])
+
+        module.register_forward_pre_hook(hook)
+        return module
+
+
+def _head_input(mesh: DeviceMesh, layout):
+    """final_norm output -> `_region_input`, so F.linear with the Shard(0) head gives Shard(-1)."""
 
     def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> DTensor:
-        assert isinstance(out, DTensor)
-        return out.redistribute(placements=[Replicate()]) if sequence_parallel else out
+        return _region_input(out, mesh, layout)
 
     return hook
 
@@ -290,7 +336,7 @@ def apply_tensor_parallel(model: CausalLM, tp_mesh: DeviceMesh, *, sequence_para
         },
     )
     model.embed.register_forward_hook(_waited)
-    model.final_norm.register_forward_hook(_replicated_head_input(sp))
+    model.final_norm.register_forward_hook(_head_input(tp_mesh, region_out))
     if sp:
         model.register_forward_pre_hook(_check_sequence_length(tp))
     if model.lm_head is not None:  # applied by F.linear in CausalLM.forward, not called
@@ -304,13 +350,10 @@ def apply_tensor_parallel(model: CausalLM, tp_mesh: DeviceMesh, *, sequence_para
             "attention.out": RowwiseParallel(output_layouts=region_out),
             "mlp.fc_in": ColwiseParallel(),
             "mlp.fc_out": RowwiseParallel(output_layouts=region_out),
+            # replicated (under SP: the sequence gathered once per region) in the compute dtype
+            "attention": _RegionInput(region_out),
+            "mlp": _RegionInput(region_out),
         }
-        if sp:  # gather the sequence once per region, reduce-scatter its gradient
-            gather = PrepareModuleInput(
-                input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)
-            )
-            plan["attention"] = gather
-            plan["mlp"] = gather
         if tp <= kv_heads:
             plan["attention.qkv"] = ColwiseParallel()
         parallelize_module(layer, tp_mesh, plan)

@@ -24,7 +24,12 @@ import torch
 import torch.distributed as dist
 
 from neox_core.distributed.attention_backend import sdpa_context
-from neox_core.distributed.grad_norm import clip_divisor, clip_grad_norm, total_grad_norm
+from neox_core.distributed.grad_norm import (
+    clip_divisor,
+    clip_grad_norm,
+    sum_partial_grads,
+    total_grad_norm,
+)
 from neox_core.models.fused_ops import lm_loss
 from neox_core.training.batch import make_batch
 from neox_core.training.param_stats import parameter_stats
@@ -193,6 +198,8 @@ def train_step(
             (loss * (scale / gas)).backward()
         losses.append(loss.detach())
         metrics.append(micro_metrics)
+    # sequence-parallel norm weights: their gradients' sums, once, before anything reads them
+    sum_partial_grads(p for g in optimizer.param_groups for p in g["params"])
     if can_defer(optimizer, scaler, s):
         return _deferred_update(optimizer, schedule, torch.stack(losses).mean(), s)
     loss_value = torch.stack(losses).mean().item()
