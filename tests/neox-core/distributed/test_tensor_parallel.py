@@ -114,7 +114,14 @@ def test_tp4_matches_one_process(torchrun, workers: Path, tmp_path: Path) -> Non
 @pytest.mark.gpu
 def test_tp_code_on_one_gpu_under_nccl(torchrun, workers: Path, tmp_path: Path) -> None:
     """The DTensor TP/SP paths and the vocabulary-parallel loss on a 1-rank NCCL mesh."""
-    runs = ["neox-parallel-untied+sp:3", "llama-gqa:3", "llama-mqa-bias-tied+sp:3"]
+    runs = [
+        "neox-parallel-untied+sp:3",
+        "llama-gqa:3",
+        "llama-mqa-bias-tied+sp:3",
+        # bf16 autocast: the regions' inputs cast before the boundary, the fused kernels' loss
+        "llama-gqa+bf16:3",
+        "llama-mqa-bias-tied+sp+fused+bf16:3",
+    ]
     _parity(torchrun, workers, tmp_path, 1, runs, device="cuda")
 
 
