@@ -90,6 +90,8 @@ def test_tp2_matches_one_process(torchrun, workers: Path, tmp_path: Path) -> Non
             "llama-gqa+bf16:10",
             "neox-parallel-untied+sp+bf16:10",
             "llama-mqa-bias-tied+sp+fused+bf16:3",
+            # compiled TP layers with the fused rotary on a copy of the local QKV shard
+            "llama-gqa+fused+bf16+compile:2",
             "dropout",  # own masks per rank on shards, checkpointing replays them
             "activations",  # saved for backward per rank: SP < TP < one process
         ],

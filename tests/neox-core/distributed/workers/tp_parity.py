@@ -133,6 +133,7 @@ def run_variant(
     label: str = "",
     compile_backend: str | None = None,
     bf16: bool = False,
+    fused: bool = False,
 ) -> dict[str, float]:
     cfg = VARIANTS[name]
     amp = (lambda: torch.autocast(DEVICE.type, torch.bfloat16)) if bf16 else contextlib.nullcontext
@@ -149,7 +150,11 @@ def run_variant(
     tokens, labels, mask = batch(0, cfg, seq, dtype)
     with amp():
         ref_logits = ref(tokens)
-        logits = model(tokens)
+        calls = op_calls(lambda: model(tokens))
+        logits = calls.pop("result")
+    if fused:  # the TP regions' rotary takes its fused op (on a copy of to_local's view);
+        # a first compiled call also counts the op's calls while tracing
+        assert calls.get("neox::rotary_", 0) >= cfg.num_layers, dict(calls)
     assert isinstance(logits, DTensor), type(logits)
     assert logits.dtype == ref_logits.dtype == out_dtype, (logits.dtype, ref_logits.dtype)
     out = {"logits": rel(logits.full_tensor(), ref_logits)}
@@ -277,6 +282,20 @@ def activation_checks(tp_mesh, tp: int) -> dict[str, float]:
     with_sp = saved_activation_bytes(sp, tokens)
     assert with_sp < with_tp < one, (one, with_tp, with_sp)
     return {"tp_over_one": with_tp / one, "sp_over_one": with_sp / one}
+
+
+def op_calls(fn) -> dict:
+    """How often each neox:: op ran in `fn()` (CPU profiler), and fn's result under "result"."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        result = fn()
+    calls: dict = {}
+    for e in prof.events():
+        if e.name.startswith("neox::"):
+            calls[e.name] = calls.get(e.name, 0) + 1
+    calls["result"] = result
+    return calls
 
 
 def traced_collectives(fn) -> list[tuple[str, int, str]]:
@@ -410,6 +429,7 @@ def main() -> None:
             results[key] = run_variant(
                 name, "sp" in mods, int(steps), mesh, world, dtype, opt_kind, key,
                 args.compile_backend if "compile" in mods else None, "bf16" in mods,
+                "fused" in mods,
             )  # fmt: skip
     if rank == 0:
         for key, diffs in results.items():

@@ -50,10 +50,6 @@ def parallelize(
         from neox_core.distributed.tensor_parallel import apply_tensor_parallel
 
         apply_tensor_parallel(model, mesh["tp"], sequence_parallel=p.sequence_parallel)  # type: ignore[arg-type]
-        # the fused kernels take plain tensors, not DTensors: TP runs the PyTorch code
-        for module in model.modules():
-            if hasattr(module, "fused"):
-                module.fused = False
     if cfg.precision.fp8_linear:
         from neox_core.distributed.float8 import apply_float8_training
 

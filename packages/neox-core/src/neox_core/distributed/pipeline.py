@@ -291,9 +291,6 @@ def build_pipeline(
         from neox_core.distributed.tensor_parallel import apply_tensor_parallel
 
         apply_tensor_parallel(model, mesh["tp"], sequence_parallel=False)  # type: ignore[arg-type]
-        for module in model.modules():
-            if hasattr(module, "fused"):
-                module.fused = False
     splits = stage_splits(cfg)
     pp_rank, pp_size = mesh.get_local_rank("pp"), mesh["pp"].size()
     mine = [s for s in splits if s.rank == pp_rank]

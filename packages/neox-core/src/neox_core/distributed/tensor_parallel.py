@@ -364,6 +364,10 @@ def apply_tensor_parallel(model: CausalLM, tp_mesh: DeviceMesh, *, sequence_para
             )
         attn.num_heads = heads // tp
         attn.num_kv_heads = max(kv_heads // tp, 1)
+        # the projection's local output is `to_local`'s view, which autograd guards against
+        # in-place writes: the fused rotary rotates a copy (the norms, fed DTensors, take the
+        # plain code by themselves; the activation and the loss have their fused ops)
+        attn.rotary_on_copy = True
         if cfg.attention_dropout > 0:  # dropout on this rank's heads
             rng.attach(attn)
         if sp and cfg.hidden_dropout > 0:  # dropout on this rank's sequence shard

@@ -72,10 +72,11 @@ def use_fused(
 ) -> bool:
     """Whether a module whose fusion switch is `enabled` takes the fused op of `kind` for x.
 
-    DTensors (the sequence-parallel regions of tensor parallelism, where the norms see sequence
-    shards and replicated weights) take the plain PyTorch code: the fused ops have no DTensor
+    DTensors (the norms under tensor parallelism, which see replicated or sequence-sharded
+    inputs and replicated weights) take the plain PyTorch code: the fused ops have no DTensor
     sharding rules, and a norm's weight gradient must be summed over the sequence shards, which
-    DTensor's own ops do.
+    DTensor's own ops do. Inside the TP regions the rotary and the activation see each rank's
+    plain local tensors and take their fused ops.
     """
     kinds = _FUSED_KINDS_COMPILED if torch.compiler.is_compiling() else _FUSED_KINDS
     if not enabled or kind not in kinds:
@@ -120,9 +121,9 @@ def owns(x: torch.Tensor) -> bool:
     Inside a compiled region the question is not asked: `Tensor._is_view` breaks the graph
     (one break per decoder layer split each layer's graph in two), and functionalization
     makes in-place writes safe there. The guarded views a layer sees in practice are handled
-    before: tensor parallelism's local shard by `use_fused`'s DTensor check of the weight, and
-    the output of fp8's Float8Linear (made inside an autograd Function) by
-    distributed/float8.py, which has those attentions rotate a copy (`Attention.rotary_on_copy`).
+    before, by having those attentions rotate a copy (`Attention.rotary_on_copy`): tensor
+    parallelism's local shard (`to_local`'s view; distributed/tensor_parallel.py) and the output
+    of fp8's Float8Linear, made inside an autograd Function (distributed/float8.py).
     """
     return torch.compiler.is_compiling() or not x._is_view()
 

@@ -195,7 +195,7 @@ class Attention(nn.Module):
         mixed = self.qkv(x)
         # rotate q and k in place in the fused QKV output, or in a copy of a view that autograd
         # guards (`rotary_on_copy`; `owns` cannot tell inside a compiled region)
-        if use_fused(self.fused, mixed, self.qkv.weight, kind="rotary"):
+        if use_fused(self.fused, mixed, kind="rotary"):
             if self.rotary_on_copy or not fused_ops.owns(mixed):
                 mixed = mixed.clone()
             h, kv, r = self.num_heads, self.num_kv_heads, self.rotary
