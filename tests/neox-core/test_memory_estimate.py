@@ -117,6 +117,13 @@ def test_sharding_divides_what_it_should() -> None:
     assert z3.gathered_parameters > 0 and z0.gathered_parameters == 0
     z1 = estimate_memory(_neox_config(cfg, zero=1), _Dims(dp=4, tp=2))
     assert z1.parameters + z1.gathered_parameters == z0.parameters  # gathered in fwd/bwd
+    assert z1.gradients == z1.parameters  # sharded, with one micro batch per step
+    # with gradient accumulation ZeRO 1 sums the gradients unsharded until the last micro
+    # batch (training/step.py's no_sync); ZeRO 2 keeps reducing them every micro batch
+    z1_gas = estimate_memory(_neox_config(cfg, zero=1, gas=4), _Dims(dp=4, tp=2))
+    z2_gas = estimate_memory(_neox_config(cfg, zero=2, gas=4), _Dims(dp=4, tp=2))
+    assert z1_gas.gradients == z0.gradients and z2_gas.gradients == z1.gradients
+    assert "full size" in format_memory_estimate(_neox_config(cfg, zero=1, gas=4), _Dims(4, 2))
     for zero in (1, 3):  # bf16 gathers: the layers' part at 2 bytes, the root's at 4
         fp32 = estimate_memory(_neox_config(cfg, zero=zero), _Dims(dp=4, tp=2))
         bf16 = estimate_memory(_neox_config(cfg, zero=zero, gather="bf16"), _Dims(dp=4, tp=2))
@@ -143,7 +150,9 @@ class _Dims:
     pp: int = 1
 
 
-def _neox_config(model: ModelConfig, *, zero: int, sp: bool = False, gather: str = "fp32"):
+def _neox_config(
+    model: ModelConfig, *, zero: int, sp: bool = False, gather: str = "fp32", gas: int = 1
+):
     from neox_core.config.schema import NeoxConfig
 
     cfg = NeoxConfig(model=model)
@@ -151,5 +160,6 @@ def _neox_config(model: ModelConfig, *, zero: int, sp: bool = False, gather: str
     cfg.parallel.zero_gather_dtype = gather
     cfg.parallel.sequence_parallel = sp
     cfg.training.micro_batch_size = 2
+    cfg.training.gradient_accumulation_steps = gas
     cfg.data.seq_length = 32
     return cfg

@@ -39,6 +39,12 @@ def test_zero_stages_at_dp2_match_one_process(torchrun, workers) -> None:
     assert z0["bytes"] == z0["one_process_bytes"]  # DDP: everything replicated
     for stage in (1, 2, 3):  # FSDP2 shards params, grads and optimizer state at stages 1-3
         _check_sharded_bytes(report[f"tp1_dp2_zero{stage}"], 2)
+    # one step of 2 micro batches, 3 FSDP units (2 decoder layers and the root): ZeRO 1 gathers
+    # and reduces once per unit and step (at the accumulation boundary, as DeepSpeed's stage 1),
+    # ZeRO 2 once per unit and micro batch (its gradients stay sharded)
+    z1, z2 = report["tp1_dp2_zero1"], report["tp1_dp2_zero2"]
+    assert (z1["reduce_scatters"], z1["all_gathers"]) == (3, 3), z1
+    assert (z2["reduce_scatters"], z2["all_gathers"]) == (6, 6), z2
 
 
 @pytest.mark.slow

@@ -10,6 +10,9 @@ What `neox-train --dry-run` prints so a user can pick TP / ZeRO / micro batch si
   ceil(rows / DP) rows (FSDP2 pads every chunk to that size). Parameters are fp32 under every
   precision (bf16/fp16 run under autocast: the fp32 parameters are the master weights), so
   gradients are fp32 and AdamW keeps `exp_avg` + `exp_avg_sq` in fp32, 8 bytes per element.
+  ZeRO 1 with more than one micro batch per step sums the gradients unsharded until the last
+  micro batch (it reduces at the accumulation boundary, as DeepSpeed's stage 1): its
+  gradients are counted at full TP-local size.
 - parameters gathered for compute (transient): ZeRO 1/2 keep every layer's parameters gathered
   from its forward to its backward (the whole TP-local model at the forward/backward turn);
   ZeRO 3 holds about two layers at a time (the current one and the prefetched next). 4 bytes
@@ -139,6 +142,14 @@ def activation_bytes_per_token(
     return per_layer, checkpointed, head
 
 
+def _summed(cfg: Any, dims: Any) -> bool:
+    """Whether ZeRO 1 keeps full-size gradients here (see the module docstring)."""
+    p = cfg.parallel
+    offloaded = bool(p.offload_param or p.offload_optimizer)
+    gas = cfg.training.gradient_accumulation_steps or 1
+    return p.zero_stage == 1 and dims.dp > 1 and gas > 1 and not offloaded
+
+
 def estimate_memory(cfg: Any, dims: Any) -> MemoryEstimate:
     """The per-rank estimate for `cfg` (a NeoxConfig) at `dims` (ParallelDims)."""
     p, m = cfg.parallel, cfg.model
@@ -163,16 +174,17 @@ def estimate_memory(cfg: Any, dims: Any) -> MemoryEstimate:
     )
     full = tokens * (m.num_layers * per_layer + head)
     recomputed = tokens * (m.num_layers * ckpt_layer + per_layer + head)
+    offloaded = bool(p.offload_param or p.offload_optimizer) and zero >= 1
     return MemoryEstimate(
         param_elements=local,
         total_param_elements=total,
         parameters=4 * local,
-        gradients=4 * local,
+        gradients=4 * (unsharded if _summed(cfg, dims) else local),
         optimizer=8 * local,
         gathered_parameters=gathered,
         activations=full,
         activations_checkpointed=recomputed,
-        offloaded=bool(p.offload_param or p.offload_optimizer) and zero >= 1,
+        offloaded=offloaded,
         checkpoint_activations=bool(m.checkpoint_activations),
     )
 
@@ -193,7 +205,8 @@ def format_memory_estimate(cfg: Any, dims: Any) -> str:
         f"{cfg.precision.dtype}, fp32 parameters and AdamW state):",
         f"  parameters        {_gib(est.parameters)}  "
         f"({est.param_elements:,} of {est.total_param_elements:,} elements){where}",
-        f"  gradients         {_gib(est.gradients)}{where}",
+        f"  gradients         {_gib(est.gradients)}{where}"
+        + ("  (full size: ZeRO 1 sums them over the micro batches)" if _summed(cfg, dims) else ""),
         f"  optimizer state   {_gib(est.optimizer)}  (exp_avg + exp_avg_sq){where}",
     ]
     if est.gathered_parameters:

@@ -81,7 +81,12 @@ def train(model, trained, steps: int, micro_of_step, gas: int, world: int):
                 trained, opt, sched, None, iter(micro_of_step(step)), settings, step + 1
             )
         if step == 0:
-            memory["fused_loss_calls"] = sum(e.name in FUSED_LOSS_OPS for e in watch.events())
+            events = [e.name for e in watch.events()]
+            memory["fused_loss_calls"] = sum(name in FUSED_LOSS_OPS for name in events)
+            # FSDP2's collectives in one step (gloo's op names): one per FSDP unit and micro
+            # batch, or per unit and step where ZeRO 1 reduces at the accumulation boundary
+            memory["reduce_scatters"] = events.count("c10d::_reduce_scatter_base_")
+            memory["all_gathers"] = events.count("c10d::_allgather_base_")
         loss = torch.tensor([result.loss], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(loss)
@@ -169,9 +174,13 @@ def run(args: argparse.Namespace, rank: int, world: int) -> None:
         report[f"tp{tp}_dp{dp_size}_zero{stage}"] = {
             "max_rel_diff": worst,
             "fused_loss_calls": mem.pop("fused_loss_calls"),
+            "reduce_scatters": mem.pop("reduce_scatters"),
+            "all_gathers": mem.pop("all_gathers"),
             "one_process_fused_loss_calls": ref_mem.get("fused_loss_calls"),
             "bytes": mem,
-            "one_process_bytes": {k: v for k, v in ref_mem.items() if k != "fused_loss_calls"},
+            "one_process_bytes": {
+                k: v for k, v in ref_mem.items() if k in ("params", "optimizer", "grads")
+            },
         }
     report_and_finish(rank, report)
     if failures:

@@ -5,16 +5,23 @@
     stage 1   FSDP2 `fully_shard` per decoder layer and the root, reshard_after_forward=False:
     stage 2     optimizer state, gradients and (between steps) parameters are sharded; each
               layer's parameters stay gathered from its forward to its backward (ZeRO-2's
-              traffic: one all-gather and one reduce-scatter per layer and step)
+              traffic: one all-gather and one reduce-scatter per layer and micro batch)
+    stage 1,  with gradient accumulation: the micro batches before the last keep their
+     more       gradients unsharded (summed in fp32) and their parameters gathered (`no_sync`),
+     than one   so a step all-gathers and reduce-scatters each layer once, as DeepSpeed's
+     micro      stage 1 reduces only at the accumulation boundary; it holds full-size fp32
+     batch      gradients for that, as DeepSpeed's stage 1 does. Stage 2 keeps reducing every
+                micro batch (sharded gradients, ZeRO-2's memory)
     stage 3   the same with reshard_after_forward=True: parameters are freed after each
               layer's forward and gathered again for its backward (ZeRO-3)
     offload   FSDP2's CPUOffloadPolicy: sharded parameters, gradients and the optimizer step
               live on the CPU (FSDP2 has no optimizer-only offload, so `offload_optimizer`
               offloads the parameter shards too)
 
-FSDP2 always reduce-scatters gradients, so stages 1 and 2 run the same way here and both save
-what DeepSpeed's stage 2 saves (more than DeepSpeed's stage 1, never less). The numbers are
-those of one process with the whole batch, up to float summation order.
+FSDP2 always reduce-scatters gradients, so with one micro batch per step stages 1 and 2 run the
+same way here and both save what DeepSpeed's stage 2 saves (more than DeepSpeed's stage 1,
+never less). The numbers are those of one process with the whole batch, up to float summation
+order.
 """
 
 from __future__ import annotations
@@ -80,6 +87,30 @@ class ReplicatedGradSync(nn.Module):
         self._callback_queued = False
 
 
+class _Zero1NoSync:
+    """`no_sync()` for a ZeRO 1 model (FSDP2): training/step.py enters it for every micro
+    batch of a step but the last, as it does DDP's.
+
+    Inside, FSDP2 neither reduce-scatters the gradients (it sums them unsharded, in the
+    reduce dtype, fp32) nor reshards the parameters after the backward, so the next micro
+    batch needs no all-gather; the last micro batch runs outside it and reduce-scatters the
+    sum once, then reshards.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        self.module.set_requires_gradient_sync(False)  # type: ignore[operator]
+        self.module.set_reshard_after_backward(False)  # type: ignore[operator]
+        try:
+            yield
+        finally:
+            self.module.set_requires_gradient_sync(True)  # type: ignore[operator]
+            self.module.set_reshard_after_backward(True)  # type: ignore[operator]
+
+
 def _fsdp_kwargs(mesh: DeviceMesh, p: ParallelConfig, device: torch.device) -> dict:
     from torch.distributed.fsdp import CPUOffloadPolicy
 
@@ -138,4 +169,6 @@ def apply_data_parallel(
         fully_shard(layer, reshard_after_forward=reshard and i < len(layers) - 1, **layer_kw)
     # the root holds the embedding, final norm and head (the tied head is the embedding)
     fully_shard(model, reshard_after_forward=False, **kw)
+    if p.zero_stage == 1 and "offload_policy" not in kw:  # reduce at the accumulation boundary
+        model.no_sync = _Zero1NoSync(model)  # type: ignore[assignment]
     return model
