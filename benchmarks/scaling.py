@@ -21,6 +21,8 @@ Cases (GPT-NeoX YAML configs through neox-core's loader, bf16, fp32 master weigh
   pp2-7B/pp4-7B PP 2 / PP 4, 8 micro batches per step (1F1B)                      } add the bubble
   dp-1B-fp32gather, zero3-7B-fp32gather: dp-1B and zero3-7B with `zero_gather_dtype: fp32`
                 (fp32 all-gathers; the default gathers the layers' parameters in bf16)
+  dp-1B-gas4, dp-1B-gas4-zero2: dp-1B with 4 micro batches per step, ZeRO 1 (one all-gather
+                and reduce-scatter per layer and step) against ZeRO 2 (per micro batch)
 The PP rows give the measured bubble (1 - compute / schedule wall time, as neox-train's
 "pipeline" log line, mean over ranks) beside (p - 1) / (m + p - 1). Every row gives peak memory
 per GPU (max over ranks of torch.cuda.max_memory_allocated) beside `neox-train --dry-run`'s
@@ -101,6 +103,8 @@ CASES = {
     "pp2-7B": Case(LLAMA_7B, 2048, 1, pp=2, accumulation=8),
     "pp4-7B": Case(LLAMA_7B, 2048, 1, pp=4, accumulation=8),
     "dp-1B-fp32gather": Case(PYTHIA_1B, 2048, 8, zero=1, sweep=True, gather="fp32"),
+    "dp-1B-gas4": Case(PYTHIA_1B, 2048, 8, zero=1, accumulation=4, sweep=True),
+    "dp-1B-gas4-zero2": Case(PYTHIA_1B, 2048, 8, zero=2, accumulation=4, sweep=True),
     "zero3-7B-fp32gather": Case(LLAMA_7B, 2048, 2, zero=3, gather="fp32"),
 }
 SMOKE_CASES = "dp-1B,tp2-7B"
@@ -190,7 +194,8 @@ def load_case_config(name: str, args: argparse.Namespace) -> Any:
     if case.gather != "auto":
         overrides["zero_gather_dtype"] = case.gather
     if case.accumulation != 1:  # Pythia's YAML sets `gas: 1`; a second spelling is an error
-        overrides["gradient_accumulation_steps"] = case.accumulation
+        key = "gas" if case.config == PYTHIA_1B else "gradient_accumulation_steps"
+        overrides[key] = case.accumulation
     if args.smoke:
         overrides.update(SMOKE_SHAPE)
     cfg = load_config([case.config], overrides)
