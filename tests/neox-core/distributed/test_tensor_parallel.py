@@ -9,7 +9,7 @@ fp32 runs agree within TOL (round-off of different summation orders); `+fp64` ru
 batches and optimizer in float64 and must agree within TOL_FP64, which only an exact sharding
 can: an error in the split (a wrong shard, a missing reduction) would show at fp32 size there.
 `+bf16` runs (bf16 autocast on both sides, as neox-train's bf16 regime) agree within TOL_BF16:
-bf16 matmuls round partial sums, 1e-2 at most in the first step's gradients (a missing
+bf16 matmuls round partial sums, about 1e-2 in the first step's gradients (a missing
 reduction is off by tens of percent).
 """
 

@@ -8,7 +8,9 @@ weights. Rank 0 writes the largest relative differences as JSON to `--out`.
 
 A run is `VARIANT[+sp][+fused][+fp64][+bf16][+sgd][+compile]:STEPS`. `+compile` compiles each
 TP layer as neox-train's `compile: true` does (`--compile-backend`, default aot_eager). `+bf16`
-runs both forwards under bf16 autocast (fp32 weights, neox-train's bf16 regime). `+fp64` puts the model, the batches' loss
+runs both forwards under bf16 autocast (fp32 weights, neox-train's bf16 regime). `+fused`
+routes CPU tensors through the fused ops' references and checks that each layer's rotary took
+its fused op. `+fp64` puts the model, the batches' loss
 masks and the optimizer state in float64: the sharded computation then matches one process to
 ~1e-15 per operation, so a difference left in fp32 is round-off, not a sharding error. `+sgd`
 trains with plain SGD instead of AdamW, whose g/sqrt(v) update turns round-off in near-zero
@@ -326,9 +328,9 @@ def collective_checks(tp_mesh, tp: int) -> dict[str, float]:
     One forward + backward of the LLaMA shape, with and without SP: every collective of
     activation size (the [B, S, H] hidden states or their sequence shard) carries bf16, but
     the embedding's sum in fp32 (exact: one rank holds each row; under SP also its gradient's
-    all-gather). Without SP no gradient
-    is left partial; with SP the norm weights' are, and `sum_partial_grads` sums them all in
-    one all-reduce, to what DTensor's own redistribute gives.
+    all-gather). Without SP no gradient is left partial; with SP the norm weights' are, and
+    `sum_partial_grads` sums them all in one all-reduce, to what DTensor's own redistribute
+    gives.
     """
     cfg = VARIANTS["llama-gqa"]
     tokens, labels, mask = batch(0, cfg, 16)
