@@ -26,6 +26,7 @@ machine (CPU, gloo, 2 processes; prints fp32 and fp64 side by side, AdamW and SG
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import copy
 import json
@@ -152,11 +153,10 @@ def run_variant(
     tokens, labels, mask = batch(0, cfg, seq, dtype)
     with amp():
         ref_logits = ref(tokens)
-        calls = op_calls(lambda: model(tokens))
-        logits = calls.pop("result")
+        logits, calls = op_calls(lambda: model(tokens))
     if fused:  # the TP regions' rotary takes its fused op (on a copy of to_local's view);
         # a first compiled call also counts the op's calls while tracing
-        assert calls.get("neox::rotary_", 0) >= cfg.num_layers, dict(calls)
+        assert calls["neox::rotary_"] >= cfg.num_layers, dict(calls)
     assert isinstance(logits, DTensor), type(logits)
     assert logits.dtype == ref_logits.dtype == out_dtype, (logits.dtype, ref_logits.dtype)
     out = {"logits": rel(logits.full_tensor(), ref_logits)}
@@ -286,18 +286,13 @@ def activation_checks(tp_mesh, tp: int) -> dict[str, float]:
     return {"tp_over_one": with_tp / one, "sp_over_one": with_sp / one}
 
 
-def op_calls(fn) -> dict:
-    """How often each neox:: op ran in `fn()` (CPU profiler), and fn's result under "result"."""
+def op_calls(fn) -> tuple[object, collections.Counter]:
+    """fn()'s result, and how often each neox:: op ran in it (CPU profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         result = fn()
-    calls: dict = {}
-    for e in prof.events():
-        if e.name.startswith("neox::"):
-            calls[e.name] = calls.get(e.name, 0) + 1
-    calls["result"] = result
-    return calls
+    return result, collections.Counter(e.name for e in prof.events() if e.name.startswith("neox::"))
 
 
 def traced_collectives(fn) -> list[tuple[str, int, str]]:
