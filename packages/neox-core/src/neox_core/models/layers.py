@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neox_core.models import fused_ops
+from neox_core.models import flash_attention4, fused_ops
 from neox_core.models.fused_ops import use_fused
 
 # `enable_gqa` (torch >= 2.5): grouped-query attention without repeating k and v per query
@@ -19,16 +19,15 @@ from neox_core.models.fused_ops import use_fused
 _SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
+def _half_on_gpu(q: torch.Tensor) -> bool:
+    return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+
+
 def _gqa_kernel_takes(q: torch.Tensor) -> bool:
     """Whether SDPA's cuDNN/flash kernels take `enable_gqa` for these (causal, unmasked)
     queries. Elsewhere (CPU, fp32, head dims above 256, masks) the memory-efficient kernel
     runs, which does not take it: SDPA would fall to its O(s^2)-memory math kernel."""
-    return (
-        _SDPA_GQA
-        and q.is_cuda
-        and q.dtype in (torch.float16, torch.bfloat16)
-        and q.shape[-1] <= 256
-    )
+    return _SDPA_GQA and _half_on_gpu(q) and q.shape[-1] <= 256
 
 
 class RMSNorm(nn.Module):
@@ -175,6 +174,9 @@ class Attention(nn.Module):
         # (fp8's Float8Linear makes it inside an autograd Function): the fused rotary then
         # rotates a copy, one read and write of qkv, instead of falling back to the plain code
         self.rotary_on_copy = False
+        # "sdpa" or "fa4" (FlashAttention-4's kernels for causal attention on CUDA), set from
+        # outside by distributed/attention_backend.py after timing both on this shape
+        self.kernel = "sdpa"
 
     def split_qkv(self, mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, S, qkv_out] -> q [B, H, S, d], k and v [B, KV, S, d]."""
@@ -205,6 +207,16 @@ class Attention(nn.Module):
             cos, sin = self.rotary(s, x.device)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         causal = self.sliding_window is None or self.sliding_window >= s - 1
+        dropout = self.dropout if self.training else 0.0
+        if self.kernel == "fa4" and causal and dropout == 0.0 and _half_on_gpu(q):
+            y = flash_attention4.causal_attention(q, k, v)  # takes GQA's kv heads as they are
+        else:
+            y = self._sdpa(q, k, v, causal, dropout)
+        return self.out(y.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim))
+
+    def _sdpa(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, dropout: float
+    ) -> torch.Tensor:
         gqa = {}
         if self.num_kv_heads != self.num_heads:
             if causal and _gqa_kernel_takes(q):
@@ -213,13 +225,11 @@ class Attention(nn.Module):
                 repeat = self.num_heads // self.num_kv_heads
                 k = k.repeat_interleave(repeat, dim=1)
                 v = v.repeat_interleave(repeat, dim=1)
-        dropout = self.dropout if self.training else 0.0
         if causal:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, **gqa)
-        else:
-            mask = causal_window_mask(s, s, self.sliding_window, x.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        return self.out(y.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim))
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, **gqa)
+        s = q.shape[2]
+        mask = causal_window_mask(s, s, self.sliding_window, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
 
 class MLP(nn.Module):

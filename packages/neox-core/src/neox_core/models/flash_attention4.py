@@ -1,0 +1,105 @@
+"""FlashAttention-4's causal attention as PyTorch custom ops, for Hopper and newer GPUs.
+
+Why: FA4's kernels (the `flash-attn-4` package, written in the CuTe DSL) run a causal forward
+and backward faster than SDPA's cuDNN kernel at head dim 64 on the H200 (Pythia-410M and
+LLaMA-1.1B shapes); at head dims 128-256 cuDNN is faster. So FA4 is one more candidate that
+`distributed/attention_backend.py` times on the model's own shape, never a default.
+
+The ops (`neox_fa4::fwd`, `neox_fa4::bwd`) have fake implementations and an autograd formula,
+so a compiled decoder layer traces through them as one node each, as it does through SDPA.
+FA4 is optional: it is imported on first use, and `unavailable_reason` says why it cannot run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+_MODULE = "flash_attn.cute.interface"
+_IMPORTED: Any = None
+
+
+def _interface() -> Any:
+    global _IMPORTED
+    if _IMPORTED is None:
+        import importlib
+
+        _IMPORTED = importlib.import_module(_MODULE)
+    return _IMPORTED
+
+
+def unavailable_reason(device: torch.device, head_dim: int) -> str | None:
+    """Why FA4 cannot run here (None: it can). Imports flash_attn.cute when the GPU could."""
+    if device.type != "cuda":
+        return "FlashAttention-4 runs on CUDA GPUs only"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 9:
+        return f"FlashAttention-4 needs compute capability 9.0 or newer (this GPU: {major}.{minor})"
+    top = 256 if major == 9 else 128  # Blackwell's kernels: 8-128, and 256
+    if head_dim % 8 or not (8 <= head_dim <= top or head_dim == 256):
+        return f"FlashAttention-4 takes head dims 8-{top} in multiples of 8 here, not {head_dim}"
+    try:
+        _interface()
+    except Exception as e:  # ImportError, or the CuTe DSL runtime failing to load
+        return f"flash-attn-4 is not importable ({type(e).__name__}: {e})"
+    return None
+
+
+@torch.library.custom_op("neox_fa4::fwd", mutates_args=(), device_types="cuda")
+def _fwd(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    out, lse, *_ = _interface()._flash_attn_fwd(
+        q, k, v, softmax_scale=scale, causal=True, return_lse=True
+    )
+    return out, lse
+
+
+@_fwd.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    b, s, h, _ = q.shape
+    return q.new_empty(b, s, h, v.shape[-1]), q.new_empty((b, h, s), dtype=torch.float32)
+
+
+@torch.library.custom_op("neox_fa4::bwd", mutates_args=(), device_types="cuda")
+def _bwd(
+    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    grads = _interface()._flash_attn_bwd(q, k, v, out, dout.contiguous(), lse, scale, True)
+    return grads[0], grads[1], grads[2]
+
+
+@_bwd.register_fake
+def _(
+    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+    q, k, v, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.scale = scale
+
+
+def _backward(ctx: Any, dout: Tensor, _dlse: Tensor | None) -> tuple[Any, ...]:
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = _bwd(dout, q, k, v, out, lse, ctx.scale)
+    return dq, dk, dv, None
+
+
+_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """SDPA's layout in and out: q [B, H, S, d], k and v [B, KV, S, d] -> [B, H, S, d].
+
+    Causal, softmax scale 1/sqrt(d), no dropout; KV < H (grouped-query) is taken as it is.
+    FA4 reads [B, S, H, d], which is what the transposes below give back as views of the
+    fused QKV output, so no copy is made on either side.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    out, _ = _fwd(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale)
+    return out.transpose(1, 2)
