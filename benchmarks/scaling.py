@@ -253,7 +253,7 @@ def worker(args: argparse.Namespace) -> int:
         model = build_parallel_model(cfg, dims, device, log, None)
         opt = build_optimizer_and_schedule(cfg, model)
         opt.schedule.apply(opt.optimizer)
-        settings = build_step_settings(cfg, device, log, None, model.pipeline)
+        settings = build_step_settings(cfg, device, log, None, model)
         if args.synced_steps:  # every step read on the host, as before deferral (comparison)
             settings = dataclasses.replace(settings, defer_sync=False)
         reduce_step = _reduce_step(launch, dims.pp)

@@ -138,6 +138,7 @@ def regime_overrides(seq: int, micro_batch: int, args: argparse.Namespace) -> di
         "checkpoint_activations": False,
         "activation_checkpoint_mode": args.activation_checkpointing,
         "compile": args.compile,
+        "attention_kernel": args.attention_kernel,
         "train_iters": 1000,
     }
 
@@ -179,7 +180,7 @@ def build_neox(cfg, device, log):
     model = build_parallel_model(cfg, ParallelDims.from_config(cfg, 1), device, log, None)
     opt = build_optimizer_and_schedule(cfg, model)
     opt.schedule.apply(opt.optimizer)
-    settings = build_step_settings(cfg, device, log, None)
+    settings = build_step_settings(cfg, device, log, None, model)
     batch = synthetic_batch(cfg.model.vocab_size, cfg.training.micro_batch_size,
                              cfg.data.seq_length, device)  # fmt: skip
     data = itertools.repeat({"text": batch})
@@ -471,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10, help="timed steps per case")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     p.add_argument("--compile", default="auto", help="neox's compile key: auto, true, false")
+    p.add_argument(
+        "--attention-kernel", default="auto", help="neox's attention_kernel key: auto, sdpa, fa4"
+    )
     p.add_argument("--activation-checkpointing", default="none", help="none, full, selective")
     p.add_argument(
         "--precision",
@@ -515,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"torch {torch.__version__} on {name}; {regime}, fused AdamW, "
             f"clip 1.0; {args.steps} timed steps after {args.warmup} warm-up; neox compile "
-            f"{args.compile}, activation checkpointing {args.activation_checkpointing}; "
+            f"{args.compile}, attention {args.attention_kernel}, activation checkpointing "
+            f"{args.activation_checkpointing}; "
             f"MFU vs {PEAK_FLOPS / 1e12:.0f} TFLOP/s",
             flush=True,
         )

@@ -1,4 +1,5 @@
-"""The neox keys `compile` and `activation_checkpoint_mode`, and how GPT-NeoX's key maps on them."""
+"""The neox keys `compile`, `attention_kernel` and `activation_checkpoint_mode`, and how
+GPT-NeoX's key maps on them."""
 
 from __future__ import annotations
 
@@ -57,3 +58,10 @@ def test_activation_checkpointing_rejects_unknown_modes(tmp_path: Path) -> None:
         ConfigError, match=r"c\.yml:6: activation_checkpoint_mode.*none, full, selective"
     ):
         _load(tmp_path, "activation_checkpoint_mode: some")
+
+
+def test_attention_kernel_key(tmp_path: Path) -> None:
+    assert _load(tmp_path, "").training.attention_kernel == "auto"
+    assert _load(tmp_path, "attention_kernel: fa4").training.attention_kernel == "fa4"
+    with pytest.raises(ConfigError, match=r"c\.yml:6: attention_kernel.*auto, sdpa, fa4"):
+        _load(tmp_path, "attention_kernel: flash3")

@@ -64,6 +64,7 @@ DIRECT: dict[str, tuple[str, str]] = {
     "eval_iters": ("training.eval_iters", "int"),
     "on_nan": ("training.on_nan", "str"),  # neox extension
     "compile": ("training.compile", "switch"),  # neox extension: auto | true | false
+    "attention_kernel": ("training.attention_kernel", "str"),  # neox extension: auto|sdpa|fa4
     # data
     "train_data_paths": ("data.train_data_paths", "list[str]?"),
     "valid_data_paths": ("data.valid_data_paths", "list[str]?"),
@@ -389,6 +390,7 @@ NEOX_EXTENSIONS: frozenset[str] = frozenset(
         "vocab_size",
         "on_nan",
         "compile",
+        "attention_kernel",
         "activation_checkpoint_mode",
         "wandb_mode",
         "data_parallel_size",

@@ -102,6 +102,9 @@ class TrainingConfig:
     on_nan: str = "skip"  # neox extension: "skip" | "stop"
     # neox extension: torch.compile each decoder layer; "auto" = on for CUDA, off for CPU
     compile: str = "auto"  # "auto" | "true" | "false"
+    # neox extension: "sdpa" (scaled_dot_product_attention), "fa4" (FlashAttention-4, needs
+    # flash-attn-4 and a Hopper-class GPU) or "auto": FA4 where installed and timed faster
+    attention_kernel: str = "auto"
 
 
 @dataclass

@@ -34,6 +34,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "training.on_nan": ("skip", "stop"),
     "checkpoint.checkpoint_verify": ("hash", "size"),
     "training.compile": ("auto", "true", "false"),
+    "training.attention_kernel": ("auto", "sdpa", "fa4"),
     "model.activation_checkpointing": ("none", "full", "selective"),
     "data.pack_impl": ("packed", "pack_until_overflow", "unpacked"),
     "data.tokenizer_type": TOKENIZER_TYPES,

@@ -1,21 +1,46 @@
-"""Which scaled-dot-product-attention kernel runs: chosen once, then set around each step.
+"""Which attention kernel runs: chosen once, outside the model, then set on it and the step.
 
 On Hopper the cuDNN and FlashAttention-2 backends of `F.scaled_dot_product_attention` are
-the fast ones (cuDNN's is faster on H100/H200 for head dims 64-128). The choice is made here,
-outside the model, by running each candidate forward and backward once on the model's head
-shape; the step then enters `sdpa_context` with the winner first and the rest as fallbacks
-(a mask, or a shape one kernel does not take, falls through to the next).
+the fast SDPA ones (cuDNN's is faster on H100/H200 for head dims 64-128). The step enters
+`sdpa_context` with the ones that run on the model's head shape first and the rest as
+fallbacks (a mask, or a shape one kernel does not take, falls through to the next).
+
+FlashAttention-4 (`models/flash_attention4.py`, when `flash-attn-4` is installed) is faster
+than cuDNN at some shapes and slower at others, so under `attention_kernel: auto` both run
+forward and backward on the model's own attention shape and the faster one is kept; every
+rank takes the same choice. The log line gives the times.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 # fastest first on Hopper; efficient and math are always-available fallbacks
 PREFERENCE = ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
+KERNELS = ("auto", "sdpa", "fa4")  # the `attention_kernel` key's values
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    """One rank's attention call: micro batch, local query and kv heads, sequence, head dim."""
+
+    batch: int
+    heads: int
+    kv_heads: int
+    seq: int
+    head_dim: int
+
+
+@dataclass
+class AttentionChoice:
+    kernel: str = "sdpa"  # Attention.kernel on every layer: "sdpa" | "fa4"
+    sdpa_backends: list[Any] = field(default_factory=list)  # priority order; []: torch's
+    line: str = ""  # for the log
 
 
 def _runs(
@@ -43,7 +68,7 @@ def choose_sdpa_backends(
         return [], "PyTorch's default scaled_dot_product_attention (CPU)"
     from torch.nn.attention import SDPBackend
 
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32)
+    torch_dtype = _torch_dtype(dtype)
     candidates = [getattr(SDPBackend, name) for name in PREFERENCE]
     working = [b for b in candidates[:2] if _runs(b, head_dim, heads, torch_dtype, device)]
     if not working:
@@ -51,6 +76,123 @@ def choose_sdpa_backends(
     order = working + [b for b in candidates if b not in working]
     names = [b.name.removesuffix("_ATTENTION").lower() for b in order]
     return order, f"scaled_dot_product_attention, {names[0]} backend (then {', '.join(names[1:])})"
+
+
+def _torch_dtype(dtype: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32)
+
+
+def choose_attention(
+    request: str, device: torch.device, dtype: str, shape: AttentionShape
+) -> AttentionChoice:
+    """The kernel for `attention_kernel: request` ("auto", "sdpa" or "fa4") at this shape.
+
+    "fa4" where FlashAttention-4 cannot run is an error naming the reason; "auto" then keeps
+    SDPA and says why in the log line.
+    """
+    if request not in KERNELS:
+        raise ValueError(f"attention_kernel = {request!r}: expected one of {', '.join(KERNELS)}")
+    backends, line = choose_sdpa_backends(device, dtype, shape.head_dim, shape.heads)
+    sdpa = AttentionChoice("sdpa", backends, line)
+    if request == "sdpa":
+        return sdpa
+    why_not = _fa4_unavailable(device, dtype, shape)
+    if why_not is not None:
+        if request == "fa4":
+            raise ValueError(f"attention_kernel = 'fa4': {why_not}")
+        # worth a word only where FA4 could have run (a Hopper-class GPU)
+        gpu = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+        return AttentionChoice("sdpa", backends, line + (f"; not FA4: {why_not}" if gpu else ""))
+    if request == "fa4":
+        return AttentionChoice("fa4", backends, "FlashAttention-4 (attention_kernel: fa4)")
+    failure = "on another rank"
+    try:  # FA4 compiles its kernels for this shape here: a failure keeps SDPA, with the reason
+        fa4_ms = _time_ms(shape, device, dtype, "fa4", backends)
+    except Exception as e:
+        fa4_ms, failure = float("inf"), f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    fa4_ms, sdpa_ms = _agreed([fa4_ms, _time_ms(shape, device, dtype, "sdpa", backends)], device)
+    if fa4_ms == float("inf"):
+        return AttentionChoice("sdpa", backends, f"{line}; FlashAttention-4 failed: {failure}")
+    where = (
+        f"{fa4_ms:.3f} ms against {sdpa_ms:.3f} ms forward + backward per layer at micro batch "
+        f"{shape.batch}, seq {shape.seq}, {shape.heads}/{shape.kv_heads} heads of {shape.head_dim}"
+    )
+    if fa4_ms < sdpa_ms:
+        return AttentionChoice(
+            "fa4", backends, f"FlashAttention-4, timed faster than {line}: {where}"
+        )
+    return AttentionChoice("sdpa", backends, f"{line}, timed faster than FlashAttention-4: {where}")
+
+
+def _fa4_unavailable(device: torch.device, dtype: str, shape: AttentionShape) -> str | None:
+    if dtype not in ("bf16", "fp16"):
+        return f"FlashAttention-4 takes bf16/fp16, and the precision is {dtype}"
+    from neox_core.models.flash_attention4 import unavailable_reason
+
+    return unavailable_reason(device, shape.head_dim)
+
+
+def _time_ms(
+    shape: AttentionShape, device: torch.device, dtype: str, kernel: str, backends: list[Any]
+) -> float:
+    """Median forward + backward time of one causal attention call, after warm-up (which
+    also JIT-compiles FA4's kernels for this shape)."""
+    from neox_core.models.flash_attention4 import causal_attention
+
+    g = torch.Generator(device=device).manual_seed(0)
+    dt = _torch_dtype(dtype)
+
+    def rand(heads: int) -> torch.Tensor:
+        # [B, S, heads, d] seen as [B, heads, S, d]: the layout the model's q, k, v have
+        s = (shape.batch, shape.seq, heads, shape.head_dim)
+        x = torch.randn(s, device=device, dtype=dt, generator=g).requires_grad_()
+        return x.transpose(1, 2)
+
+    q, k, v = rand(shape.heads), rand(shape.kv_heads), rand(shape.kv_heads)
+    dy = rand(shape.heads).detach()
+    gqa = shape.kv_heads != shape.heads
+
+    def once() -> None:
+        if kernel == "fa4":
+            y = causal_attention(q, k, v)
+        else:
+            with sdpa_context(backends):
+                y = torch.nn.functional.scaled_dot_product_attention(
+                    q, k, v, is_causal=True, enable_gqa=gqa
+                )
+        y.backward(dy)
+
+    for _ in range(3):
+        once()
+    times = []
+    for _ in range(7):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        once()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def _agreed(times: list[float], device: torch.device) -> list[float]:
+    """The times summed over ranks, so that every rank makes the same choice."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return times
+    t = torch.tensor(times, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return [x / dist.get_world_size() for x in t.tolist()]
+
+
+def set_attention_kernel(model: nn.Module, kernel: str) -> None:
+    """Every attention layer of `model` (this rank's part) runs `kernel`."""
+    from neox_core.models.layers import Attention
+
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.kernel = kernel
 
 
 def sdpa_context(backends: list[Any]) -> contextlib.AbstractContextManager[Any]:

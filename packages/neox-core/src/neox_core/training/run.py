@@ -31,7 +31,11 @@ from neox_core.checkpoint import (
 )
 from neox_core.config import ConfigError, NeoxConfig, config_to_dict, with_world_size
 from neox_core.data.checks import DataCheckError
-from neox_core.distributed.attention_backend import choose_sdpa_backends
+from neox_core.distributed.attention_backend import (
+    AttentionShape,
+    choose_attention,
+    set_attention_kernel,
+)
 from neox_core.distributed.compile import compile_enabled
 from neox_core.distributed.parallel_dims import ParallelDims
 from neox_core.evaluation.during_training import build_training_harness
@@ -557,7 +561,7 @@ def build_loop(
         optimizer=opt.optimizer,
         schedule=opt.schedule,
         scaler=opt.scaler,
-        settings=build_step_settings(cfg, device, log, impl, model.pipeline),
+        settings=build_step_settings(cfg, device, log, impl, model),
         train_data=data.train,
         valid_data=data.valid,
         progress=progress,
@@ -597,14 +601,27 @@ def build_step_settings(
     device: torch.device,
     log: Log,
     impl: TrainImpl | None,
-    pipeline: Any = None,
+    model: ParallelModel | None = None,
 ) -> StepSettings:
-    """How `train_step` runs: precision, accumulation, clipping, attention kernel, host syncs."""
+    """How `train_step` runs: precision, accumulation, clipping, attention kernel, host syncs.
+
+    The attention kernel is set on `model`'s attention layers here too (None: SDPA's only).
+    """
     t, m = cfg.training, cfg.model
-    backends, attention = choose_sdpa_backends(
-        device, cfg.precision.dtype, m.hidden_size // m.num_attention_heads, m.num_attention_heads
+    tp = cfg.parallel.tensor_parallel_size
+    shape = AttentionShape(
+        batch=t.micro_batch_size,
+        heads=max(m.num_attention_heads // tp, 1),
+        kv_heads=max((m.num_kv_heads or m.num_attention_heads) // tp, 1),
+        seq=cfg.data.seq_length,
+        head_dim=m.hidden_size // m.num_attention_heads,
     )
-    log(f" > attention: {attention}")
+    request = t.attention_kernel if model is not None else "sdpa"
+    attention = choose_attention(request, device, cfg.precision.dtype, shape)
+    if model is not None:
+        set_attention_kernel(model.module, attention.kernel)
+    log(f" > attention: {attention.line}")
+    pipeline = model.pipeline if model is not None else None
     return StepSettings(
         precision=cfg.precision.dtype,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -615,7 +632,7 @@ def build_step_settings(
         log_param_norm=cfg.logging.log_param_norm,
         log_grad_pct_zeros=cfg.logging.log_grad_pct_zeros,
         impl=impl,
-        attention_backends=backends,
+        attention_backends=attention.sdpa_backends,
         # results stay on the GPU between log intervals where the step allows (step.py's
         # can_defer); several processes all-reduce them on the device and vote on stopping
         defer_sync=True,

@@ -1,0 +1,48 @@
+"""Choosing the attention kernel where FlashAttention-4 cannot run (CPU): the request decides.
+
+The GPU side (FA4's numerics, the timed choice) is tests/neox-core/models/test_flash_attention4.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neox_core.distributed.attention_backend import (
+    AttentionShape,
+    choose_attention,
+    set_attention_kernel,
+)
+from neox_core.models import build_model
+from neox_core.models.layers import Attention
+
+SHAPE = AttentionShape(batch=2, heads=4, kv_heads=2, seq=32, head_dim=16)
+CPU = torch.device("cpu")
+
+
+def test_auto_and_sdpa_keep_sdpa_on_cpu() -> None:
+    for request in ("auto", "sdpa"):
+        choice = choose_attention(request, CPU, "bf16", SHAPE)
+        assert (choice.kernel, choice.sdpa_backends) == ("sdpa", [])
+        assert choice.line == "PyTorch's default scaled_dot_product_attention (CPU)"
+
+
+def test_fa4_where_it_cannot_run_is_an_error_with_the_reason() -> None:
+    with pytest.raises(ValueError, match=r"attention_kernel = 'fa4': .*CUDA GPUs only"):
+        choose_attention("fa4", CPU, "bf16", SHAPE)
+    with pytest.raises(ValueError, match=r"attention_kernel = 'fa4': .*bf16/fp16.*fp32"):
+        choose_attention("fa4", CPU, "fp32", SHAPE)
+    with pytest.raises(ValueError, match=r"attention_kernel = 'flash'"):
+        choose_attention("flash", CPU, "bf16", SHAPE)
+
+
+def test_set_attention_kernel_reaches_every_layer_and_cpu_still_runs_sdpa(variant) -> None:
+    _, cfg = variant
+    model = build_model(cfg, seed=0)
+    ids = torch.randint(0, cfg.vocab_size, (2, 17))
+    with torch.no_grad():
+        expected = model(ids)
+        set_attention_kernel(model, "fa4")
+        layers = [m for m in model.modules() if isinstance(m, Attention)]
+        assert len(layers) == cfg.num_layers and all(m.kernel == "fa4" for m in layers)
+        assert torch.equal(model(ids), expected)  # CPU tensors: FA4 does not apply
