@@ -489,6 +489,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10, help="timed steps per row")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     p.add_argument("--compile", default="auto", help="neox's compile key: auto, true, false")
+    p.add_argument(
+        "--attention-kernel", default="auto", help="neox's attention_kernel key: auto, sdpa, fa4"
+    )
     p.add_argument("--activation-checkpointing", default="none", help="none, full, selective")
     p.add_argument("--case-timeout", type=int, default=600, help="seconds per row")
     p.add_argument("--deadline-s", type=float, default=0,
@@ -546,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
                    check=False)  # fmt: skip
     shape = "smoke shapes (2 layers, hidden 64), CPU + gloo" if args.smoke else "bf16"
     print(f"{shape}; {args.steps} timed steps after {args.warmup} warm-up; compile "
-          f"{args.compile}; activation checkpointing {args.activation_checkpointing}; MFU vs "
+          f"{args.compile}; attention {args.attention_kernel}; activation checkpointing "
+          f"{args.activation_checkpointing}; MFU vs "
           f"{PEAK_FLOPS / 1e12:.0f} TFLOP/s; GPU counts {counts}", flush=True)  # fmt: skip
     results: list[Result] = []
     began = time.perf_counter()
