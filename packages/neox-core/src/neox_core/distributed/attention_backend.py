@@ -93,9 +93,8 @@ def choose_attention(
     if request not in KERNELS:
         raise ValueError(f"attention_kernel = {request!r}: expected one of {', '.join(KERNELS)}")
     backends, line = choose_sdpa_backends(device, dtype, shape.head_dim, shape.heads)
-    sdpa = AttentionChoice("sdpa", backends, line)
     if request == "sdpa":
-        return sdpa
+        return AttentionChoice("sdpa", backends, line)
     why_not = _fa4_unavailable(device, dtype, shape)
     if why_not is not None:
         if request == "fa4":
@@ -167,7 +166,7 @@ def _time_ms(
                 y = torch.nn.functional.scaled_dot_product_attention(
                     q, k, v, is_causal=True, enable_gqa=gqa
                 )
-        y.backward(dy)
+        torch.autograd.grad(y, (q, k, v), dy)  # no accumulation into leaves: the kernels only
 
     for _ in range(3):
         once()
@@ -184,7 +183,7 @@ def _time_ms(
 
 
 def _agreed(times: list[float], device: torch.device) -> list[float]:
-    """The times summed over ranks, so that every rank makes the same choice."""
+    """The times averaged over ranks, so that every rank makes the same choice."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
