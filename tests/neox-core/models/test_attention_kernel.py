@@ -46,3 +46,13 @@ def test_set_attention_kernel_reaches_every_layer_and_cpu_still_runs_sdpa(varian
         layers = [m for m in model.modules() if isinstance(m, Attention)]
         assert len(layers) == cfg.num_layers and all(m.kernel == "fa4" for m in layers)
         assert torch.equal(model(ids), expected)  # CPU tensors: FA4 does not apply
+
+
+def test_selective_checkpointing_keeps_fa4_output_as_it_keeps_sdpa_output() -> None:
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    from neox_core.distributed.activation_checkpoint import _selective_policy
+
+    for op in (torch.ops.neox_fa4.fwd.default, torch.ops.aten.mm.default):
+        assert _selective_policy(None, op) == CheckpointPolicy.MUST_SAVE
+    assert _selective_policy(None, torch.ops.aten.add.Tensor) == CheckpointPolicy.PREFER_RECOMPUTE

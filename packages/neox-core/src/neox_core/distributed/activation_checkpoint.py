@@ -25,6 +25,8 @@ from torch.utils.checkpoint import (
     create_selective_checkpoint_contexts,
 )
 
+import neox_core.models.flash_attention4  # noqa: F401  (registers the neox_fa4 ops for _SAVE)
+
 MODES = ("none", "full", "selective")
 
 
@@ -51,6 +53,7 @@ _SAVE = _ops(
         # the fused rotary rotates the QKV matmul output in place: replaying it on the kept
         # (already rotated) output would rotate twice, so its result is kept as well
         ("neox", "rotary_"),
+        ("neox_fa4", "fwd"),  # FlashAttention-4 (models/flash_attention4.py, imported above)
     ]
 )
 
