@@ -142,7 +142,7 @@ def main_train(cfg: NeoxConfig, args: Any = None) -> int:
     except NonFiniteLossError as e:
         print(f"neox-train: stopping: {e}", file=sys.stderr, flush=True)
         return 1
-    except (TrackerError, TrainImplError, DataCheckError) as e:
+    except (ConfigError, TrackerError, TrainImplError, DataCheckError) as e:
         print(f"neox-train: error: {e}", file=sys.stderr, flush=True)
         return 2
     except CheckpointError as e:  # every rank raises the same error; one line is enough
@@ -617,7 +617,10 @@ def build_step_settings(
         head_dim=m.hidden_size // m.num_attention_heads,
     )
     request = t.attention_kernel if model is not None else "sdpa"
-    attention = choose_attention(request, device, cfg.precision.dtype, shape)
+    try:
+        attention = choose_attention(request, device, cfg.precision.dtype, shape)
+    except ValueError as e:  # `attention_kernel: fa4` where FA4 cannot run
+        raise ConfigError(f"{cfg.sources.get('training.attention_kernel', 'config')}: {e}") from e
     if model is not None:
         set_attention_kernel(model.module, attention.kernel)
     log(f" > attention: {attention.line}")
