@@ -138,10 +138,10 @@ def _time_ms(
     JIT-compiles FA4's kernels for this shape).
 
     A sleep kernel holds the GPU while the host enqueues the timed calls, so the host's
-    launch cost is left out: FA4 launches from Python, slower than cuDNN's launch, and timed
-    call by call it lost at Pythia-410M's shape (1.218 against 0.884 ms, H200) although it
-    made the compiled step faster (90.5-91.5 against 93.0-93.8 ms), where the host runs
-    ahead of the GPU.
+    launch cost is left out. Timed call by call, FA4 lost at Pythia-410M's shape (1.218
+    against 0.884 ms, H200) although it made the compiled step faster (90.5-91.5 against
+    93.0-93.8 ms); FA4 launches from Python, and a step's host runs ahead of the GPU, which
+    (not yet measured apart) would explain both.
     """
     from neox_core.models.flash_attention4 import causal_attention
 
