@@ -20,9 +20,18 @@ any fp8 difference must be read against.
 
     python3 benchmarks/fp8_loss.py                    # on a GPU with float8 (sm_89+), torchao
     python3 benchmarks/fp8_loss.py --iters 20 --corpus /some/text/folder
+    python3 benchmarks/fp8_loss.py --lr config            # the config's own learning rate
 
-Prints, per run, the loss of the last log interval, the mean of the last five, the tokens/s
-and MFU that neox-train logged, and the relative difference to the first bf16 run at its seed.
+Each run ends with a validation pass over a held-out part of the corpus (`--val-percent`,
+`--eval-iters` batches, the same batches for every run), which is the loss the check compares:
+one model state on fixed data, where a training interval's loss averages ten states on ten
+batches. The learning rate defaults to 1e-4, not the config's 4e-4: that was set for
+TinyLlama's batch of about 2M tokens, and at this check's 16k tokens a step it made training
+so noisy that two bf16 runs of one seed ended 4 % apart (H200, session 9).
+
+Prints, per run, the validation loss, the loss of the last log interval and the mean of the
+last five, the tokens/s and MFU that neox-train logged, and the relative differences to the
+first bf16 run at its seed.
 Runs from a plain checkout as benchmarks/train_step.py does (the packages' source folders are
 put on the path where they are not installed; neox-kernels' dataset index must be built).
 """
@@ -149,9 +158,10 @@ def prepare(args: argparse.Namespace, vocab_size: int) -> Path:
 def run_config(args: argparse.Namespace, prefix: Path, precision: str, seed: int) -> Path:
     """The run's overrides on top of the model config: data, length, schedule, precision."""
     path = Path(args.work) / f"run_{precision}_{seed}.yml"  # the same for every repeat
+    val = args.val_percent if args.eval_iters else 0
     settings = {
         "data_path": str(prefix),
-        "split": "100,0,0",
+        "split": f"{100 - val},{val},0",
         "precision": precision,
         "train_micro_batch_size_per_gpu": args.micro_batch,
         "train_iters": args.iters,
@@ -159,13 +169,25 @@ def run_config(args: argparse.Namespace, prefix: Path, precision: str, seed: int
         "warmup": args.warmup,
         "seed": seed,
         "log_interval": args.log_interval,
-        "eval_interval": 10**9,
-        "eval_iters": 0,
+        "eval_interval": args.iters if args.eval_iters else 10**9,  # once, after the last step
+        "eval_iters": args.eval_iters,
         "num_workers": 2,
         "checkpoint_activations": False,
     }
+    if args.lr != "config":
+        settings["optimizer"] = optimizer_with_lr(Path(args.config), float(args.lr))
     path.write_text(json.dumps(settings, indent=2) + "\n")
     return path
+
+
+def optimizer_with_lr(config: Path, lr: float) -> dict:
+    """The config's optimizer block with another learning rate (a later file's block replaces
+    an earlier one whole, as in GPT-NeoX, so the rest of it is carried over)."""
+    import yaml
+
+    block = dict((yaml.safe_load(config.read_text()) or {}).get("optimizer") or {"type": "Adam"})
+    block["params"] = {**(block.get("params") or {}), "lr": lr}
+    return block
 
 
 def train(
@@ -184,13 +206,16 @@ def train(
         except subprocess.TimeoutExpired:
             rc = "timeout"
     text = log.read_text(errors="replace")
-    from neox_core.training.log_line import parse_train_lines
+    from neox_core.training.log_line import parse_eval_lines, parse_train_lines
 
     lines = list(parse_train_lines(text))
     losses = {line.iteration: line.losses["lm_loss"] for line in lines}
     speed = (lines[-1].tokens_per_sec, lines[-1].mfu_percent) if lines else None
+    val = [e.values["lm_loss"] for e in parse_eval_lines(text)
+           if e.chart == "validation" and e.iteration == args.iters and "lm_loss" in e.values]  # fmt: skip
     result = {"precision": precision, "seed": seed, "repeat": repeat, "rc": rc, "log": str(log),
-              "losses": losses, "seconds": time.perf_counter() - t, "speed": speed}  # fmt: skip
+              "losses": losses, "val": val[-1] if val else None,
+              "seconds": time.perf_counter() - t, "speed": speed}  # fmt: skip
     if rc != 0:
         tail = [ln for ln in text.splitlines() if ln.strip()][-3:]
         result["error"] = " / ".join(tail)
@@ -206,14 +231,23 @@ def summary(losses: dict[int, float], its: list[int] | None = None) -> tuple[int
 
 
 def table(results: list[dict], tolerance: float) -> list[str]:
-    """A row per run, each against the first bf16 run of its seed (a repeated bf16 run too),
-    at the iterations both logged: a run cut short is compared where it stopped."""
-    lines = ["precision | seed | run | last iter | loss (last interval) | mean of last 5 | "
-             "tokens/s | MFU | against | rel diff (last) | rel diff (last 5)"]  # fmt: skip
+    """A row per run, each against the first bf16 run of its seed (a repeated bf16 run too).
+
+    The verdict is on the validation loss after the last step where both runs have one; else
+    on the last training interval, at the iterations both logged (a run cut short is compared
+    where it stopped)."""
+    lines = ["precision | seed | run | last iter | val loss | loss (last interval) | "
+             "mean of last 5 | tokens/s | MFU | against | rel diff (val) | rel diff (last) | "
+             "rel diff (last 5)"]  # fmt: skip
     bf16: dict[int, dict] = {}
     for r in results:
         if r["losses"] and r["precision"] == "bf16":
             bf16.setdefault(r["seed"], r)
+
+    def verdict(rel: float) -> str:
+        return f"{100 * rel:+.2f} % ({'within' if abs(rel) <= tolerance else 'outside'} " \
+               f"{100 * tolerance:g} %)"  # fmt: skip
+
     for r in results:
         run = f"{r.get('repeat', 1)}" + (f" (exit {r['rc']})" if r["rc"] != 0 else "")
         head = f"{r['precision']} | {r['seed']} | {run}"
@@ -222,19 +256,23 @@ def table(results: list[dict], tolerance: float) -> list[str]:
             continue
         it, last, mean5 = summary(r["losses"])
         tok, mfu = r["speed"] or (float("nan"), float("nan"))
-        row = f"{head} | {it} | {last:.4f} | {mean5:.4f} | {tok:,.0f} | {mfu:.2f} %"
+        val = r.get("val")
+        val_cell = "" if val is None else f"{val:.4f}"
+        row = f"{head} | {it} | {val_cell} | {last:.4f} | {mean5:.4f} | {tok:,.0f} | {mfu:.2f} %"
         base = bf16.get(r["seed"])
         common = sorted(set(r["losses"]) & set(base["losses"])) if base is not None else []
         if base is r or not common:
-            lines.append(row + " | | |")
+            lines.append(row + " | | | |")
             continue
         at, last, mean5 = summary(r["losses"], common)
         _, b_last, b_mean5 = summary(base["losses"], common)
         rel, rel5 = last / b_last - 1, mean5 / b_mean5 - 1
-        verdict = "within" if abs(rel) <= tolerance else "outside"
         where = f" at {at}" if at != it or at != max(base["losses"]) else ""
+        has_val = val is not None and base.get("val") is not None
+        val_diff = verdict(val / base["val"] - 1) if has_val else ""
+        last_diff = f"{100 * rel:+.2f} %" if has_val else verdict(rel)
         lines.append(f"{row} | bf16 seed {base['seed']} run {base.get('repeat', 1)}{where} | "
-                     f"{100 * rel:+.2f} % ({verdict} {100 * tolerance:g} %) | {100 * rel5:+.2f} %")  # fmt: skip
+                     f"{val_diff} | {last_diff} | {100 * rel5:+.2f} %")  # fmt: skip
     return lines
 
 
@@ -264,11 +302,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="runs of each precision and seed")
     p.add_argument("--log-interval", type=int, default=10)
     p.add_argument("--tolerance", type=float, default=0.01)
+    p.add_argument("--lr", default="1e-4",
+                   help="learning rate, or 'config' for the config's own (see above)")  # fmt: skip
+    p.add_argument("--eval-iters", type=int, default=16,
+                   help="validation batches after the last step (0: none)")  # fmt: skip
+    p.add_argument("--val-percent", type=int, default=10, help="of the corpus, held out")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per neox-train run")
     args = p.parse_args(argv)
     for name in ("iters", "micro_batch", "repeats", "log_interval"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: must be at least 1, got {getattr(args, name)}")
+    if args.eval_iters < 0 or not 0 < args.val_percent < 100:
+        p.error("--eval-iters must be at least 0 and --val-percent between 1 and 99")
+    if args.lr != "config":
+        try:
+            float(args.lr)
+        except ValueError:
+            p.error(f"--lr: a number or 'config', got {args.lr!r}")
     Path(args.work).mkdir(parents=True, exist_ok=True)
     import_paths()  # a plain checkout: the packages' source folders (children get child_env)
 
@@ -284,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print()
     print(f"config {Path(args.config).name}, {args.iters} iterations, micro batch {args.micro_batch}, "
-          f"warm-up {args.warmup:g}, corpus {' '.join(args.corpus)}")  # fmt: skip
+          f"lr {args.lr}, warm-up {args.warmup:g}, validation {args.eval_iters} batches of "
+          f"{args.val_percent} % held out, corpus {' '.join(args.corpus)}")  # fmt: skip
     for line in table(results, args.tolerance):
         print(line)
     return 0 if all(r["rc"] == 0 for r in results) else 1

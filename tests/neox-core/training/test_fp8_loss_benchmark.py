@@ -133,9 +133,15 @@ def test_counts_below_one_name_the_option(
     assert not (tmp_path / "work").exists()  # refused before anything was made
 
 
-def _run(precision: str, seed: int, losses: dict[int, float], repeat: int = 1) -> dict:
+def _run(
+    precision: str, seed: int, losses: dict[int, float], repeat: int = 1, val: float | None = None
+) -> dict:
     return {"precision": precision, "seed": seed, "repeat": repeat, "rc": 0, "losses": losses,
-            "speed": (100.0, 1.0)}  # fmt: skip
+            "val": val, "speed": (100.0, 1.0)}  # fmt: skip
+
+
+def _rows(m, results: list[dict]) -> list[list[str]]:
+    return [[c.strip() for c in line.split("|")] for line in m.table(results, 0.01)]
 
 
 def test_table_compares_each_run_with_the_first_bf16_run_of_its_seed(m) -> None:
@@ -149,24 +155,59 @@ def test_table_compares_each_run_with_the_first_bf16_run_of_its_seed(m) -> None:
         {"precision": "fp8", "seed": 3, "repeat": 1, "rc": 1, "losses": {}, "speed": None,
          "error": "OOM"},
     ]  # fmt: skip
-    rows = [[c.strip() for c in line.split("|")] for line in m.table(results, 0.01)]
-    assert rows[0][:3] == ["precision", "seed", "run"]
-    assert rows[1][8:] == ["", "", ""] and rows[4][8:] == ["", "", ""]  # the baselines
-    assert rows[2][8:10] == ["bf16 seed 1 run 1", "+0.50 % (within 1 %)"]
-    assert rows[2][10] == "+0.10 %"  # mean of the last five
+    rows = _rows(m, results)
+    assert rows[0][:5] == ["precision", "seed", "run", "last iter", "val loss"]
+    assert rows[1][9:] == ["", "", "", ""] and rows[4][9:] == ["", "", "", ""]  # the baselines
+    assert rows[2][9:11] == ["bf16 seed 1 run 1", ""]  # no validation loss: judged on training
+    assert rows[2][11:] == ["+0.50 % (within 1 %)", "+0.10 %"]  # last interval, mean of five
     assert rows[3][:3] == ["bf16", "1", "2"]
-    assert rows[3][8:10] == ["bf16 seed 1 run 1", "-5.00 % (outside 1 %)"]
-    assert rows[5][8:10] == ["bf16 seed 2 run 1", "-9.09 % (outside 1 %)"]
+    assert rows[3][11] == "-5.00 % (outside 1 %)"
+    assert rows[5][11] == "-9.09 % (outside 1 %)"
     assert rows[6] == ["fp8", "3", "1 (exit 1)", "failed: OOM"]
+
+
+def test_the_verdict_is_on_the_validation_loss_where_both_runs_have_one(m) -> None:
+    its = range(10, 40, 10)
+    results = [
+        _run("bf16", 1, {i: 4.0 for i in its}, val=3.0),
+        _run("fp8", 1, {i: 4.2 for i in its}, val=3.015),  # training +5 %, validation +0.5 %
+        _run("fp8", 1, {i: 4.0 for i in its}, repeat=2),  # its validation pass missing
+    ]
+    rows = _rows(m, results)
+    assert rows[1][3:5] == ["30", "3.0000"]
+    assert rows[2][4] == "3.0150"
+    assert rows[2][10:13] == ["+0.50 % (within 1 %)", "+5.00 %", "+5.00 %"]
+    assert rows[3][4] == "" and rows[3][10:12] == ["", "+0.00 % (within 1 %)"]
 
 
 def test_a_run_cut_short_is_compared_where_it_stopped(m) -> None:
     base = _run("bf16", 1, {i: 5.0 - i / 100 for i in range(10, 110, 10)})  # 4.0 at 100
     cut = _run("fp8", 1, {i: 5.0 - i / 100 for i in range(10, 80, 10)})  # stopped after 70
     cut["rc"] = "timeout"
-    rows = [[c.strip() for c in line.split("|")] for line in m.table([base, cut], 0.01)]
+    rows = _rows(m, [base, cut])
     assert rows[2][:4] == ["fp8", "1", "1 (exit timeout)", "70"]
-    assert rows[2][8:10] == ["bf16 seed 1 run 1 at 70", "+0.00 % (within 1 %)"]
+    assert rows[2][9:12] == ["bf16 seed 1 run 1 at 70", "", "+0.00 % (within 1 %)"]
+
+
+def test_the_learning_rate_replaces_only_the_configs_lr(m, tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text('{"optimizer": {"type": "Adam", "params": {"lr": 0.0004, "eps": 1.0e-8}}}')
+    assert m.optimizer_with_lr(config, 1e-4) == {
+        "type": "Adam",
+        "params": {"lr": 1e-4, "eps": 1e-8},
+    }
+
+
+def test_bad_lr_and_validation_options_name_the_option(
+    m, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        m.main(["--lr", "fast", "--work", str(tmp_path / "w")])
+    assert "--lr: a number or 'config', got 'fast'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        m.main(["--val-percent", "100", "--work", str(tmp_path / "w")])
+    assert "--val-percent between 1 and 99" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.slow
@@ -186,8 +227,9 @@ def test_fp8_loss_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
     start = next(i for i, line in enumerate(lines) if line.startswith("precision |"))
     rows = [[c.strip() for c in line.split("|")] for line in lines[start + 1 :]]
     assert [r[:4] for r in rows] == [["bf16", "1234", "1", "4"], ["fp8", "1234", "1", "4"]]
-    assert rows[1][8] == "bf16 seed 1234 run 1"
-    bf16, fp8 = float(rows[0][4]), float(rows[1][4])
+    assert rows[1][9] == "bf16 seed 1234 run 1"
+    bf16, fp8 = float(rows[0][4]), float(rows[1][4])  # the validation losses after step 4
     assert abs(fp8 / bf16 - 1) < 0.05  # a tiny model's fp8 stays close to bf16 over 4 steps
+    assert "within" in rows[1][10] or "outside" in rows[1][10]
     assert "fp8: torchao float8 (tensorwise)" in (work / "train_fp8_1234.log").read_text()
     assert (work / "corpus_text_document.bin").stat().st_size > 0

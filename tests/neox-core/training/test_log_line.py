@@ -9,7 +9,12 @@ import subprocess
 
 import pytest
 
-from neox_core.training.log_line import format_eval_line, format_train_line, parse_train_lines
+from neox_core.training.log_line import (
+    format_eval_line,
+    format_train_line,
+    parse_eval_lines,
+    parse_train_lines,
+)
 
 
 def _line(**kw) -> str:
@@ -106,3 +111,19 @@ def test_eval_line_matches_gpt_neox() -> None:
         "lm_loss_ppl value: 4.480000E+00 | "
     )
     assert rule == rule2 == "-" * (len(body) + 1)
+
+
+def test_eval_lines_read_back_what_was_written() -> None:
+    """fp8_loss.py compares runs by their validation loss, read through `parse_eval_lines`."""
+    log = "\n".join(
+        [
+            _line(losses={"lm_loss": 2.5}),
+            format_eval_line("validation", "iteration 300", {"lm_loss": 3.25, "lm_loss_ppl": 25.8}),
+            "[rank0]: " + format_eval_line("test", "the end of training", {"lm_loss": float("nan")}),
+        ]
+    )
+    val, test = parse_eval_lines(log)
+    assert (val.chart, val.at, val.iteration) == ("validation", "iteration 300", 300)
+    assert val.values == {"lm_loss": 3.25, "lm_loss_ppl": 25.8}
+    assert (test.chart, test.at, test.iteration) == ("test", "the end of training", None)
+    assert math.isnan(test.values["lm_loss"])

@@ -101,3 +101,32 @@ def format_eval_line(chart: str, prefix: str, results: Mapping[str, float]) -> s
     )
     rule = "-" * (len(body) + 1)
     return f"{rule}\n{body}\n{rule}"
+
+
+_EVAL_HEAD = re.compile(r"^\s*(\S+) results at (.+?)\s*$")
+_EVAL_VALUE = re.compile(r"^\s*(.+?) value:\s*([-+]?(?:nan|inf|[0-9.]+(?:e[-+]?\d+)?))\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class EvalLine:
+    """One `format_eval_line` summary read back: its chart ("validation", "test"), where it
+    was taken (`at`, e.g. "iteration 300"; `iteration` where that names one) and the values."""
+
+    chart: str
+    at: str
+    iteration: int | None
+    values: dict[str, float]
+
+
+def parse_eval_lines(text: str) -> Iterator[EvalLine]:
+    """Each evaluation summary in `text` (a log; rules and other lines skipped), in order."""
+    for line in text.splitlines():
+        parts = line.split("|")
+        head = _EVAL_HEAD.match(parts[0].split("]: ")[-1])  # torchrun's "[rank0]: " prefix
+        if head is None or len(parts) < 2:
+            continue
+        values = {m[1]: float(m[2]) for m in map(_EVAL_VALUE.match, parts[1:]) if m}
+        if not values:
+            continue
+        it = re.fullmatch(r"iteration (\d+)", head[2])
+        yield EvalLine(head[1], head[2], int(it[1]) if it else None, values)
