@@ -19,6 +19,7 @@ from neox_core.distributed.attention_backend import (
 )
 from neox_core.models import build_model
 from neox_core.models.flash_attention4 import causal_attention, unavailable_reason
+from neox_core.models.layers import Attention
 
 pytestmark = pytest.mark.gpu
 
@@ -31,26 +32,42 @@ def _fa4_runs() -> None:
 
 
 # (batch, seq, heads, kv heads, head dim): Pythia (d64, d256), GQA as LLaMA-1.1B, d128 as
-# LLaMA-7B, and a sequence that is not a multiple of the kernels' tiles
-SHAPES = [(2, 1024, 8, 8, 64), (2, 512, 8, 2, 64), (1, 512, 4, 4, 256), (1, 777, 4, 4, 128)]
+# LLaMA-7B, a sequence that is not a multiple of the kernels' tiles, and the small head dims
+# of tiny grouped-query models
+SHAPES = [
+    (2, 1024, 8, 8, 64),
+    (2, 512, 8, 2, 64),
+    (1, 512, 4, 4, 256),
+    (1, 777, 4, 4, 128),
+    (2, 256, 4, 2, 16),
+    (2, 256, 4, 1, 32),
+]
 
 
+def _qkv(b: int, s: int, h: int, kv: int, d: int, layout: str, g: torch.Generator):
+    """q [B, H, S, d], k and v [B, KV, S, d] in bf16: separate tensors, or ("fused") views of
+    one QKV projection output split as the model splits it."""
+    if layout == "fused":
+        mixed = torch.randn(b, s, (h + 2 * kv) * d, device="cuda", generator=g)
+        attention = Attention(h * d, h, kv, rotary_dim=0, rotary_base=1e4, bias=False, dropout=0)
+        return attention.split_qkv(mixed.bfloat16())
+    return [torch.randn(b, n, s, d, device="cuda", generator=g).bfloat16() for n in (h, kv, kv)]
+
+
+@pytest.mark.parametrize("layout", ["separate", "fused"])
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "b{}s{}h{}kv{}d{}".format(*s))
-def test_fa4_agrees_with_fp32_attention_as_sdpa_does(shape, compiled) -> None:
+def test_fa4_agrees_with_fp32_attention_as_sdpa_does(shape, compiled, layout) -> None:
     b, s, h, kv, d = shape
     g = torch.Generator(device="cuda").manual_seed(0)
-
-    def rand(heads: int) -> torch.Tensor:
-        return torch.randn(b, heads, s, d, device="cuda", dtype=torch.bfloat16, generator=g)
-
-    q, k, v, dy = rand(h), rand(kv), rand(kv), rand(h)
+    q, k, v = _qkv(b, s, h, kv, d, layout, g)
+    dy = torch.randn(b, h, s, d, device="cuda", generator=g).bfloat16()
     ref = [t.float().requires_grad_() for t in (q, k, v)]
     expected = F.scaled_dot_product_attention(*ref, is_causal=True, enable_gqa=kv != h)
     expected.backward(dy.float())
 
     def errors(fn) -> list[float]:
-        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        leaves = [t.detach().requires_grad_() for t in (q, k, v)]  # views stay views
         y = fn(*leaves)
         y.backward(dy)
         got = [y, *(t.grad for t in leaves)]
@@ -81,6 +98,26 @@ def test_model_with_fa4_is_as_close_to_fp32_as_with_sdpa(variant) -> None:
     name, cfg = variant
     if getattr(cfg, "sliding_window_width", None):
         pytest.skip("sliding-window layers always take SDPA")
+    _model_against_fp32(name, cfg)
+
+
+# head dim 64 (the tiny variants above have 16), as Pythia-410M and LLaMA-1.1B
+WIDE = {
+    "neox-d64": ("neox", {"hidden_size": 256, "tie_embeddings": False}),
+    "llama-gqa-d64": ("llama", {"hidden_size": 256, "num_kv_heads": 2}),
+    "llama-mqa-d64": ("llama", {"hidden_size": 256, "num_kv_heads": 1}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WIDE))
+def test_model_with_fa4_at_head_dim_64_is_as_close_to_fp32_as_with_sdpa(
+    name, make_neox, make_llama
+) -> None:
+    family, fields = WIDE[name]
+    _model_against_fp32(name, (make_neox if family == "neox" else make_llama)(**fields))
+
+
+def _model_against_fp32(name: str, cfg) -> None:
     ids = torch.randint(0, cfg.vocab_size, (2, 257), device="cuda")
     ref_loss, ref = _loss_and_grads(cfg, ids, None)
     sdpa_loss, sdpa = _loss_and_grads(cfg, ids, "sdpa")
