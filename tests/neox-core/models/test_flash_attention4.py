@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from neox_core.distributed.attention_backend import (
+    GQA_REASON,
     AttentionShape,
     choose_attention,
     set_attention_kernel,
@@ -140,10 +141,20 @@ def _model_against_fp32(name: str, cfg) -> None:
 
 
 def test_the_chooser_times_both_and_fa4_on_request() -> None:
-    shape = AttentionShape(batch=2, heads=8, kv_heads=2, seq=512, head_dim=64)
+    shape = AttentionShape(batch=2, heads=8, kv_heads=8, seq=512, head_dim=64)
     choice = choose_attention("auto", torch.device("cuda"), "bf16", shape)
     assert choice.kernel in ("sdpa", "fa4") and "FlashAttention-4" in choice.line
-    assert re.search(r"[0-9.]+ ms against [0-9.]+ ms forward \+ backward", choice.line)
+    assert re.search(
+        r"FlashAttention-4 [0-9.]+ ms, SDPA [0-9.]+ ms forward \+ backward", choice.line
+    )
     assert choose_attention("fa4", torch.device("cuda"), "bf16", shape).kernel == "fa4"
     with pytest.raises(ValueError, match=r"attention_kernel = 'fa4'.*bf16/fp16"):
         choose_attention("fa4", torch.device("cuda"), "fp32", shape)
+
+
+def test_grouped_query_attention_keeps_sdpa() -> None:
+    shape = AttentionShape(batch=2, heads=8, kv_heads=2, seq=512, head_dim=64)
+    auto = choose_attention("auto", torch.device("cuda"), "bf16", shape)
+    assert auto.kernel == "sdpa" and auto.line.endswith(f"not FA4: {GQA_REASON}")
+    with pytest.raises(ValueError, match="grouped-query"):
+        choose_attention("fa4", torch.device("cuda"), "bf16", shape)
