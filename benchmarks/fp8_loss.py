@@ -16,7 +16,8 @@ one seed (losses of different seeds are not compared with each other: at one log
 they differ mostly by which batches were drawn). `--repeats` runs each pair again with the same
 seed: GPU kernels are not bitwise deterministic (atomics in attention's backward, GEMM
 reductions), so a repeated bf16 run shows how far bf16 drifts from itself, the noise floor
-any fp8 difference must be read against.
+any fp8 difference must be read against (`--precisions bf16,fp8,bf16` gets it for one run
+fewer than `--repeats 2`).
 
     python3 benchmarks/fp8_loss.py                    # on a GPU with float8 (sm_89+), torchao
     python3 benchmarks/fp8_loss.py --iters 20 --corpus /some/text/folder
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -292,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="folders of text files (default: Python's standard library)")  # fmt: skip
     p.add_argument("--max-mb", type=float, default=40.0, help="at most this much corpus text")
     p.add_argument("--work", default="/tmp/neox-fp8-loss", help="data, configs and logs")
-    p.add_argument("--precisions", default="bf16,fp8")
+    p.add_argument("--precisions", default="bf16,fp8",
+                   help="run in this order per seed; one named twice runs twice")  # fmt: skip
     p.add_argument("--iters", type=int, default=300)
     p.add_argument("--micro-batch", type=int, default=8)
     p.add_argument("--warmup", type=float, default=0.1, help="warm-up fraction of the iterations")
@@ -326,12 +329,13 @@ def main(argv: list[str] | None = None) -> int:
 
     vocab = load_config([args.config]).model.vocab_size
     prefix = prepare(args, vocab)
-    results = [
-        train(args, prefix, p, seed, repeat)
-        for seed in args.seeds
-        for repeat in range(1, args.repeats + 1)
-        for p in args.precisions.split(",")
-    ]
+    results = []
+    for seed in args.seeds:
+        runs: Counter[str] = Counter()  # a precision named twice runs twice: run 1, run 2
+        for _ in range(args.repeats):
+            for precision in args.precisions.split(","):
+                runs[precision] += 1
+                results.append(train(args, prefix, precision, seed, runs[precision]))
     print()
     print(f"config {Path(args.config).name}, {args.iters} iterations, micro batch {args.micro_batch}, "
           f"lr {args.lr}, warm-up {args.warmup:g}, validation {args.eval_iters} batches of "

@@ -220,14 +220,20 @@ def test_fp8_loss_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
     env["CUDA_VISIBLE_DEVICES"] = ""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "fp8_loss.py"), "--config", str(config),
            "--corpus", str(_corpus(tmp_path / "c")), "--work", str(work), "--iters", "4",
-           "--log-interval", "2", "--micro-batch", "2", "--timeout", "300"]  # fmt: skip
+           "--log-interval", "2", "--micro-batch", "2", "--timeout", "300",
+           "--precisions", "bf16,fp8,bf16"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("precision |"))
     rows = [[c.strip() for c in line.split("|")] for line in lines[start + 1 :]]
-    assert [r[:4] for r in rows] == [["bf16", "1234", "1", "4"], ["fp8", "1234", "1", "4"]]
-    assert rows[1][9] == "bf16 seed 1234 run 1"
+    assert [r[:4] for r in rows] == [
+        ["bf16", "1234", "1", "4"],
+        ["fp8", "1234", "1", "4"],
+        ["bf16", "1234", "2", "4"],  # bf16 named twice: its second run, against its first
+    ]
+    assert rows[1][9] == rows[2][9] == "bf16 seed 1234 run 1"
+    assert (work / "train_bf16_1234_run2.log").exists()
     bf16, fp8 = float(rows[0][4]), float(rows[1][4])  # the validation losses after step 4
     assert abs(fp8 / bf16 - 1) < 0.05  # a tiny model's fp8 stays close to bf16 over 4 steps
     assert "within" in rows[1][10] or "outside" in rows[1][10]
