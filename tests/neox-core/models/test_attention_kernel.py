@@ -40,6 +40,12 @@ def test_set_attention_kernel_reaches_every_layer_and_cpu_still_runs_sdpa(varian
     _, cfg = variant
     model = build_model(cfg, seed=0)
     ids = torch.randint(0, cfg.vocab_size, (2, 17))
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    if any(m.num_kv_heads != m.num_heads for m in layers):
+        with pytest.raises(ValueError, match="not used for grouped-query attention"):
+            set_attention_kernel(model, "fa4")
+        assert all(m.kernel == "sdpa" for m in layers)  # refused before any layer changed
+        return
     with torch.no_grad():
         expected = model(ids)
         set_attention_kernel(model, "fa4")

@@ -32,16 +32,16 @@ def _fa4_runs() -> None:
         pytest.skip(why)
 
 
-# (batch, seq, heads, kv heads, head dim): Pythia (d64, d256), GQA as LLaMA-1.1B, d128 as
-# LLaMA-7B, a sequence that is not a multiple of the kernels' tiles, and the small head dims
-# of tiny grouped-query models
+# (batch, seq, heads, kv heads, head dim): Pythia (d64, d256), d128 as LLaMA-7B, a sequence
+# that is not a multiple of the kernels' tiles, and small head dims. Multi-head only: neox
+# keeps SDPA for grouped-query attention (attention_backend.GQA_REASON; FA4's grouped-query
+# backward failed these tests at head dims 16 and 32 on 2026-12-05)
 SHAPES = [
     (2, 1024, 8, 8, 64),
-    (2, 512, 8, 2, 64),
     (1, 512, 4, 4, 256),
     (1, 777, 4, 4, 128),
-    (2, 256, 4, 2, 16),
-    (2, 256, 4, 1, 32),
+    (2, 256, 4, 4, 16),
+    (2, 256, 4, 4, 32),
 ]
 
 
@@ -99,14 +99,15 @@ def test_model_with_fa4_is_as_close_to_fp32_as_with_sdpa(variant) -> None:
     name, cfg = variant
     if getattr(cfg, "sliding_window_width", None):
         pytest.skip("sliding-window layers always take SDPA")
+    if (cfg.num_kv_heads or cfg.num_attention_heads) != cfg.num_attention_heads:
+        pytest.skip(GQA_REASON)
     _model_against_fp32(name, cfg)
 
 
-# head dim 64 (the tiny variants above have 16), as Pythia-410M and LLaMA-1.1B
+# head dim 64 (the tiny variants above have 16), as Pythia-410M
 WIDE = {
     "neox-d64": ("neox", {"hidden_size": 256, "tie_embeddings": False}),
-    "llama-gqa-d64": ("llama", {"hidden_size": 256, "num_kv_heads": 2}),
-    "llama-mqa-d64": ("llama", {"hidden_size": 256, "num_kv_heads": 1}),
+    "llama-d64": ("llama", {"hidden_size": 256, "num_kv_heads": 4}),
 }
 
 
