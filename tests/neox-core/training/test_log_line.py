@@ -119,7 +119,8 @@ def test_eval_lines_read_back_what_was_written() -> None:
         [
             _line(losses={"lm_loss": 2.5}),
             format_eval_line("validation", "iteration 300", {"lm_loss": 3.25, "lm_loss_ppl": 25.8}),
-            "[rank0]: " + format_eval_line("test", "the end of training", {"lm_loss": float("nan")}),
+            "[rank0]: "
+            + format_eval_line("test", "the end of training", {"lm_loss": float("nan")}),
         ]
     )
     val, test = parse_eval_lines(log)
