@@ -139,7 +139,8 @@ def _fa4_unavailable(device: torch.device, dtype: str, shape: AttentionShape) ->
 # grouped-query backward at head dims 16 and 32 returned dq, dk and dv about 1.1-1.7 from fp32
 # (SDPA's: 0.007-0.02) on an H200, and the tiny grouped-query models' gradients 6-13 % from
 # fp32 (SDPA's: 0.3 %) on an H100; which cases failed changed between runs. At head dim 64 the
-# same tests passed. Grouped-query attention keeps SDPA at every head dim until FA4's passes.
+# same tests passed. Grouped-query attention keeps SDPA at every head dim until a flash-attn-4
+# release passes them all, run after run.
 GQA_REASON = (
     "FlashAttention-4 is not used for grouped-query attention: its backward gave wrong "
     "gradients for grouped-query shapes in neox's GPU tests (flash-attn-4 4.0.0b36)"
