@@ -1,4 +1,4 @@
-"""Fused kernels of neox-kernels against torch eager, torch.compile and Liger-Kernel (GPU).
+"""Fused kernels of neox-kernels against torch eager, torch.compile, Liger-Kernel and quack (GPU).
 
 For each op and shape: median time of forward and of forward + backward, achieved bandwidth
 (the fewest bytes the op must move: each input read once, each output written once) and that
@@ -9,7 +9,8 @@ torch's fused and foreach AdamW) in the fwd+bwd column.
 
     python benchmarks/kernels.py [--quick] [--no-compile] [--ops swiglu,bias_gelu] [--json out.json]
 
-Needs a CUDA device; Liger-Kernel is used when importable. Prints the table last.
+Needs a CUDA device; Liger-Kernel and quack (quack-kernels, CuTe DSL kernels: RMSNorm, LayerNorm,
+linear + cross-entropy) are used when importable. Prints the table last.
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ try:
     from liger_kernel.transformers import functional as liger
 except Exception:  # any import problem means "not available"
     liger = None
+
+try:
+    import quack
+    from quack.linear_cross_entropy import chunked_linear_cross_entropy as quack_lce
+    from quack.rmsnorm import layernorm_bwd as quack_ln_bwd
+    from quack.rmsnorm import layernorm_fwd as quack_ln_fwd
+except Exception:  # any import problem means "not available"
+    quack = None
 
 
 @dataclass
@@ -117,14 +126,20 @@ _SELECTED: tuple[str, ...] = OPS
 
 
 def measure(op, shape, impls, make_inputs, n_grad, nbytes, copy_gbps, rows, graph=True):
-    """Time each implementation; rows are printed as they come (a later crash keeps them)."""
+    """Time each implementation; rows are printed as they come (a later crash keeps them).
+
+    An implementation is a function of `make_inputs()`, or (function, its own make_inputs)
+    where it needs other input dtypes (quack's LayerNorm takes only fp32 weights)."""
     if not any(op.startswith(sel) for sel in _SELECTED):
         return
     for name, fn in impls.items():
         if fn is None:
             continue
-        inputs = make_inputs()
+        fn, inputs = fn if isinstance(fn, tuple) else (fn, make_inputs)
+        inputs = inputs()
         try:
+            # a first call compiles or autotunes (torch.compile, quack): not the op's memory
+            _fwd_bwd(fn, inputs, n_grad)()
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
@@ -231,6 +246,22 @@ def _compiled(fn, enabled):
     return torch.compile(fn, dynamic=False) if enabled else None
 
 
+class _QuackLayerNorm(torch.autograd.Function):
+    """quack's LayerNorm forward and backward functions (it has no autograd of its own for
+    LayerNorm); weight and bias fp32, as quack requires."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        out, rstd, mean = quack_ln_fwd(x, w, b, 1e-5, return_rstd=True, return_mean=True)
+        ctx.save_for_backward(x, w, rstd, mean)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, w, rstd, mean = ctx.saved_tensors
+        return quack_ln_bwd(x, w, dout.contiguous(), rstd, mean, has_bias=True)
+
+
 def rms_ref(x, r, w):
     h = x + r
     h32 = h.float()
@@ -314,13 +345,21 @@ def main(argv: list[str] | None = None) -> int:
             "compile": _compiled(rms_ref, comp),
             "liger": (lambda x, r, w: liger.liger_fused_add_rms_norm(x, r, w, 1e-5, in_place=False))
             if liger else None,
+            "quack": (lambda x, r, w: quack.rmsnorm(x, w, residual=r, eps=1e-5, prenorm=True))
+            if quack else None,
         }, lambda hidden=hidden: (leaf(tokens, hidden), leaf(tokens, hidden), leaf(hidden)), 3, 8 * n * e,
             copy_gbps, rows)  # fmt: skip
+
+        def fp32_affine(hidden=hidden):
+            w, b = (leaf(hidden).float().detach().requires_grad_() for _ in "wb")
+            return leaf(tokens, hidden), w, b
+
         measure("layernorm", shape, {
             "neox": lambda x, w, b: ops.layer_norm(x, w, b, 1e-5),
             "eager": ln_ref,
             "compile": _compiled(ln_ref, comp),
             "liger": (lambda x, w, b: liger.liger_layer_norm(x, w, b, 1e-5)) if liger else None,
+            "quack (fp32 w, b)": (_QuackLayerNorm.apply, fp32_affine) if quack else None,
         }, lambda hidden=hidden: (leaf(tokens, hidden), leaf(hidden), leaf(hidden)), 3, 5 * n * e, copy_gbps,
             rows)  # fmt: skip
 
@@ -393,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
                 "compile": _compiled(amp(ce_ref), comp),
                 "liger": amp(lambda h, w, y: liger.liger_fused_linear_cross_entropy(h, w, y))
                 if liger else None,
+                "quack": amp(lambda h, w, y: quack_lce(h, w, y)) if quack else None,
             }, inputs, 2, 0, copy_gbps, rows, graph=False)  # fmt: skip
 
     if args.json:
