@@ -80,6 +80,15 @@ PYBIND11_MODULE(_cuda, m) {
                 "norm_backward");
         });
 
+  m.def("sum_partials", [](int device, int dtype, std::uintptr_t a, std::uintptr_t out_a,
+                           std::uintptr_t b, std::uintptr_t out_b, int partials, int64_t cols,
+                           std::uintptr_t stream) {
+    use_device(device);
+    check(neox::sum_partials(dtype, ptr<const float>(a), ptr(out_a), ptr<const float>(b),
+                             ptr(out_b), partials, cols, stream_of(stream)),
+          "sum_partials");
+  });
+
   m.def("swiglu_forward", [](int device, int dtype, std::uintptr_t h, std::uintptr_t out,
                              int64_t rows, int64_t inner, std::uintptr_t stream) {
     use_device(device);

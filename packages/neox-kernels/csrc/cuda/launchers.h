@@ -26,6 +26,11 @@ const char* norm_backward(int dtype, bool rms, const void* grad_out, const void*
 // Blocks (rows of partial_dw / partial_db) to pass to norm_backward: one resident wave.
 int norm_backward_blocks(int dtype, bool rms, int64_t rows, int64_t hidden);
 
+// out_a[c] = sum over r of a[r, c] for [partials, cols] fp32 a, rounded once to dtype; b and
+// out_b alike (nullable: one array). The weight and bias gradients from the per-block partials.
+const char* sum_partials(int dtype, const float* a, void* out_a, const float* b, void* out_b,
+                         int partials, int64_t cols, void* stream);
+
 // h: [rows, 2*inner] = [up; gate]; out = up * silu(gate), [rows, inner].
 const char* swiglu_forward(int dtype, const void* h, void* out, int64_t rows, int64_t inner,
                            void* stream);

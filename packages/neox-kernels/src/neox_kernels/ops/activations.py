@@ -123,13 +123,13 @@ def _(x, bias, approximate):
     " -> (Tensor, Tensor)",
 )
 def bias_gelu_bwd(grad_out, x, bias, approximate, bias_grad):
-    """(grad of x, grad of bias in fp32 or an empty tensor): the CUDA kernel sums the bias
-    gradient's columns as it writes grad x, instead of a second pass over it."""
-    stat = be.stat_dtype(x)
+    """(grad of x, grad of bias in x's dtype or an empty tensor): the CUDA kernel sums the
+    bias gradient's columns as it writes grad x, instead of a second pass over it."""
     if not be.use_cuda(x):
         v = be.acc(x) + be.acc(bias) if bias is not None else be.acc(x)
         dx = (be.acc(grad_out) * _gelu_grad_ref(v, approximate)).to(x.dtype)
-        db = dx.reshape(-1, x.shape[-1]).sum(0, dtype=stat) if bias_grad else x.new_empty(0, dtype=stat)  # fmt: skip
+        stat = be.stat_dtype(x)
+        db = dx.reshape(-1, x.shape[-1]).sum(0, dtype=stat).to(x.dtype) if bias_grad else x.new_empty(0)  # fmt: skip
         return dx, db
     x, grad_out = x.contiguous(), grad_out.contiguous()
     bias = None if bias is None else bias.contiguous()
@@ -145,14 +145,18 @@ def bias_gelu_bwd(grad_out, x, bias, approximate, bias_grad):
         dev, dtype, be.ptr(grad_out), be.ptr(x), be.ptr(bias), be.ptr(dx), be.ptr(pdb),
         0 if pdb is None else pdb.shape[0], rows, cols, approximate, be.stream(x),
     )  # fmt: skip
-    db = pdb.sum(0).to(stat) if pdb is not None else x.new_empty(0, dtype=stat)
+    db = x.new_empty(cols if pdb is not None else 0)
+    if pdb is not None and pdb.shape[0] == 0:  # no rows: the sums are zeros
+        db.zero_()
+    elif pdb is not None:  # the column sums, rounded to x's dtype, in one launch
+        ext.sum_partials(dev, dtype, be.ptr(pdb), be.ptr(db), 0, 0, pdb.shape[0], cols,
+                         be.stream(x))  # fmt: skip
     return dx, db
 
 
 @bias_gelu_bwd.register_fake
 def _(grad_out, x, bias, approximate, bias_grad):
-    stat = be.stat_dtype(x)
-    return torch.empty_like(x), x.new_empty(x.shape[-1] if bias_grad else 0, dtype=stat)
+    return torch.empty_like(x), x.new_empty(x.shape[-1] if bias_grad else 0)
 
 
 def _gelu_setup(ctx, inputs, output):

@@ -85,8 +85,8 @@ def _reference_bwd(grad_out, grad_res, h, weight, mean, rstd, rms, weight_grad, 
     dx = rstd.unsqueeze(-1) * (wdy - c2 - xhat * c1)
     if grad_res is not None:
         dx = dx + be.acc(grad_res).reshape(-1, hidden)
-    dw = (g * xhat).sum(0) if weight_grad else h.new_empty(0, dtype=be.stat_dtype(h))
-    db = g.sum(0) if bias_grad else h.new_empty(0, dtype=be.stat_dtype(h))
+    dw = (g * xhat).sum(0).to(h.dtype) if weight_grad else h.new_empty(0)
+    db = g.sum(0).to(h.dtype) if bias_grad else h.new_empty(0)
     return dx.to(h.dtype).reshape(h.shape), dw, db
 
 
@@ -101,29 +101,31 @@ def norm_bwd(grad_out, grad_residual_out, input, weight, mean, rstd, rms, weight
     grad_out = grad_out.contiguous()
     grad_res = grad_residual_out.contiguous() if grad_residual_out is not None else None
     dx = torch.empty_like(input)
-    fp32 = dict(dtype=torch.float32, device=input.device)
+    dw = input.new_empty(hidden if weight_grad else 0)
+    db = input.new_empty(hidden if bias_grad else 0)
     if rows == 0:  # no kernel runs: sums over no rows are zeros
-        dw = torch.zeros(hidden if weight_grad else 0, **fp32)
-        return dx, dw, torch.zeros(hidden if bias_grad else 0, **fp32)
-    blocks = ext.norm_backward_blocks(be.dtype_code(input), rms, rows, hidden)
+        return dx, dw.zero_(), db.zero_()
+    dev, dtype, stream = be.device_index(input), be.dtype_code(input), be.stream(input)
+    blocks = ext.norm_backward_blocks(dtype, rms, rows, hidden)
+    fp32 = dict(dtype=torch.float32, device=input.device)
     pdw = torch.empty(blocks, hidden, **fp32) if weight_grad else None
     pdb = torch.empty(blocks, hidden, **fp32) if bias_grad else None
     ext.norm_backward(
-        be.device_index(input), be.dtype_code(input), rms, be.ptr(grad_out), be.ptr(grad_res),
-        be.ptr(input.contiguous()), be.ptr(None if weight is None else weight.contiguous()),
-        be.ptr(mean), be.ptr(rstd), be.ptr(dx), be.ptr(pdw), be.ptr(pdb), blocks, rows, hidden,
-        be.stream(input),
+        dev, dtype, rms, be.ptr(grad_out), be.ptr(grad_res), be.ptr(input.contiguous()),
+        be.ptr(None if weight is None else weight.contiguous()), be.ptr(mean), be.ptr(rstd),
+        be.ptr(dx), be.ptr(pdw), be.ptr(pdb), blocks, rows, hidden, stream,
     )  # fmt: skip
-    dw = pdw.sum(0) if pdw is not None else input.new_empty(0, dtype=torch.float32)
-    db = pdb.sum(0) if pdb is not None else input.new_empty(0, dtype=torch.float32)
+    if weight_grad or bias_grad:  # both sums, rounded to the input's dtype, in one launch
+        ext.sum_partials(dev, dtype, be.ptr(pdw), be.ptr(dw), be.ptr(pdb), be.ptr(db), blocks,
+                         hidden, stream)  # fmt: skip
     return dx, dw, db
 
 
 @norm_bwd.register_fake
 def _(grad_out, grad_residual_out, input, weight, mean, rstd, rms, weight_grad, bias_grad):
     hidden = input.shape[-1]
-    dw = input.new_empty(hidden if weight_grad else 0, dtype=be.stat_dtype(input))
-    db = input.new_empty(hidden if bias_grad else 0, dtype=be.stat_dtype(input))
+    dw = input.new_empty(hidden if weight_grad else 0)
+    db = input.new_empty(hidden if bias_grad else 0)
     return torch.empty_like(input), dw, db
 
 
