@@ -27,18 +27,28 @@ import torch.nn.functional as F
 
 from neox_kernels import ops
 
+MISSING: dict[str, str] = {}  # baseline library -> why it is not in the table
+
 try:
     from liger_kernel.transformers import functional as liger
-except Exception:  # any import problem means "not available"
+except Exception as e:  # any import problem means "not available"; the header says which
     liger = None
+    MISSING["liger"] = f"{type(e).__name__}: {e}"
 
 try:
     import quack
-    from quack.linear_cross_entropy import chunked_linear_cross_entropy as quack_lce
     from quack.rmsnorm import layernorm_bwd as quack_ln_bwd
     from quack.rmsnorm import layernorm_fwd as quack_ln_fwd
-except Exception:  # any import problem means "not available"
+except Exception as e:  # any import problem means "not available"; the header says which
     quack = None
+    MISSING["quack"] = f"{type(e).__name__}: {e}"
+
+quack_lce = None  # its own import: it fails where the norms import (quack 0.6.5, cutlass-dsl 4.8.1)
+if quack is not None:
+    try:
+        from quack.linear_cross_entropy import chunked_linear_cross_entropy as quack_lce
+    except Exception as e:
+        MISSING["quack linear+cross_entropy"] = f"{type(e).__name__}: {e}"
 
 
 @dataclass
@@ -326,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     tokens = 4096 if args.quick else 16384
     print(f"copy bandwidth {copy_gbps:.0f} GB/s; fused ops compiled: {ops.cuda_available()}")
+    for name, why in MISSING.items():
+        print(f"no {name} rows: {why}")
 
     cpu_gen = torch.Generator().manual_seed(0)  # inputs never touch the CUDA generator, which a
     # failed graph capture can leave unusable
@@ -432,18 +444,21 @@ def main(argv: list[str] | None = None) -> int:
                 "compile": _compiled(amp(ce_ref), comp),
                 "liger": amp(lambda h, w, y: liger.liger_fused_linear_cross_entropy(h, w, y))
                 if liger else None,
-                "quack": amp(lambda h, w, y: quack_lce(h, w, y)) if quack else None,
+                "quack": amp(lambda h, w, y: quack_lce(h, w, y)) if quack_lce else None,
             }, inputs, 2, 0, copy_gbps, rows, graph=False)  # fmt: skip
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"copy_gbps": copy_gbps, "rows": [asdict(r) for r in rows]}, f, indent=1)
+            json.dump({"copy_gbps": copy_gbps, "rows": [asdict(r) for r in rows], "missing": MISSING},
+                      f, indent=1)  # fmt: skip
     print(f"\ncopy bandwidth {copy_gbps:.0f} GB/s (read + write), {torch.cuda.get_device_name()}")
     head = f"{'op':<22} {'shape':<22} {'impl':<19} {'fwd ms':>8} {'fwd+bwd':>8} {'GB/s':>7} {'copy%':>6} {'peak MB':>8} timing"  # fmt: skip
     print(head)
     print("-" * len(head))
     for r in rows:
         print(_format(r))
+    for name, why in MISSING.items():
+        print(f"no {name} rows: {why}")
     return 0
 
 
