@@ -5,6 +5,8 @@ The GPU side (FA4's numerics, the timed choice) is tests/neox-core/models/test_f
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -39,13 +41,19 @@ def test_fa4_where_it_cannot_run_is_an_error_with_the_reason() -> None:
 def test_set_attention_kernel_reaches_every_layer_and_cpu_still_runs_sdpa(variant) -> None:
     _, cfg = variant
     model = build_model(cfg, seed=0)
-    ids = torch.randint(0, cfg.vocab_size, (2, 17))
     layers = [m for m in model.modules() if isinstance(m, Attention)]
     if any(m.num_kv_heads != m.num_heads for m in layers):
         with pytest.raises(ValueError, match="not used for grouped-query attention"):
             set_attention_kernel(model, "fa4")
         assert all(m.kernel == "sdpa" for m in layers)  # refused before any layer changed
         return
+    # the tiny variants' head dim, 16, is below FA4's: refused, every layer left as it was
+    with pytest.raises(ValueError, match=r"not used below head dim 64 \(this model: 16\)"):
+        set_attention_kernel(model, "fa4")
+    assert all(m.kernel == "sdpa" for m in layers)
+    cfg = dataclasses.replace(cfg, hidden_size=256)  # head dim 64
+    model = build_model(cfg, seed=0)
+    ids = torch.randint(0, cfg.vocab_size, (2, 17))
     with torch.no_grad():
         expected = model(ids)
         set_attention_kernel(model, "fa4")
