@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build neox-kernels on a GPU machine and run its checks, gpu tests and benchmark.
 # Run from the repository root: bash packages/neox-kernels/tools/gpu_check.sh [--quick]
-# Logs go to $OUT (default ./gpu-check-out). Liger-Kernel wheels in .whl/ are used when present.
+# Logs go to $OUT (default ./gpu-check-out). Wheels in .whl/ (Liger-Kernel; quack-kernels with
+# nvidia-cutlass-dsl and its libs) are unpacked into /tmp/site and used when present.
 # NEOX_KERNELS_CUDA_ARCHS (default 90a here, to build fast) picks the targets.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-check-out}
@@ -9,8 +10,14 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 QUICK=${1:-}
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  # unpacked, not `pip install --target`: pip keeps only one of several wheels that share a
+  # top-level folder (nvidia-cutlass-dsl and its libs wheels), and it ignores .pth files there
+  rm -rf /tmp/site && mkdir -p /tmp/site
+  for wheel in .whl/*.whl; do python3 -m zipfile -e "$wheel" /tmp/site || echo "unpacking $wheel FAILED"; done
+  # /tmp/site and what its .pth files add (cutlass-dsl's: its dsl_packages folder)
+  extra=$(python3 -c "import site, sys; seen = set(sys.path); site.addsitedir('/tmp/site')
+print(':'.join(p for p in sys.path if p not in seen))")
+  export PYTHONPATH=${extra:-/tmp/site}${PYTHONPATH:+:$PYTHONPATH}
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 start=$SECONDS
