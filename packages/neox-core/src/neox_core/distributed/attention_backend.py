@@ -219,9 +219,10 @@ def set_attention_kernel(model: nn.Module, kernel: str) -> None:
     layers = [m for m in model.modules() if isinstance(m, Attention)]
     if kernel == "fa4" and any(m.num_kv_heads != m.num_heads for m in layers):
         raise ValueError(f"attention kernel 'fa4': {GQA_REASON}")
-    why = next((head_dim_reason(m.head_dim) for m in layers if head_dim_reason(m.head_dim)), None)
-    if kernel == "fa4" and why:
-        raise ValueError(f"attention kernel 'fa4': {why}")
+    if kernel == "fa4":
+        why = next(filter(None, (head_dim_reason(m.head_dim) for m in layers)), None)
+        if why:
+            raise ValueError(f"attention kernel 'fa4': {why}")
     for m in layers:
         m.kernel = kernel
 

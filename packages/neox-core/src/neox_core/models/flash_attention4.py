@@ -58,8 +58,9 @@ def unavailable_reason(device: torch.device, head_dim: int) -> str | None:
     top = 256 if major == 9 else 128  # Blackwell's kernels: 8-128, and 256
     if head_dim % 8 or not (8 <= head_dim <= top or head_dim == 256):
         return f"FlashAttention-4 takes head dims 8-{top} in multiples of 8 here, not {head_dim}"
-    if head_dim_reason(head_dim):
-        return head_dim_reason(head_dim)
+    why = head_dim_reason(head_dim)
+    if why:
+        return why
     try:
         _interface()
     except Exception as e:  # ImportError, or the CuTe DSL runtime failing to load
