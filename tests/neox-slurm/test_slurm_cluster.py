@@ -268,7 +268,9 @@ def test_checkpoint_signal_then_requeue_resumes_from_the_checkpoint(cli: Cli) ->
     assert "Restarts=1" in show.stdout
     # SLURM holds a requeued job for a while; release it now rather than wait.
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
-    wait_for("the restart", lambda: f"resuming at {saved}" in log.read_text())
+    # the released job waits for a free slot behind the other tests' jobs on a loaded machine
+    # (60 s was once too short: CI of 119df11)
+    wait_for("the restart", lambda: f"resuming at {saved}" in log.read_text(), timeout=180)
     assert "restart 1," in log.read_text()
     assert cli("cancel", job).returncode == 0
 
