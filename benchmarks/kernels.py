@@ -135,11 +135,22 @@ OPS = (
 _SELECTED: tuple[str, ...] = OPS
 
 
+@dataclass
+class Direct:
+    """An op timed through its own forward and backward functions instead of autograd: the
+    in-place rotary, which autograd could only run on a copy of a leaf input (the model runs
+    it on the QKV matmul's fresh output). Both take the inputs; backward's is the gradient."""
+
+    forward: Callable
+    backward: Callable
+
+
 def measure(op, shape, impls, make_inputs, n_grad, nbytes, copy_gbps, rows, graph=True):
     """Time each implementation; rows are printed as they come (a later crash keeps them).
 
     An implementation is a function of `make_inputs()`, or (function, its own make_inputs)
-    where it needs other input dtypes (quack's LayerNorm takes only fp32 weights)."""
+    where it needs other input dtypes (quack's LayerNorm takes only fp32 weights), or a
+    `Direct` pair of forward and backward."""
     if not any(op.startswith(sel) for sel in _SELECTED):
         return
     for name, fn in impls.items():
@@ -148,24 +159,36 @@ def measure(op, shape, impls, make_inputs, n_grad, nbytes, copy_gbps, rows, grap
         fn, inputs = fn if isinstance(fn, tuple) else (fn, make_inputs)
         inputs = inputs()
         try:
+            if isinstance(fn, Direct):
+
+                def forward(fn=fn, inputs=inputs):
+                    with torch.no_grad():
+                        fn.forward(*inputs)
+
+                def fwd_bwd(fn=fn, inputs=inputs):
+                    with torch.no_grad():
+                        fn.forward(*inputs)
+                        fn.backward(*inputs)
+            else:
+
+                def forward(fn=fn, inputs=inputs):
+                    with torch.no_grad():
+                        fn(*inputs)
+
+                fwd_bwd = _fwd_bwd(fn, inputs, n_grad)
             # a first call compiles or autotunes (torch.compile, quack): not the op's memory
-            _fwd_bwd(fn, inputs, n_grad)()
+            fwd_bwd()
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
-            _fwd_bwd(fn, inputs, n_grad)()
+            fwd_bwd()
             torch.cuda.synchronize()
             peak = (torch.cuda.max_memory_allocated() - before) / 2**20
-
-            def forward(fn=fn, inputs=inputs):
-                with torch.no_grad():
-                    fn(*inputs)
-
             if graph:
                 fwd, timing = bench_graphed(forward)
-                fb, timing_b = bench_graphed(_fwd_bwd(fn, inputs, n_grad))
+                fb, timing_b = bench_graphed(fwd_bwd)
             else:  # milliseconds of matmuls: launch overhead does not matter
-                fwd, fb, timing, timing_b = bench(forward), bench(_fwd_bwd(fn, inputs, n_grad)), "eager", "eager"  # fmt: skip
+                fwd, fb, timing, timing_b = bench(forward), bench(fwd_bwd), "eager", "eager"
             timing = timing if timing == timing_b else f"{timing}/{timing_b}"
         except Exception as error:  # a failing baseline is reported, not fatal
             print(f"  {op} {shape} {name}: failed ({type(error).__name__}: {error})"[:300])
@@ -410,11 +433,14 @@ def main(argv: list[str] | None = None) -> int:
     for pct in (0.25, 1.0):
         rot = int(d * pct)
         ref = rotary_ref_factory(heads, rot, 10000.0)
-        nbytes = (
-            2 * (batch * seq * 2 * heads * rot * 2) * 2
-        )  # q,k rotated part, read+write, fwd+bwd
+        # the forward rotates q and k's rotated channels in place (read + write); the backward
+        # reads the whole incoming gradient and writes a new one (it must not change its input)
+        nbytes = 2 * (batch * seq * 2 * heads * rot * 2) + 2 * (batch * seq * 3 * heads * d * 2)
         measure(f"rotary pct={pct}", f"b{batch} s{seq} h{heads} d{d}", {
-            "neox (in place)": lambda qkv: ops.rotary_qkv_(qkv * 1, heads, heads, rot, 10000.0),  # noqa: B023
+            "neox (in place)": (Direct(
+                lambda qkv: ops.rotary_qkv_(qkv, heads, heads, rot, 10000.0),  # noqa: B023
+                lambda qkv: ops.rotary_qkv_grad(qkv, heads, heads, rot, 10000.0),  # noqa: B023
+            ), lambda: (torch.randn(batch, seq, 3 * heads * d, generator=cpu_gen).to(dev, bf16),)),
             "eager": ref,
             "compile": _compiled(ref, comp),
         }, lambda: (leaf(batch, seq, 3 * heads * d),), 1, nbytes, copy_gbps, rows)  # fmt: skip

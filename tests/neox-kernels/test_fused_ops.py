@@ -269,6 +269,7 @@ OPCHECK_ARGS = {
     "bias_gelu_fwd": lambda: (_leaf(3, 8), _leaf(8), True),
     "bias_gelu_bwd": lambda: (torch.randn(3, 8), torch.randn(3, 8), torch.randn(8), False, True),
     "rotary_": lambda: (torch.randn(2, 3, 24), torch.rand(2), 2, 0, 12, 2, 4, 12, 2, 0, False),
+    "rotary": lambda: (torch.randn(2, 3, 24), torch.rand(2), 2, 0, 12, 2, 4, 12, 2, 0, True),
     "linear_cross_entropy": lambda: (
         _leaf(6, 4), _leaf(9, 4), torch.tensor([1, 2, 3, -100, 8, 0]),
         torch.full((6,), 0.2, dtype=torch.float64), 1e-3, 4, True, False,

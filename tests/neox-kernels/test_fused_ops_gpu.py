@@ -97,6 +97,23 @@ def test_every_output_element_is_written() -> None:
         assert torch.isfinite(ops.bias_gelu(x)).all()
 
 
+@pytest.mark.parametrize("heads, kv_heads, head_dim, rot", [(4, 4, 64, 16), (8, 2, 80, 40)])
+def test_rotary_backward_leaves_the_incoming_gradient_alone(heads, kv_heads, head_dim, rot):
+    """The backward rotates into a new tensor (one pass, rotated and copied channels alike):
+    the gradient autograd passes in stays as it was, values and unrotated channels pass through."""
+    torch.full((1 << 22,), float("nan"), device="cuda")  # freed: poisons the cache
+    width = (heads + 2 * kv_heads) * head_dim
+    qkv = torch.randn(2, 33, width, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    grad = torch.randn_like(qkv)
+    kept = grad.clone()
+    (got,) = torch.autograd.grad(ops.rotary_qkv_(qkv * 1, heads, kv_heads, rot, 10000.0), qkv, grad)
+    assert torch.equal(grad, kept)
+    ref = qkv.detach().cpu().double().requires_grad_()  # CPU: the PyTorch reference
+    out = ops.rotary_qkv_(ref * 1, heads, kv_heads, rot, 10000.0)
+    (want,) = torch.autograd.grad(out, ref, grad.cpu().double())
+    torch.testing.assert_close(got.cpu().double(), want, rtol=2e-2, atol=2e-2)
+
+
 def test_bias_gelu_bias_gradient_of_no_rows_is_zero() -> None:
     """With no rows the backward writes no partial sums: the bias gradient must still be 0."""
     torch.full((1 << 20,), float("nan"), device="cuda")  # freed: poisons the cache

@@ -126,17 +126,17 @@ PYBIND11_MODULE(_cuda, m) {
                                    partials, rows, cols, approximate, stream_of(stream)),
           "bias_gelu_backward");
   });
-  m.def("rotary_inplace",
-        [](int device, int dtype, std::uintptr_t qkv, int64_t tokens, int64_t seq_len,
-           int64_t row_stride, int num_q, int64_t q_offset, int64_t q_stride, int num_k,
-           int64_t k_offset, int64_t k_stride, int rot_half, std::uintptr_t inv_freq,
+  m.def("rotary",
+        [](int device, int dtype, std::uintptr_t src, std::uintptr_t dst, int64_t tokens,
+           int64_t seq_len, int64_t row_stride, int num_q, int64_t q_offset, int64_t q_stride,
+           int num_k, int64_t k_offset, int64_t k_stride, int rot_half, std::uintptr_t inv_freq,
            int64_t position_offset, bool inverse, std::uintptr_t stream) {
           use_device(device);
-          check(neox::rotary_inplace(dtype, ptr(qkv), tokens, seq_len, row_stride, num_q,
-                                     q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
-                                     ptr<const float>(inv_freq), position_offset, inverse,
-                                     stream_of(stream)),
-                "rotary_inplace");
+          check(neox::rotary(dtype, ptr(src), ptr(dst), tokens, seq_len, row_stride, num_q,
+                             q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
+                             ptr<const float>(inv_freq), position_offset, inverse,
+                             stream_of(stream)),
+                "rotary");
         });
   m.def("cross_entropy_forward",
         [](int device, int dtype, std::uintptr_t logits, int64_t ld, int64_t rows, int64_t vocab,

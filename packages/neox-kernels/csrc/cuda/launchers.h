@@ -48,15 +48,15 @@ const char* bias_gelu_backward(int dtype, const void* grad_out, const void* x, c
 int bias_gelu_backward_partials(int dtype, const void* grad_out, const void* x, const void* bias,
                                 const void* grad_x, int64_t rows, int64_t cols);
 
-// Rotates, in place, the first 2*rot_half channels of each query and key head of qkv
-// [tokens, row_stride]: head h of queries starts at column q_offset + h*q_stride (keys alike).
-// Position of token t is (t % seq_len) + position_offset; angle = position * inv_freq[i].
-// inverse=true rotates by the negative angle (the backward).
-const char* rotary_inplace(int dtype, void* qkv, int64_t tokens, int64_t seq_len,
-                           int64_t row_stride, int num_q, int64_t q_offset, int64_t q_stride,
-                           int num_k, int64_t k_offset, int64_t k_stride, int rot_half,
-                           const float* inv_freq, int64_t position_offset, bool inverse,
-                           void* stream);
+// dst = src with the first 2*rot_half channels of each query and key head rotated, for
+// [tokens, row_stride] tensors: head h of queries starts at column q_offset + h*q_stride (keys
+// alike). src == dst rotates in place and touches nothing else; otherwise every other channel
+// is copied. Position of token t is (t % seq_len) + position_offset; angle = position *
+// inv_freq[i]. inverse=true rotates by the negative angle (the backward).
+const char* rotary(int dtype, const void* src, void* dst, int64_t tokens, int64_t seq_len,
+                   int64_t row_stride, int num_q, int64_t q_offset, int64_t q_stride, int num_k,
+                   int64_t k_offset, int64_t k_stride, int rot_half, const float* inv_freq,
+                   int64_t position_offset, bool inverse, void* stream);
 
 // Per row of a logits chunk [rows, vocab] (row stride ld) whose columns are the vocabulary ids
 // vocab_start..vocab_start+vocab-1: lse = logsumexp, target = logit of labels[row] (0 when the

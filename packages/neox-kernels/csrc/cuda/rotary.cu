@@ -1,5 +1,6 @@
-// Rotary position embedding applied in place to the query and key heads of a fused QKV
-// activation (GPT-NeoX's rotate-half layout; partial rotary; grouped-query layouts).
+// Rotary position embedding of the query and key heads of a fused QKV activation (GPT-NeoX's
+// rotate-half layout; partial rotary; grouped-query layouts), in place (the forward) or into a
+// new tensor (the backward, whose incoming gradient must stay as it is).
 #include "common.cuh"
 
 namespace neox {
@@ -10,8 +11,22 @@ constexpr int kHeadsPerThread = 4;
 // One thread rotates VEC consecutive pairs (i, i + rot_half) of one token in up to
 // kHeadsPerThread heads: the angles depend on the position and i only, so each sin/cos is
 // computed once for those heads, and every load and store is a VEC-wide pack.
+// Whether column c lies in the rotated channels (the first 2*rot_half) of one of n heads
+// that start at off + h * stride.
+__device__ __forceinline__ bool in_rotated(int64_t c, int64_t off, int64_t stride, int n,
+                                           int rot_half) {
+  if (c < off || n <= 0) return false;
+  const int64_t h = (c - off) / stride;
+  return h < n && c - off - h * stride < 2 * int64_t(rot_half);
+}
+
+// Work items of a token: with a separate destination, first one per pack of the row that
+// copies it unless it is rotated; then one per VEC consecutive pairs (i, i + rot_half) in up
+// to kHeadsPerThread heads, whose sin/cos depend on the position and i only and are computed
+// once for those heads. In place (src == dst) there are only the latter. Every load and store
+// is a VEC-wide pack; every element is read once and written once.
 template <typename T, int VEC>
-__global__ void rotary_kernel(T* __restrict__ qkv, int64_t tokens, int64_t seq_len,
+__global__ void rotary_kernel(const T* src, T* dst, int64_t tokens, int64_t seq_len,
                               int64_t row_stride, int num_q, int64_t q_offset, int64_t q_stride,
                               int num_k, int64_t k_offset, int64_t k_stride, int rot_half,
                               const float* __restrict__ inv_freq, int64_t position_offset,
@@ -19,11 +34,22 @@ __global__ void rotary_kernel(T* __restrict__ qkv, int64_t tokens, int64_t seq_l
   const int heads = num_q + num_k;
   const int packs = rot_half / VEC;
   const int groups = (heads + kHeadsPerThread - 1) / kHeadsPerThread;
-  const int64_t per_token = int64_t(groups) * packs, total = tokens * per_token;
+  const int copies = src == dst ? 0 : static_cast<int>(row_stride / VEC);
+  const int64_t per_token = copies + int64_t(groups) * packs, total = tokens * per_token;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t t = e / per_token;
-    const int rem = static_cast<int>(e - t * per_token);
+    int rem = static_cast<int>(e - t * per_token);
+    const T* srow = src + t * row_stride;
+    T* drow = dst + t * row_stride;
+    if (rem < copies) {
+      const int64_t c = int64_t(rem) * VEC;
+      if (!in_rotated(c, q_offset, q_stride, num_q, rot_half) &&
+          !in_rotated(c, k_offset, k_stride, num_k, rot_half))
+        store_pack<T, VEC>(drow, rem, load_pack<T, VEC>(srow, rem));
+      continue;
+    }
+    rem -= copies;
     const int group = rem / packs;
     const int i0 = (rem - group * packs) * VEC;
     // the same fp32 product as torch.outer(positions, inv_freq) in the reference
@@ -34,65 +60,72 @@ __global__ void rotary_kernel(T* __restrict__ qkv, int64_t tokens, int64_t seq_l
       sincosf(position * inv_freq[i0 + k], &s[k], &c[k]);
       s[k] *= sign;
     }
-    T* row = qkv + t * row_stride;
     const int last = min(heads, (group + 1) * kHeadsPerThread);
     for (int head = group * kHeadsPerThread; head < last; ++head) {
-      const int64_t col = head < num_q ? q_offset + head * q_stride
-                                       : k_offset + (head - num_q) * k_stride;
-      T* p = row + col + i0;
-      Pack<T, VEC> a = load_pack<T, VEC>(p, 0), b = load_pack<T, VEC>(p + rot_half, 0);
+      const int64_t col = (head < num_q ? q_offset + head * q_stride
+                                        : k_offset + (head - num_q) * k_stride) + i0;
+      Pack<T, VEC> a = load_pack<T, VEC>(srow + col, 0),
+                   b = load_pack<T, VEC>(srow + col + rot_half, 0);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
         const float x1 = to_f(a.v[k]), x2 = to_f(b.v[k]);
         a.v[k] = from_f<T>(x1 * c[k] - x2 * s[k]);
         b.v[k] = from_f<T>(x2 * c[k] + x1 * s[k]);
       }
-      store_pack<T, VEC>(p, 0, a);
-      store_pack<T, VEC>(p + rot_half, 0, b);
+      store_pack<T, VEC>(drow + col, 0, a);
+      store_pack<T, VEC>(drow + col + rot_half, 0, b);
     }
   }
 }
 
 template <typename T, int VEC>
-void launch_rotary(T* qkv, int64_t tokens, int64_t seq_len, int64_t row_stride, int num_q,
-                   int64_t q_offset, int64_t q_stride, int num_k, int64_t k_offset,
+void launch_rotary(const T* src, T* dst, int64_t tokens, int64_t seq_len, int64_t row_stride,
+                   int num_q, int64_t q_offset, int64_t q_stride, int num_k, int64_t k_offset,
                    int64_t k_stride, int rot_half, const float* inv_freq,
                    int64_t position_offset, float sign, cudaStream_t s) {
   const int groups = (num_q + num_k + kHeadsPerThread - 1) / kHeadsPerThread;
-  const int64_t total = tokens * groups * (rot_half / VEC);
+  const int64_t copies = src == dst ? 0 : row_stride / VEC;
+  const int64_t total = tokens * (copies + groups * (rot_half / VEC));
   const int threads = 256;
   const int blocks = grid_for(total, threads, sm_count() * 16);
-  rotary_kernel<T, VEC><<<blocks, threads, 0, s>>>(qkv, tokens, seq_len, row_stride, num_q,
-                                                   q_offset, q_stride, num_k, k_offset,
+  rotary_kernel<T, VEC><<<blocks, threads, 0, s>>>(src, dst, tokens, seq_len, row_stride,
+                                                   num_q, q_offset, q_stride, num_k, k_offset,
                                                    k_stride, rot_half, inv_freq,
                                                    position_offset, sign);
 }
 
 }  // namespace
 
-const char* rotary_inplace(int dtype, void* qkv, int64_t tokens, int64_t seq_len,
-                           int64_t row_stride, int num_q, int64_t q_offset, int64_t q_stride,
-                           int num_k, int64_t k_offset, int64_t k_stride, int rot_half,
-                           const float* inv_freq, int64_t position_offset, bool inverse,
-                           void* stream) {
-  const int64_t total = tokens * (num_q + num_k) * int64_t(rot_half);
-  if (total == 0) return nullptr;
+const char* rotary(int dtype, const void* src, void* dst, int64_t tokens, int64_t seq_len,
+                   int64_t row_stride, int num_q, int64_t q_offset, int64_t q_stride, int num_k,
+                   int64_t k_offset, int64_t k_stride, int rot_half, const float* inv_freq,
+                   int64_t position_offset, bool inverse, void* stream) {
+  if (tokens == 0) return nullptr;
   if (seq_len <= 0) return "seq_len must be positive";
+  if (src != dst && row_stride > 0) {
+    const int64_t rot = 2 * int64_t(rot_half);
+    if ((num_q > 0 && q_stride < rot) || (num_k > 0 && k_stride < rot))
+      return "head strides must cover the rotated channels";
+  } else if ((num_q + num_k) * int64_t(rot_half) == 0) {
+    return nullptr;
+  }
   auto s = static_cast<cudaStream_t>(stream);
   const float sign = inverse ? -1.f : 1.f;
   NEOX_DISPATCH_DTYPE(dtype, {
     constexpr int vec = 16 / sizeof(scalar_t);
-    // packs need every offset, stride and half-width in whole packs and a 16-byte base
+    // packs need every offset, stride and half-width in whole packs and 16-byte bases
     const bool packed = rot_half % vec == 0 && row_stride % vec == 0 && q_offset % vec == 0 &&
                         q_stride % vec == 0 && k_offset % vec == 0 && k_stride % vec == 0 &&
-                        reinterpret_cast<uintptr_t>(qkv) % 16 == 0;
-    auto* x = static_cast<scalar_t*>(qkv);
+                        reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
+                        reinterpret_cast<uintptr_t>(dst) % 16 == 0;
+    auto* x = static_cast<const scalar_t*>(src);
+    auto* y = static_cast<scalar_t*>(dst);
     if (packed) {
-      launch_rotary<scalar_t, vec>(x, tokens, seq_len, row_stride, num_q, q_offset, q_stride,
+      launch_rotary<scalar_t, vec>(x, y, tokens, seq_len, row_stride, num_q, q_offset, q_stride,
                                    num_k, k_offset, k_stride, rot_half, inv_freq,
                                    position_offset, sign, s);
     } else {
-      launch_rotary<scalar_t, 1>(x, tokens, seq_len, row_stride, num_q, q_offset, q_stride,
+      launch_rotary<scalar_t, 1>(x, y, tokens, seq_len, row_stride, num_q, q_offset, q_stride,
                                  num_k, k_offset, k_stride, rot_half, inv_freq, position_offset,
                                  sign, s);
     }

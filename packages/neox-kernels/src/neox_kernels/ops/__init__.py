@@ -10,7 +10,7 @@ from neox_kernels.ops._backend import cuda_extension, reference_forced
 from neox_kernels.ops.activations import bias_gelu, swiglu
 from neox_kernels.ops.cross_entropy import linear_cross_entropy, linear_cross_entropy_shard
 from neox_kernels.ops.norms import layer_norm, rms_norm
-from neox_kernels.ops.rotary import rotary_qkv_
+from neox_kernels.ops.rotary import rotary_qkv_, rotary_qkv_grad
 from neox_kernels.ops.vocab_parallel import vocab_parallel_linear_cross_entropy
 
 OPS = (
@@ -21,6 +21,7 @@ OPS = (
     "bias_gelu_fwd",
     "bias_gelu_bwd",
     "rotary_",
+    "rotary",
     "linear_cross_entropy",
     "linear_cross_entropy_weight_grad",
     "linear_cross_entropy_stats",
@@ -43,6 +44,7 @@ __all__ = [
     "linear_cross_entropy_shard",
     "rms_norm",
     "rotary_qkv_",
+    "rotary_qkv_grad",
     "swiglu",
     "vocab_parallel_linear_cross_entropy",
 ]

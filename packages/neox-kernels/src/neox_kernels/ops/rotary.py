@@ -6,6 +6,7 @@ Layouts of the last dim of qkv [batch, seq, width] (GPT-NeoX's, as neox-core's A
 Rotation is GPT-NeoX's rotate-half over the first `rotary_dim` channels of each query and key
 head (partial rotary when rotary_dim < head_dim); values are untouched. Angles are
 position * inv_freq in fp32, inv_freq = 1 / base^(2i / rotary_dim) (as the reference model).
+The backward rotates the incoming gradient back into a new tensor (`neox::rotary`), in one pass.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from torch import Tensor
 
 from neox_kernels.ops import _backend as be
 
-_SCHEMA = (
-    "(Tensor(a!) qkv, Tensor inv_freq, int num_q, int q_offset, int q_stride, int num_k,"
-    " int k_offset, int k_stride, int rot_half, int position_offset, bool inverse) -> ()"
+_ARGS = (
+    "Tensor inv_freq, int num_q, int q_offset, int q_stride, int num_k, int k_offset,"
+    " int k_stride, int rot_half, int position_offset, bool inverse"
 )
 
 
@@ -48,7 +49,9 @@ def _reference(qkv, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stri
         x2.copy_(new2)
 
 
-@torch.library.custom_op("neox::rotary_", mutates_args=("qkv",), schema=_SCHEMA)
+@torch.library.custom_op(
+    "neox::rotary_", mutates_args=("qkv",), schema=f"(Tensor(a!) qkv, {_ARGS}) -> ()"
+)
 def rotary_(qkv, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
             position_offset, inverse):  # fmt: skip
     if qkv.dim() != 3:
@@ -57,18 +60,50 @@ def rotary_(qkv, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride,
         _reference(qkv, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride,
                    rot_half, position_offset, inverse)  # fmt: skip
         return
-    b, s, width = qkv.shape
-    be.cuda_extension().rotary_inplace(
-        be.device_index(qkv), be.dtype_code(qkv), be.ptr(qkv), b * s, s, width, num_q, q_offset,
-        q_stride, num_k, k_offset, k_stride, rot_half, be.ptr(inv_freq.float().contiguous()),
-        position_offset, inverse, be.stream(qkv),
-    )  # fmt: skip
+    _launch(qkv, qkv, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
+            position_offset, inverse)  # fmt: skip
 
 
 @rotary_.register_fake
 def _(qkv, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
       position_offset, inverse):  # fmt: skip
     return None
+
+
+@torch.library.custom_op("neox::rotary", mutates_args=(), schema=f"(Tensor qkv, {_ARGS}) -> Tensor")
+def rotary(qkv, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
+           position_offset, inverse):  # fmt: skip
+    """A rotated copy of qkv: one pass that reads each element once and writes it once (the
+    backward's, where the incoming gradient must not be changed; a clone followed by the
+    in-place op would move the rotated channels twice)."""
+    if qkv.dim() != 3:
+        raise ValueError(f"rotary expects qkv [batch, seq, width], got shape {tuple(qkv.shape)}")
+    if not be.use_cuda(qkv):
+        out = qkv.clone(memory_format=torch.contiguous_format)
+        _reference(out, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride,
+                   rot_half, position_offset, inverse)  # fmt: skip
+        return out
+    qkv = qkv.contiguous()
+    out = torch.empty_like(qkv)
+    _launch(qkv, out, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
+            position_offset, inverse)  # fmt: skip
+    return out
+
+
+@rotary.register_fake
+def _(qkv, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
+      position_offset, inverse):  # fmt: skip
+    return torch.empty_like(qkv, memory_format=torch.contiguous_format)
+
+
+def _launch(src, dst, inv_freq, num_q, q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
+            position_offset, inverse):  # fmt: skip
+    b, s, width = src.shape
+    be.cuda_extension().rotary(
+        be.device_index(src), be.dtype_code(src), be.ptr(src), be.ptr(dst), b * s, s, width,
+        num_q, q_offset, q_stride, num_k, k_offset, k_stride, rot_half,
+        be.ptr(inv_freq.float().contiguous()), position_offset, inverse, be.stream(src),
+    )  # fmt: skip
 
 
 def _layout(num_heads: int, num_kv_heads: int, head_dim: int) -> tuple[int, ...]:
@@ -90,10 +125,28 @@ class _RotaryInPlace(torch.autograd.Function):
     def backward(ctx, grad):
         (inv_freq,) = ctx.saved_tensors
         layout, position_offset = ctx.args
-        grad = grad.contiguous().clone()
-        # the rotation is orthogonal: its transpose rotates by the negative angle
-        rotary_(grad, inv_freq, *layout, inv_freq.numel(), position_offset, True)
-        return grad, None, None, None
+        return _rotate_back(grad, inv_freq, layout, position_offset), None, None, None
+
+
+def _rotate_back(grad: Tensor, inv_freq: Tensor, layout: tuple[int, ...], position_offset: int):
+    # the rotation is orthogonal: its transpose rotates by the negative angle; into a new
+    # tensor, since autograd may hand the same gradient to other consumers
+    return rotary(grad, inv_freq, *layout, inv_freq.numel(), position_offset, True)
+
+
+def _check_qkv(qkv: Tensor, num_heads: int, num_kv_heads: int, rotary_dim: int) -> int:
+    """head_dim of the layout, or a ValueError naming what does not fit."""
+    if qkv.dim() != 3:
+        raise ValueError(f"qkv must be [batch, seq, width], got shape {tuple(qkv.shape)}")
+    width = qkv.shape[-1]
+    head_dim = width // (num_heads + 2 * num_kv_heads)
+    if head_dim * (num_heads + 2 * num_kv_heads) != width:
+        raise ValueError(
+            f"qkv width {width} does not split into {num_heads}+2x{num_kv_heads} heads"
+        )
+    if rotary_dim % 2 or not 0 <= rotary_dim <= head_dim:
+        raise ValueError(f"rotary_dim {rotary_dim} must be even and at most head_dim {head_dim}")
+    return head_dim
 
 
 def rotary_qkv_(
@@ -108,16 +161,7 @@ def rotary_qkv_(
 
     Differentiable: the backward applies the inverse rotation to the incoming gradient.
     """
-    if qkv.dim() != 3:
-        raise ValueError(f"qkv must be [batch, seq, width], got shape {tuple(qkv.shape)}")
-    width = qkv.shape[-1]
-    head_dim = width // (num_heads + 2 * num_kv_heads)
-    if head_dim * (num_heads + 2 * num_kv_heads) != width:
-        raise ValueError(
-            f"qkv width {width} does not split into {num_heads}+2x{num_kv_heads} heads"
-        )
-    if rotary_dim % 2 or not 0 <= rotary_dim <= head_dim:
-        raise ValueError(f"rotary_dim {rotary_dim} must be even and at most head_dim {head_dim}")
+    head_dim = _check_qkv(qkv, num_heads, num_kv_heads, rotary_dim)
     if rotary_dim == 0:
         return qkv
     inv_freq = inv_frequencies(rotary_dim, base, qkv.device)
@@ -126,3 +170,22 @@ def rotary_qkv_(
         return _RotaryInPlace.apply(qkv, inv_freq, layout, position_offset)
     rotary_(qkv, inv_freq, *layout, rotary_dim // 2, position_offset, False)
     return qkv
+
+
+def rotary_qkv_grad(
+    grad: Tensor,
+    num_heads: int,
+    num_kv_heads: int,
+    rotary_dim: int,
+    base: float,
+    position_offset: int = 0,
+) -> Tensor:
+    """The gradient of `rotary_qkv_`'s input given that of its output, in a new tensor: what
+    its autograd backward computes, for callers that run their own backward (the kernel
+    benchmark times the op this way, without autograd's copy of a leaf input)."""
+    head_dim = _check_qkv(grad, num_heads, num_kv_heads, rotary_dim)
+    if rotary_dim == 0:
+        return grad.clone()
+    inv_freq = inv_frequencies(rotary_dim, base, grad.device)
+    layout = _layout(num_heads, num_kv_heads, head_dim)
+    return _rotate_back(grad, inv_freq, layout, position_offset)
