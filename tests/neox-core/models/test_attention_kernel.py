@@ -47,8 +47,8 @@ def test_set_attention_kernel_reaches_every_layer_and_cpu_still_runs_sdpa(varian
             set_attention_kernel(model, "fa4")
         assert all(m.kernel == "sdpa" for m in layers)  # refused before any layer changed
         return
-    # the tiny variants' head dim, 16, is below FA4's: refused, every layer left as it was
-    with pytest.raises(ValueError, match=r"not used below head dim 64 \(this model: 16\)"):
+    # the tiny variants' head dim, 16, is not one of FA4's: refused, every layer left as it was
+    with pytest.raises(ValueError, match=r"head dims 64, 128, 256 only \(this model: 16\)"):
         set_attention_kernel(model, "fa4")
     assert all(m.kernel == "sdpa" for m in layers)
     cfg = dataclasses.replace(cfg, hidden_size=256)  # head dim 64
