@@ -129,6 +129,19 @@ def test_rotary_in_place_matches_the_split_head_formula(heads, kv_heads, head_di
     _close([out, *_grads(out, (qkv,))], [ref, *_grads(ref, (qkv,))])
 
 
+@pytest.mark.parametrize(("heads", "kv_heads", "rot"), [(4, 4, 4), (6, 2, 12), (4, 4, 0)])
+def test_rotary_grad_is_what_autograd_computes(heads, kv_heads, rot) -> None:
+    """rotary_qkv_grad (the backward as a function) against autograd through the formula."""
+    qkv = _leaf(2, 9, (heads + 2 * kv_heads) * 12)
+    grad = torch.randn_like(qkv)
+    kept = grad.clone()
+    ref = _rotate_reference(qkv, heads, kv_heads, rot, 10000.0)
+    (want,) = torch.autograd.grad(ref, qkv, grad)
+    got = ops.rotary_qkv_grad(grad, heads, kv_heads, rot, 10000.0)
+    torch.testing.assert_close(got, want)
+    assert torch.equal(grad, kept) and got.data_ptr() != grad.data_ptr()
+
+
 def test_rotary_rejects_a_width_that_is_not_heads() -> None:
     with pytest.raises(ValueError, match="does not split"):
         ops.rotary_qkv_(torch.randn(1, 2, 50), 4, 4, 4, 10000.0)

@@ -8,14 +8,11 @@ namespace {
 
 constexpr int kHeadsPerThread = 4;
 
-// One thread rotates VEC consecutive pairs (i, i + rot_half) of one token in up to
-// kHeadsPerThread heads: the angles depend on the position and i only, so each sin/cos is
-// computed once for those heads, and every load and store is a VEC-wide pack.
 // Whether column c lies in the rotated channels (the first 2*rot_half) of one of n heads
 // that start at off + h * stride.
 __device__ __forceinline__ bool in_rotated(int64_t c, int64_t off, int64_t stride, int n,
                                            int rot_half) {
-  if (c < off || n <= 0) return false;
+  if (c < off || n <= 0 || rot_half <= 0) return false;
   const int64_t h = (c - off) / stride;
   return h < n && c - off - h * stride < 2 * int64_t(rot_half);
 }
