@@ -38,6 +38,14 @@ def test_fa4_where_it_cannot_run_is_an_error_with_the_reason() -> None:
         choose_attention("flash", CPU, "bf16", SHAPE)
 
 
+def test_fa4_takes_only_the_head_dims_its_gpu_tests_passed() -> None:
+    """d80 (Pythia-2.8B) gave FA4 a wrong dq on an H100: it and the unverified dims keep SDPA."""
+    from neox_core.models.flash_attention4 import head_dim_reason
+
+    assert [d for d in range(8, 257, 8) if head_dim_reason(d) is None] == [64, 128, 256]
+    assert "this model: 80" in head_dim_reason(80)
+
+
 def test_set_attention_kernel_reaches_every_layer_and_cpu_still_runs_sdpa(variant) -> None:
     _, cfg = variant
     model = build_model(cfg, seed=0)
