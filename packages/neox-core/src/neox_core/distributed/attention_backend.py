@@ -211,15 +211,15 @@ def _agreed(times: list[float], device: torch.device) -> list[float]:
 
 def set_attention_kernel(model: nn.Module, kernel: str) -> None:
     """Every attention layer of `model` (this rank's part) runs `kernel`; "fa4" is refused on
-    a grouped-query model (GQA_REASON) or below FA4's head dims, as `choose_attention`
-    refuses it."""
+    a grouped-query model (GQA_REASON) or at a head dim FA4 is not used at
+    (`flash_attention4.head_dim_reason`), as `choose_attention` refuses it."""
     from neox_core.models.flash_attention4 import head_dim_reason
     from neox_core.models.layers import Attention
 
     layers = [m for m in model.modules() if isinstance(m, Attention)]
-    if kernel == "fa4" and any(m.num_kv_heads != m.num_heads for m in layers):
-        raise ValueError(f"attention kernel 'fa4': {GQA_REASON}")
     if kernel == "fa4":
+        if any(m.num_kv_heads != m.num_heads for m in layers):
+            raise ValueError(f"attention kernel 'fa4': {GQA_REASON}")
         why = next(filter(None, (head_dim_reason(m.head_dim) for m in layers)), None)
         if why:
             raise ValueError(f"attention kernel 'fa4': {why}")
