@@ -3,7 +3,8 @@
 For each op and shape: median time of forward and of forward + backward, achieved bandwidth
 (the fewest bytes the op must move: each input read once, each output written once) and that
 bandwidth as a share of a device-to-device copy measured in the same run. The fused
-linear + cross-entropy reports peak memory against torch's linear + cross_entropy instead.
+linear + cross-entropy reports peak memory against torch's linear + cross_entropy instead,
+beside the bytes of the gradients it returns ("grads MB"), which every implementation holds.
 "adamw" times one optimizer step over Pythia-1B's fp32 parameters (neox's FusedAdamW against
 torch's fused and foreach AdamW) in the fwd+bwd column.
 
@@ -61,7 +62,10 @@ class Row:
     gbps: float  # forward + backward bytes over forward + backward time
     copy_share: float  # gbps over the copy bandwidth
     peak_mb: float
-    timing: str  # "graph": CUDA-graph replays (launch overhead removed), or "eager"
+    timing: str
+    # bytes of the gradients the op returns (its inputs' sizes, dtypes): a floor of peak_mb that
+    # any implementation reaches, so the memory it adds is judged above it
+    grads_mb: float = math.nan  # "graph": CUDA-graph replays (launch overhead removed), or "eager"
 
 
 def bench(fn: Callable[[], object], reps: int = 50) -> float:
@@ -194,7 +198,9 @@ def measure(op, shape, impls, make_inputs, n_grad, nbytes, copy_gbps, rows, grap
             print(f"  {op} {shape} {name}: failed ({type(error).__name__}: {error})"[:300])
             continue
         gbps = nbytes / fb / 1e6 if nbytes else math.nan
-        rows.append(Row(op, shape, name, fwd, fb, gbps, gbps / copy_gbps, peak, timing))
+        grads = [t for t in inputs[:n_grad] if t.is_floating_point()]
+        grads_mb = sum(t.numel() * t.element_size() for t in grads) / 2**20
+        rows.append(Row(op, shape, name, fwd, fb, gbps, gbps / copy_gbps, peak, timing, grads_mb))
         print(_format(rows[-1]), flush=True)
 
 
@@ -478,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump({"copy_gbps": copy_gbps, "rows": [asdict(r) for r in rows], "missing": MISSING},
                       f, indent=1)  # fmt: skip
     print(f"\ncopy bandwidth {copy_gbps:.0f} GB/s (read + write), {torch.cuda.get_device_name()}")
-    head = f"{'op':<22} {'shape':<22} {'impl':<19} {'fwd ms':>8} {'fwd+bwd':>8} {'GB/s':>7} {'copy%':>6} {'peak MB':>8} timing"  # fmt: skip
+    head = f"{'op':<22} {'shape':<22} {'impl':<19} {'fwd ms':>8} {'fwd+bwd':>8} {'GB/s':>7} {'copy%':>6} {'peak MB':>8} {'grads MB':>8} timing"  # fmt: skip
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -492,7 +498,8 @@ def _format(r: Row) -> str:
     gb = "" if math.isnan(r.gbps) else f"{r.gbps:7.0f}"
     share = "" if math.isnan(r.copy_share) else f"{100 * r.copy_share:5.0f}%"
     fwd = "" if math.isnan(r.fwd_ms) else f"{r.fwd_ms:8.3f}"
-    return f"{r.op:<22} {r.shape:<22} {r.impl:<19} {fwd:>8} {r.fwd_bwd_ms:8.3f} {gb:>7} {share:>6} {r.peak_mb:8.0f} {r.timing}"  # fmt: skip
+    grads = "" if math.isnan(r.grads_mb) else f"{r.grads_mb:8.0f}"
+    return f"{r.op:<22} {r.shape:<22} {r.impl:<19} {fwd:>8} {r.fwd_bwd_ms:8.3f} {gb:>7} {share:>6} {r.peak_mb:8.0f} {grads:>8} {r.timing}"  # fmt: skip
 
 
 if __name__ == "__main__":
