@@ -62,10 +62,10 @@ class Row:
     gbps: float  # forward + backward bytes over forward + backward time
     copy_share: float  # gbps over the copy bandwidth
     peak_mb: float
-    timing: str
+    timing: str  # "graph": CUDA-graph replays (launch overhead removed), or "eager"
     # bytes of the gradients the op returns (its inputs' sizes, dtypes): a floor of peak_mb that
     # any implementation reaches, so the memory it adds is judged above it
-    grads_mb: float = math.nan  # "graph": CUDA-graph replays (launch overhead removed), or "eager"
+    grads_mb: float = math.nan
 
 
 def bench(fn: Callable[[], object], reps: int = 50) -> float:
