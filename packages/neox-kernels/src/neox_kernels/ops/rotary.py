@@ -134,8 +134,11 @@ def _rotate_back(grad: Tensor, inv_freq: Tensor, layout: tuple[int, ...], positi
     return rotary(grad, inv_freq, *layout, inv_freq.numel(), position_offset, True)
 
 
-def _check_qkv(qkv: Tensor, num_heads: int, num_kv_heads: int, rotary_dim: int) -> int:
-    """head_dim of the layout, or a ValueError naming what does not fit."""
+def _plan(
+    qkv: Tensor, num_heads: int, num_kv_heads: int, rotary_dim: int, base: float
+) -> tuple[Tensor, tuple[int, ...]] | None:
+    """(inv_freq, layout) of the rotation, None when nothing rotates (rotary_dim 0), or a
+    ValueError naming what does not fit."""
     if qkv.dim() != 3:
         raise ValueError(f"qkv must be [batch, seq, width], got shape {tuple(qkv.shape)}")
     width = qkv.shape[-1]
@@ -146,7 +149,9 @@ def _check_qkv(qkv: Tensor, num_heads: int, num_kv_heads: int, rotary_dim: int) 
         )
     if rotary_dim % 2 or not 0 <= rotary_dim <= head_dim:
         raise ValueError(f"rotary_dim {rotary_dim} must be even and at most head_dim {head_dim}")
-    return head_dim
+    if rotary_dim == 0:
+        return None
+    return inv_frequencies(rotary_dim, base, qkv.device), _layout(num_heads, num_kv_heads, head_dim)
 
 
 def rotary_qkv_(
@@ -161,11 +166,10 @@ def rotary_qkv_(
 
     Differentiable: the backward applies the inverse rotation to the incoming gradient.
     """
-    head_dim = _check_qkv(qkv, num_heads, num_kv_heads, rotary_dim)
-    if rotary_dim == 0:
+    plan = _plan(qkv, num_heads, num_kv_heads, rotary_dim, base)
+    if plan is None:
         return qkv
-    inv_freq = inv_frequencies(rotary_dim, base, qkv.device)
-    layout = _layout(num_heads, num_kv_heads, head_dim)
+    inv_freq, layout = plan
     if torch.is_grad_enabled() and qkv.requires_grad:
         return _RotaryInPlace.apply(qkv, inv_freq, layout, position_offset)
     rotary_(qkv, inv_freq, *layout, rotary_dim // 2, position_offset, False)
@@ -183,9 +187,7 @@ def rotary_qkv_grad(
     """The gradient of `rotary_qkv_`'s input given that of its output, in a new tensor: what
     its autograd backward computes, for callers that run their own backward (the kernel
     benchmark times the op this way, without autograd's copy of a leaf input)."""
-    head_dim = _check_qkv(grad, num_heads, num_kv_heads, rotary_dim)
-    if rotary_dim == 0:
+    plan = _plan(grad, num_heads, num_kv_heads, rotary_dim, base)
+    if plan is None:
         return grad.clone()
-    inv_freq = inv_frequencies(rotary_dim, base, grad.device)
-    layout = _layout(num_heads, num_kv_heads, head_dim)
-    return _rotate_back(grad, inv_freq, layout, position_offset)
+    return _rotate_back(grad, *plan, position_offset)
