@@ -154,10 +154,12 @@ def _time_ms(
     JIT-compiles FA4's kernels for this shape).
 
     A sleep kernel holds the GPU while the host enqueues the timed calls, so the host's
-    launch cost is left out. Timed call by call, FA4 lost at Pythia-410M's shape (1.218
-    against 0.884 ms, H200) although it made the compiled step faster (90.5-91.5 against
-    93.0-93.8 ms); FA4 launches from Python, and a step's host runs ahead of the GPU, which
-    (not yet measured apart) would explain both.
+    launch cost is left out: a step's host runs ahead of the GPU, and FA4's forward spends
+    0.19-0.29 ms of host time per call launching from Python (H100 profile, Pythia-410M).
+    Timed call by call, FA4 lost at that shape (1.218 against 0.884 ms, H200) although it
+    made the compiled step faster. Timed this way (H100, 2026-12-06) it wins, 0.627 against
+    0.755 ms, as it does in the step (95.5 against 98.4 ms) and with the model's own layout of
+    q, k and v in the fused QKV output, eager or compiled (0.70-0.72 against 0.82-0.83 ms).
     """
     from neox_core.models.flash_attention4 import causal_attention
 
