@@ -324,6 +324,36 @@ def test_self_check_cases_pass_on_cpu() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("heads, kv_heads", [(4, 4), (4, 2)])
+def test_compiled_rotary_backward_rotates_the_fresh_gradient_in_place(heads, kv_heads) -> None:
+    """In a compiled graph the backward of the rotary runs the in-place op on the buffer that
+    gathers q, k and v's gradients (no second full copy), with eager's gradients."""
+    from torch._inductor.utils import run_and_get_code
+
+    d, b, s = 16, 2, 8
+    x, w = (
+        _leaf(b, s, 32, dtype=torch.float32),
+        _leaf((heads + 2 * kv_heads) * d, 32, dtype=torch.float32),
+    )
+
+    def f(x, w):
+        mixed = ops.rotary_qkv_(x @ w.t(), heads, kv_heads, 8, 10000.0)
+        q, k, v = mixed.split((heads * d, kv_heads * d, kv_heads * d), dim=-1)
+        q = q.view(b, s, heads, d).transpose(1, 2)
+        k, v = (t.view(b, s, kv_heads, d).transpose(1, 2) for t in (k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=heads != kv_heads)
+        return (y * y).sum()
+
+    want = torch.autograd.grad(f(x, w), (x, w))
+    compiled = torch.compile(f, fullgraph=True)
+    got, code = run_and_get_code(lambda: torch.autograd.grad(compiled(x, w), (x, w)))
+    _close(got, want, tol=1e-5)
+    backward = code[-1]
+    assert "torch.ops.neox.rotary_.default(" in backward and "True)" in backward
+    assert "torch.ops.neox.rotary.default(" not in backward
+
+
+@pytest.mark.slow
 def test_torch_compile_fullgraph_on_cpu() -> None:
     def f(x, w, head, labels):
         h, _ = ops.rms_norm(x, w, residual=x)

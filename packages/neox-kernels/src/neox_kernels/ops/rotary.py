@@ -6,7 +6,9 @@ Layouts of the last dim of qkv [batch, seq, width] (GPT-NeoX's, as neox-core's A
 Rotation is GPT-NeoX's rotate-half over the first `rotary_dim` channels of each query and key
 head (partial rotary when rotary_dim < head_dim); values are untouched. Angles are
 position * inv_freq in fp32, inv_freq = 1 / base^(2i / rotary_dim) (as the reference model).
-The backward rotates the incoming gradient back into a new tensor (`neox::rotary`), in one pass.
+The backward rotates the incoming gradient back into a new tensor (`neox::rotary`), in one pass;
+in a compiled graph it rotates in place a clone that inductor fuses into the op making the
+gradient, so beyond that op's own write only the rotated channels are read and written again.
 """
 
 from __future__ import annotations
@@ -125,6 +127,15 @@ class _RotaryInPlace(torch.autograd.Function):
     def backward(ctx, grad):
         (inv_freq,) = ctx.saved_tensors
         layout, position_offset = ctx.args
+        if torch.compiler.is_compiling():
+            # In a compiled layer the incoming gradient is made in the same graph (the
+            # concatenation of q, k and v's gradients): the clone fuses into the kernel that
+            # makes it, and inductor runs the rotation in place on that buffer, moving only the
+            # rotated channels. H100, Pythia-410M (rotary 0.25): the copy kernel took 98 us a
+            # layer, the in-place one 41; the step 96.8-96.9 -> 95.6-95.9 ms (2026-12-06)
+            out = grad.clone(memory_format=torch.contiguous_format)
+            rotary_(out, inv_freq, *layout, inv_freq.numel(), position_offset, True)
+            return out, None, None, None
         return _rotate_back(grad, inv_freq, layout, position_offset), None, None, None
 
 
