@@ -132,7 +132,7 @@ class _RotaryInPlace(torch.autograd.Function):
             # concatenation of q, k and v's gradients): the clone fuses into the kernel that
             # makes it, and inductor runs the rotation in place on that buffer, moving only the
             # rotated channels. H100, Pythia-410M (rotary 0.25): the copy kernel took 98 us a
-            # layer, the in-place one 41; the step 96.8-96.9 -> 95.6-95.9 ms (2026-12-06)
+            # layer, the in-place forward kernel 41; the step 96.8-96.9 -> 95.6-95.9 ms (2026-12-06)
             out = grad.clone(memory_format=torch.contiguous_format)
             rotary_(out, inv_freq, *layout, inv_freq.numel(), position_offset, True)
             return out, None, None, None
