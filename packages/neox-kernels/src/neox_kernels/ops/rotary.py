@@ -127,22 +127,23 @@ class _RotaryInPlace(torch.autograd.Function):
     def backward(ctx, grad):
         (inv_freq,) = ctx.saved_tensors
         layout, position_offset = ctx.args
-        if torch.compiler.is_compiling():
-            # In a compiled layer the incoming gradient is made in the same graph (the
-            # concatenation of q, k and v's gradients): the clone fuses into the kernel that
-            # makes it, and inductor runs the rotation in place on that buffer, moving only the
-            # rotated channels. H100, Pythia-410M (rotary 0.25): the copy kernel took 98 us a
-            # layer, the in-place forward kernel 41; the step 96.8-96.9 -> 95.6-95.9 ms (2026-12-06)
-            out = grad.clone(memory_format=torch.contiguous_format)
-            rotary_(out, inv_freq, *layout, inv_freq.numel(), position_offset, True)
-            return out, None, None, None
         return _rotate_back(grad, inv_freq, layout, position_offset), None, None, None
 
 
 def _rotate_back(grad: Tensor, inv_freq: Tensor, layout: tuple[int, ...], position_offset: int):
-    # the rotation is orthogonal: its transpose rotates by the negative angle; into a new
-    # tensor, since autograd may hand the same gradient to other consumers
-    return rotary(grad, inv_freq, *layout, inv_freq.numel(), position_offset, True)
+    """The inverse rotation of grad into a new tensor (autograd may hand the same gradient to
+    other consumers); the rotation is orthogonal, so its transpose rotates by -angle."""
+    args = (inv_freq, *layout, inv_freq.numel(), position_offset, True)
+    if torch.compiler.is_compiling():
+        # In a compiled layer the incoming gradient is made in the same graph (the
+        # concatenation of q, k and v's gradients): the clone fuses into the kernel that
+        # makes it, and inductor runs the rotation in place on that buffer, moving only the
+        # rotated channels. H100, Pythia-410M (rotary 0.25): the copy kernel took 98 us a
+        # layer, the in-place forward kernel 41; the step 96.8-96.9 -> 95.6-95.9 ms (2026-12-06)
+        out = grad.clone(memory_format=torch.contiguous_format)
+        rotary_(out, *args)
+        return out
+    return rotary(grad, *args)
 
 
 def _plan(
