@@ -166,6 +166,21 @@ def test_linear_cross_entropy_is_cross_entropy_of_the_logits(z_loss, chunk_rows,
     _close([out, *_grads(out, (hidden, weight))], [ref, *_grads(ref, (hidden, weight))])
 
 
+@pytest.mark.parametrize("weight_grad", ["accumulate", "recompute"])
+@pytest.mark.parametrize("trained", ["hidden", "weight"])
+def test_linear_cross_entropy_with_one_input_frozen(weight_grad, trained) -> None:
+    """A frozen weight (the recompute route then makes the hidden gradient in the forward) or
+    a frozen hidden: the other input's gradient is still that of the logits."""
+    hidden, weight = _leaf(3, 5, 16), _leaf(97, 16, scale=0.3)
+    labels = torch.randint(0, 97, (3, 5))
+    frozen = weight if trained == "hidden" else hidden
+    frozen.requires_grad_(False)
+    live = hidden if trained == "hidden" else weight
+    out = ops.linear_cross_entropy(hidden, weight, labels, chunk_rows=4, weight_grad=weight_grad)
+    ref = F.cross_entropy((hidden @ weight.T).reshape(-1, 97), labels.reshape(-1))
+    _close([out, *_grads(out, (live,))], [ref, *_grads(ref, (live,))])
+
+
 def test_linear_cross_entropy_sum_and_all_ignored() -> None:
     hidden, weight = _leaf(5, 8), _leaf(13, 8)
     labels = torch.tensor([1, 2, -100, 4, 12])

@@ -22,7 +22,11 @@ Ops:
     peak memory (1,130 against 3,134 MiB), and 39 % more at 16384x2048 V50304 (23.6 against
     17.0 ms, 357 against 850 MiB), where accumulating stays. With 128 MiB chunks the gap at
     V128256 had been 4 % (57.4 against 55.1 ms): "auto" was set then, and not re-measured
-    with the new chunks on a model.
+    with the new chunks on a model. Its time is that fourth matmul: making the hidden
+    gradient in the backward too, by the same vocabulary chunks into an fp32 sum, instead of
+    in the forward by ~500-token chunks (a thin product over the whole vocabulary), was
+    tried (H200, 2026-12-06, benchmarks/kernels.py, two runs each): 56.8 -> 56.4-56.8 ms at
+    8192x4096 V128256 (eager 48.9-49.2), 64 MiB more memory. Not adopted.
 - `neox::linear_cross_entropy_stats` (a vocabulary shard): per-token lse over the shard and the
   label's logit (0 where the label is outside the shard). A vocabulary-parallel loss combines
   shards (global lse = logsumexp of the shards' lse, target = sum of the shards' targets);
