@@ -50,12 +50,8 @@ def test_set_attention_kernel_reaches_every_layer_and_cpu_still_runs_sdpa(varian
     _, cfg = variant
     model = build_model(cfg, seed=0)
     layers = [m for m in model.modules() if isinstance(m, Attention)]
-    if any(m.num_kv_heads != m.num_heads for m in layers):
-        with pytest.raises(ValueError, match="not used for grouped-query attention"):
-            set_attention_kernel(model, "fa4")
-        assert all(m.kernel == "sdpa" for m in layers)  # refused before any layer changed
-        return
     # the tiny variants' head dim, 16, is not one of FA4's: refused, every layer left as it was
+    # (grouped-query variants alike: FA4 takes them on repeated k and v)
     with pytest.raises(ValueError, match=r"head dims 64, 128, 256 only \(this model: 16\)"):
         set_attention_kernel(model, "fa4")
     assert all(m.kernel == "sdpa" for m in layers)
@@ -68,6 +64,54 @@ def test_set_attention_kernel_reaches_every_layer_and_cpu_still_runs_sdpa(varian
         layers = [m for m in model.modules() if isinstance(m, Attention)]
         assert len(layers) == cfg.num_layers and all(m.kernel == "fa4" for m in layers)
         assert torch.equal(model(ids), expected)  # CPU tensors: FA4 does not apply
+
+
+def test_auto_keeps_sdpa_for_grouped_query_attention_until_its_gpu_tests_ran(monkeypatch) -> None:
+    """`auto` never times FA4 on a grouped-query shape (GQA_AUTO_REASON); `fa4` takes it. FA4
+    cannot run on this CPU machine, so its availability check is replaced by "available" here
+    (a stand-in: the GPU tests in test_flash_attention4.py run the real kernels)."""
+    from neox_core.distributed import attention_backend
+
+    monkeypatch.setattr(attention_backend, "_fa4_unavailable", lambda *_: None)
+    monkeypatch.setattr(attention_backend, "_time_ms", lambda *_: pytest.fail("timed FA4"))
+    gqa = AttentionShape(batch=2, heads=8, kv_heads=2, seq=64, head_dim=64)
+    auto = choose_attention("auto", CPU, "bf16", gqa)
+    assert auto.kernel == "sdpa"
+    assert choose_attention("fa4", CPU, "bf16", gqa).kernel == "fa4"
+
+
+def test_fa4_ops_grouped_query_wrapping_is_sdpa_enable_gqa() -> None:
+    """What the neox_fa4 ops do around FA4's multi-head kernels for grouped-query attention,
+    with SDPA's multi-head attention in FA4's place (FA4 needs a GPU): repeat k and v per
+    query head, attend, sum their gradients back per kv head. It must be SDPA's own
+    `enable_gqa`, output and gradients, in FA4's [B, S, H, d] layout."""
+    import torch.nn.functional as F
+
+    from neox_core.models.flash_attention4 import _repeat_kv, _sum_groups
+
+    g = torch.Generator().manual_seed(0)
+    b, s, h, kv, d = 2, 9, 8, 2, 16
+    q, k, v = (torch.randn(b, s, n, d, generator=g, dtype=torch.float64) for n in (h, kv, kv))
+    dy = torch.randn(b, s, h, d, generator=g, dtype=torch.float64)
+
+    def sdpa(q, k, v, **kw):  # FA4's layout in and out
+        y = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), is_causal=True, **kw)  # fmt: skip
+        return y.transpose(1, 2)
+
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    want = sdpa(*leaves, enable_gqa=True)
+    want_grads = torch.autograd.grad(want, leaves, dy)
+    groups = h // kv
+    big = [q.clone().requires_grad_(), _repeat_kv(k, groups).requires_grad_(),
+           _repeat_kv(v, groups).requires_grad_()]  # fmt: skip
+    got = sdpa(*big)
+    dq, dk, dv = torch.autograd.grad(got, big, dy)
+    torch.testing.assert_close(got, want)
+    for a, w in zip(
+        (dq, _sum_groups(dk, groups), _sum_groups(dv, groups)), want_grads, strict=True
+    ):
+        torch.testing.assert_close(a, w)
+    assert _repeat_kv(k, 1) is k and _sum_groups(dk, 1) is dk
 
 
 def test_selective_checkpointing_keeps_fa4_output_as_it_keeps_sdpa_output() -> None:

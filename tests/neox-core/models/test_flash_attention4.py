@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from neox_core.distributed.attention_backend import (
-    GQA_REASON,
+    GQA_AUTO_REASON,
     AttentionShape,
     choose_attention,
     set_attention_kernel,
@@ -34,13 +34,16 @@ def _fa4_runs() -> None:
 
 
 # (batch, seq, heads, kv heads, head dim): Pythia (d64, d256), d128 as Pythia-1.4B and
-# LLaMA-7B, and a sequence that is not a multiple of the kernels' tiles. Multi-head only, at
-# the head dims neox lets FA4 take (flash_attention4.HEAD_DIMS): it keeps SDPA for grouped-query
-# attention (attention_backend.GQA_REASON) and other head dims (these tests failed at 16, 32, 80).
+# LLaMA-7B, and a sequence that is not a multiple of the kernels' tiles; grouped-query as
+# LLaMA-1.1B (8 query heads per kv head, d64) and LLaMA-3-8B (4, d128), which neox runs on k and
+# v repeated per query head. At the head dims neox lets FA4 take (flash_attention4.HEAD_DIMS):
+# other head dims keep SDPA (these tests failed at 16, 32, 80).
 SHAPES = [
     (2, 1024, 8, 8, 64),
     (1, 512, 4, 4, 256),
     (1, 777, 4, 4, 128),
+    (2, 1024, 16, 2, 64),
+    (1, 777, 8, 2, 128),
 ]
 
 
@@ -100,8 +103,6 @@ def test_model_with_fa4_is_as_close_to_fp32_as_with_sdpa(variant) -> None:
     name, cfg = variant
     if getattr(cfg, "sliding_window_width", None):
         pytest.skip("sliding-window layers always take SDPA")
-    if (cfg.num_kv_heads or cfg.num_attention_heads) != cfg.num_attention_heads:
-        pytest.skip(GQA_REASON)
     # head dim 64, as Pythia-410M (the tiny variants' 16 is below FA4's)
     _model_against_fp32(name, dataclasses.replace(cfg, hidden_size=256))
 
@@ -151,9 +152,8 @@ def test_the_chooser_times_both_and_fa4_on_request() -> None:
         choose_attention("fa4", torch.device("cuda"), "fp32", shape)
 
 
-def test_grouped_query_attention_keeps_sdpa() -> None:
+def test_grouped_query_attention_takes_fa4_only_when_asked() -> None:
     shape = AttentionShape(batch=2, heads=8, kv_heads=2, seq=512, head_dim=64)
     auto = choose_attention("auto", torch.device("cuda"), "bf16", shape)
-    assert auto.kernel == "sdpa" and auto.line.endswith(f"not FA4: {GQA_REASON}")
-    with pytest.raises(ValueError, match="grouped-query"):
-        choose_attention("fa4", torch.device("cuda"), "bf16", shape)
+    assert auto.kernel == "sdpa" and auto.line.endswith(f"not FA4: {GQA_AUTO_REASON}")
+    assert choose_attention("fa4", torch.device("cuda"), "bf16", shape).kernel == "fa4"

@@ -71,10 +71,37 @@ def unavailable_reason(device: torch.device, head_dim: int) -> str | None:
     return None
 
 
+# Grouped-query attention (fewer kv heads than query heads) runs FA4's multi-head kernels on k
+# and v repeated per query head, inside the ops: FA4's own grouped-query backward gave wrong
+# gradients in neox's GPU tests (attention_backend.GQA_AUTO_REASON), its multi-head one did
+# not. The ops save k and v as given; the repeat is made again in the backward and its
+# gradient summed back per kv head in fp32, as SDPA's enable_gqa accumulates them.
+def _repeat_kv(x: Tensor, groups: int) -> Tensor:
+    """[B, S, KV, d] -> [B, S, KV * groups, d]: kv head j serves query heads j*groups ..
+    (j+1)*groups-1, the order of SDPA's enable_gqa."""
+    return x if groups == 1 else x.repeat_interleave(groups, dim=2)
+
+
+def _sum_groups(grad: Tensor, groups: int) -> Tensor:
+    """The gradient of `_repeat_kv`: [B, S, KV * groups, d] summed back to [B, S, KV, d]."""
+    if groups == 1:
+        return grad
+    b, s, h, d = grad.shape
+    acc = torch.promote_types(grad.dtype, torch.float32)  # bf16/fp16 gradients sum in fp32
+    return grad.reshape(b, s, h // groups, groups, d).sum(3, dtype=acc).to(grad.dtype)
+
+
+def _groups(q: Tensor, k: Tensor) -> int:
+    if q.shape[2] % k.shape[2]:
+        raise ValueError(f"{q.shape[2]} query heads do not share {k.shape[2]} kv heads evenly")
+    return q.shape[2] // k.shape[2]
+
+
 @torch.library.custom_op("neox_fa4::fwd", mutates_args=(), device_types="cuda")
 def _fwd(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    g = _groups(q, k)
     out, lse, *_ = _interface()._flash_attn_fwd(
-        q, k, v, softmax_scale=scale, causal=True, return_lse=True
+        q, _repeat_kv(k, g), _repeat_kv(v, g), softmax_scale=scale, causal=True, return_lse=True
     )
     return out, lse
 
@@ -89,8 +116,11 @@ def _(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
 def _bwd(
     dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, scale: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    grads = _interface()._flash_attn_bwd(q, k, v, out, dout.contiguous(), lse, scale, True)
-    return grads[0], grads[1], grads[2]
+    g = _groups(q, k)
+    grads = _interface()._flash_attn_bwd(
+        q, _repeat_kv(k, g), _repeat_kv(v, g), out, dout.contiguous(), lse, scale, True
+    )
+    return grads[0], _sum_groups(grads[1], g), _sum_groups(grads[2], g)
 
 
 @_bwd.register_fake
@@ -119,9 +149,10 @@ _fwd.register_autograd(_backward, setup_context=_setup_context)
 def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """SDPA's layout in and out: q [B, H, S, d], k and v [B, KV, S, d] -> [B, H, S, d].
 
-    Causal, softmax scale 1/sqrt(d), no dropout; KV < H (grouped-query) is taken as it is.
-    FA4 reads [B, S, H, d], which is what the transposes below give back as views of the
-    fused QKV output, so no copy is made on either side.
+    Causal, softmax scale 1/sqrt(d), no dropout; KV < H (grouped-query, H a multiple of KV)
+    runs on k and v repeated per query head (`_repeat_kv`). FA4 reads [B, S, H, d], which is
+    what the transposes below give back as views of the fused QKV output, so no copy of q is
+    made on either side.
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
     out, _ = _fwd(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale)

@@ -209,7 +209,7 @@ class Attention(nn.Module):
         causal = self.sliding_window is None or self.sliding_window >= s - 1
         dropout = self.dropout if self.training else 0.0
         if self.kernel == "fa4" and causal and dropout == 0.0 and _half_on_gpu(q):
-            y = flash_attention4.causal_attention(q, k, v)  # takes GQA's kv heads as they are
+            y = flash_attention4.causal_attention(q, k, v)  # repeats GQA's kv heads inside
         else:
             y = self._sdpa(q, k, v, causal, dropout)
         return self.out(y.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim))
