@@ -169,8 +169,8 @@ def test_linear_cross_entropy_is_cross_entropy_of_the_logits(z_loss, chunk_rows,
 @pytest.mark.parametrize("weight_grad", ["accumulate", "recompute"])
 @pytest.mark.parametrize("trained", ["hidden", "weight"])
 def test_linear_cross_entropy_with_one_input_frozen(weight_grad, trained) -> None:
-    """A frozen weight (the recompute route then makes the hidden gradient in the forward) or
-    a frozen hidden: the other input's gradient is still that of the logits."""
+    """A frozen weight (the recompute route then has no weight gradient to remake) or a frozen
+    hidden: the other input's gradient is still that of the logits, on either route."""
     hidden, weight = _leaf(3, 5, 16), _leaf(97, 16, scale=0.3)
     labels = torch.randint(0, 97, (3, 5))
     frozen = weight if trained == "hidden" else hidden
