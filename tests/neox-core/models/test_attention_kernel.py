@@ -66,17 +66,28 @@ def test_set_attention_kernel_reaches_every_layer_and_cpu_still_runs_sdpa(varian
         assert torch.equal(model(ids), expected)  # CPU tensors: FA4 does not apply
 
 
-def test_auto_keeps_sdpa_for_grouped_query_attention_until_its_gpu_tests_ran(monkeypatch) -> None:
-    """`auto` never times FA4 on a grouped-query shape (GQA_AUTO_REASON); `fa4` takes it. FA4
-    cannot run on this CPU machine, so its availability check is replaced by "available" here
-    (a stand-in: the GPU tests in test_flash_attention4.py run the real kernels)."""
+@pytest.mark.parametrize("fa4_ms, kernel", [(1.0, "fa4"), (3.0, "sdpa")])
+def test_auto_times_grouped_query_attention_as_multi_head(monkeypatch, fa4_ms, kernel) -> None:
+    """`auto` times FA4 against SDPA on a grouped-query shape and keeps the faster, as for
+    multi-head attention. FA4 cannot run on this CPU machine, so its availability check and
+    the timings are stand-ins here (the GPU tests in test_flash_attention4.py time the real
+    kernels)."""
     from neox_core.distributed import attention_backend
 
+    timed = []
+
+    def time_ms(shape, device, dtype, kernel, backends) -> float:
+        timed.append((kernel, shape.kv_heads))
+        return fa4_ms if kernel == "fa4" else 2.0
+
     monkeypatch.setattr(attention_backend, "_fa4_unavailable", lambda *_: None)
-    monkeypatch.setattr(attention_backend, "_time_ms", lambda *_: pytest.fail("timed FA4"))
+    monkeypatch.setattr(attention_backend, "_time_ms", time_ms)
     gqa = AttentionShape(batch=2, heads=8, kv_heads=2, seq=64, head_dim=64)
     auto = choose_attention("auto", CPU, "bf16", gqa)
-    assert auto.kernel == "sdpa"
+    assert timed == [("fa4", 2), ("sdpa", 2)]
+    assert auto.kernel == kernel
+    assert f"FlashAttention-4 {fa4_ms:.3f} ms, SDPA 2.000 ms" in auto.line
+    assert "8/2 heads of 64" in auto.line
     assert choose_attention("fa4", CPU, "bf16", gqa).kernel == "fa4"
 
 
@@ -112,6 +123,27 @@ def test_fa4_ops_grouped_query_wrapping_is_sdpa_enable_gqa() -> None:
     ):
         torch.testing.assert_close(a, w)
     assert _repeat_kv(k, 1) is k and _sum_groups(dk, 1) is dk
+
+
+def test_fa4_backward_fake_kernel_promises_the_layout_the_op_returns() -> None:
+    """torch.compile plans buffers from the ops' fake kernel and checks the real op's output
+    strides against it: with grouped-query attention dk and dv are `_sum_groups`'s sums,
+    contiguous whatever layout k, v and FA4's gradients have (k and v here as the transposed
+    views `causal_attention` passes, which a contiguous [B, KV, S, d] gives)."""
+    from neox_core.models.flash_attention4 import _sum_groups
+
+    b, s, h, kv, d = 2, 16, 8, 2, 64
+    q = torch.empty(b, h, s, d, device="meta").transpose(1, 2)
+    k, v = (torch.empty(b, kv, s, d, device="meta").transpose(1, 2) for _ in range(2))
+    out, lse = torch.empty(b, s, h, d, device="meta"), torch.empty(b, h, s, device="meta")
+    dq, dk, dv = torch.ops.neox_fa4.bwd(out, q, k, v, out, lse, 0.125)
+    assert dq.stride() == q.stride()  # dq as FA4 makes it: laid out as q
+    assert dk.shape == k.shape and dk.is_contiguous() and dv.is_contiguous()
+    assert not k.is_contiguous()
+    grad = torch.randn(b, h, s, d).transpose(1, 2)  # a [B, S, H, d] view, not contiguous
+    summed = _sum_groups(grad, h // kv)
+    assert summed.is_contiguous()
+    torch.testing.assert_close(summed, grad.reshape(b, s, kv, h // kv, d).sum(3))
 
 
 def test_selective_checkpointing_keeps_fa4_output_as_it_keeps_sdpa_output() -> None:

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from neox_core.distributed.attention_backend import (
-    GQA_AUTO_REASON,
     AttentionShape,
     choose_attention,
     set_attention_kernel,
@@ -152,8 +151,10 @@ def test_the_chooser_times_both_and_fa4_on_request() -> None:
         choose_attention("fa4", torch.device("cuda"), "fp32", shape)
 
 
-def test_grouped_query_attention_takes_fa4_only_when_asked() -> None:
+def test_grouped_query_attention_is_timed_as_multi_head() -> None:
     shape = AttentionShape(batch=2, heads=8, kv_heads=2, seq=512, head_dim=64)
     auto = choose_attention("auto", torch.device("cuda"), "bf16", shape)
-    assert auto.kernel == "sdpa" and auto.line.endswith(f"not FA4: {GQA_AUTO_REASON}")
+    assert auto.kernel in ("sdpa", "fa4")
+    assert re.search(r"FlashAttention-4 [0-9.]+ ms, SDPA [0-9.]+ ms forward \+ backward", auto.line)
+    assert "8/2 heads of 64" in auto.line
     assert choose_attention("fa4", torch.device("cuda"), "bf16", shape).kernel == "fa4"

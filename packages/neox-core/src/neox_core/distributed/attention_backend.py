@@ -96,8 +96,6 @@ def choose_attention(
     if request == "sdpa":
         return AttentionChoice("sdpa", backends, line)
     why_not = _fa4_unavailable(device, dtype, shape)
-    if why_not is None and request == "auto" and shape.kv_heads != shape.heads:
-        why_not = GQA_AUTO_REASON
     if why_not is not None:
         if request == "fa4":
             raise ValueError(f"attention_kernel = 'fa4': {why_not}")
@@ -134,17 +132,13 @@ def _fa4_unavailable(device: torch.device, dtype: str, shape: AttentionShape) ->
     return unavailable_reason(device, shape.head_dim)
 
 
-# tests/neox-core/models/test_flash_attention4.py, flash-attn-4 4.0.0b36 (2026-12-05): FA4's
-# grouped-query backward at head dims 16 and 32 returned dq, dk and dv about 1.1-1.7 from fp32
-# (SDPA's: 0.007-0.02) on an H200, and the tiny grouped-query models' gradients 6-13 % from
-# fp32 (SDPA's: 0.3 %) on an H100; which cases failed changed between runs. So neox's FA4 ops
-# run grouped-query attention on k and v repeated per query head (FA4's multi-head kernels,
-# models/flash_attention4.py). That path's GPU tests have not run yet: until they pass, "auto"
-# keeps SDPA for grouped-query attention, and only `attention_kernel: fa4` takes it.
-GQA_AUTO_REASON = (
-    "grouped-query attention takes FlashAttention-4 (on k and v repeated per query head) "
-    "only when asked, attention_kernel: fa4; that path has not yet run neox's GPU tests"
-)
+# Grouped-query attention is timed as multi-head attention is. FA4's own grouped-query backward
+# gave wrong gradients in tests/neox-core/models/test_flash_attention4.py (flash-attn-4
+# 4.0.0b36, 2026-12-05: dq, dk and dv 1.1-1.7 from fp32 at head dims 16 and 32 on an H200),
+# so neox's FA4 ops repeat k and v per query head (models/flash_attention4.py), a path those
+# tests pass (H100, 2026-12-06). The repeat costs FA4 its lead at LLaMA-1.1B's shape (H100,
+# 2026-12-06, micro batch 8, seq 2048, 32/4 heads of 64): 1.56-1.59 ms against SDPA's
+# 1.49-1.50 per layer, so "auto" keeps SDPA there (step 227.8 ms; 230.8 with fa4 forced).
 
 
 def _time_ms(

@@ -73,9 +73,9 @@ def unavailable_reason(device: torch.device, head_dim: int) -> str | None:
 
 # Grouped-query attention (fewer kv heads than query heads) runs FA4's multi-head kernels on k
 # and v repeated per query head, inside the ops: FA4's own grouped-query backward gave wrong
-# gradients in neox's GPU tests (attention_backend.GQA_AUTO_REASON), its multi-head one did
-# not. The ops save k and v as given; the repeat is made again in the backward and its
-# gradient summed back per kv head in fp32, as SDPA's enable_gqa accumulates them.
+# gradients in neox's GPU tests (flash-attn-4 4.0.0b36; attention_backend's note), its
+# multi-head one did not. The ops save k and v as given; the repeat is made again in the
+# backward and its gradient summed back per kv head in fp32, as SDPA's enable_gqa does.
 def _repeat_kv(x: Tensor, groups: int) -> Tensor:
     """[B, S, KV, d] -> [B, S, KV * groups, d]: kv head j serves query heads j*groups ..
     (j+1)*groups-1, the order of SDPA's enable_gqa."""
@@ -88,7 +88,8 @@ def _sum_groups(grad: Tensor, groups: int) -> Tensor:
         return grad
     b, s, h, d = grad.shape
     acc = torch.promote_types(grad.dtype, torch.float32)  # bf16/fp16 gradients sum in fp32
-    return grad.reshape(b, s, h // groups, groups, d).sum(3, dtype=acc).to(grad.dtype)
+    summed = grad.reshape(b, s, h // groups, groups, d).sum(3, dtype=acc).to(grad.dtype)
+    return summed.contiguous()  # the layout the ops' fake kernel promises, whatever grad's
 
 
 def _groups(q: Tensor, k: Tensor) -> int:
@@ -127,7 +128,10 @@ def _bwd(
 def _(
     dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, scale: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if q.shape[2] == k.shape[2]:  # FA4's own gradients, laid out as its inputs
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    # grouped-query: dk and dv are `_sum_groups`'s reductions, contiguous whatever k and v are
+    return torch.empty_like(q), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
