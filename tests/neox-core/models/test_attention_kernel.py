@@ -76,9 +76,9 @@ def test_auto_times_grouped_query_attention_as_multi_head(monkeypatch, fa4_ms, k
 
     timed = []
 
-    def time_ms(shape, device, dtype, kernel, backends) -> float:
-        timed.append((kernel, shape.kv_heads))
-        return fa4_ms if kernel == "fa4" else 2.0
+    def time_ms(shape, device, dtype, which, backends) -> float:
+        timed.append((which, shape.kv_heads))
+        return fa4_ms if which == "fa4" else 2.0
 
     monkeypatch.setattr(attention_backend, "_fa4_unavailable", lambda *_: None)
     monkeypatch.setattr(attention_backend, "_time_ms", time_ms)
