@@ -61,6 +61,9 @@ class DecodeStep:
         self.cuda_graphs = self.mode is not None and "reduce-overhead" in self.mode
         self.fn = decode_step
         if self.mode is not None:
+            from neox_core.distributed.compile import tag_compile_caches
+
+            tag_compile_caches()
             # fullgraph: a graph break would split the step and defeat the CUDA graph
             self.fn = torch.compile(
                 decode_step,
