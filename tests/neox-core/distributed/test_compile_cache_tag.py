@@ -35,14 +35,16 @@ def test_tag_follows_the_op_sources_and_keeps_the_users_tag(monkeypatch, tmp_pat
     op = tmp_path / "ops.py"
     op.write_text("fake = 'contiguous'\n")
     monkeypatch.setattr(neox_compile, "custom_op_sources", lambda: [op])
-    monkeypatch.setattr(torch.compiler.config, "cache_key_tag", "users-tag")
-    first = neox_compile.tag_compile_caches()
-    assert first.startswith("users-tag,neox-ops-")
-    assert neox_compile.tag_compile_caches() == first  # idempotent: one neox entry
-    op.write_text("fake = 'like k'\n")
-    second = neox_compile.tag_compile_caches()
-    assert second.startswith("users-tag,neox-ops-") and second.count("neox-ops-") == 1
-    assert second != first
+    # the config's own patch, which restores the value (monkeypatch would delete the key)
+    with torch.compiler.config.patch(cache_key_tag="users-tag"):
+        first = neox_compile.tag_compile_caches()
+        assert first.startswith("users-tag,neox-ops-")
+        assert neox_compile.tag_compile_caches() == first  # idempotent: one neox entry
+        op.write_text("fake = 'like k'\n")
+        second = neox_compile.tag_compile_caches()
+        assert second.startswith("users-tag,neox-ops-") and second.count("neox-ops-") == 1
+        assert second != first
+    assert torch.compiler.config.cache_key_tag != second
 
 
 _COMPILE_ONCE = """
