@@ -47,6 +47,15 @@ def test_tag_follows_the_op_sources_and_keeps_the_users_tag(monkeypatch, tmp_pat
     assert torch.compiler.config.cache_key_tag != second
 
 
+def test_compiling_the_layers_tags_the_caches() -> None:
+    model = torch.nn.Module()
+    model.layers = torch.nn.ModuleList([torch.nn.Linear(4, 4)])
+    digest = neox_compile.sources_digest(neox_compile.custom_op_sources())
+    with torch.compiler.config.patch(cache_key_tag=""):
+        neox_compile.apply_compile(model, backend="eager")
+        assert torch.compiler.config.cache_key_tag == f"neox-ops-{digest}"
+
+
 _COMPILE_ONCE = """
 import sys
 from pathlib import Path
