@@ -8,8 +8,6 @@
 namespace neox {
 namespace {
 
-constexpr int kHeadsPerThread = 4;
-
 // Whether column c lies in the rotated channels (the first 2*rot_half) of one of n heads
 // that start at off + h * stride.
 template <typename I>
@@ -20,21 +18,27 @@ __device__ __forceinline__ bool in_rotated(I c, I off, I stride, int n, int rot_
 }
 
 // Work items of a token: with a separate destination, first one per pack of the row that
-// copies it unless it is rotated; then one per VEC consecutive pairs (i, i + rot_half) in up
-// to kHeadsPerThread heads, whose sin/cos depend on the position and i only and are computed
-// once for those heads. In place (src == dst) there are only the latter. Every load and store
-// is a VEC-wide pack; every element is read once and written once.
+// copies it unless it is rotated; then one per head and VEC consecutive pairs (i, i + rot_half).
+// In place (src == dst) there are only the latter. Every load and store is a VEC-wide pack;
+// every element is read once and written once. One pair of packs a thread, its sin/cos its own
+// (they used to be shared by four heads a thread): the in-place rotation is bound by how the
+// memory system takes the 16-64 byte pieces it touches in each head, and independent threads
+// keep more of them in flight. H100, bf16, 16,384 tokens (2026-12-06): benchmarks/kernels.py's
+// forward at rotary 0.25, d128, 0.062-0.063 -> 0.057-0.058 ms. A scratch kernel that only loads
+// and stores the same bytes in place, L2 flushed before each call, took 0.039 / 0.042 / 0.057
+// ms at Pythia-410M's d64 with 16 rotated channels / d128 with 32 / LLaMA's grouped d64 with
+// 64: 28 / 52 / 88 % of a copy's bandwidth, the access pattern's own limit; the old kernel
+// took 0.045 / 0.047 / 0.061 ms there, a scratch one-pair-a-thread kernel 2 % over the limit
+// at the first two.
 template <typename T, int VEC, typename I>
 __global__ void rotary_kernel(const T* src, T* dst, int64_t tokens, int64_t seq_len,
                               int64_t row_stride, int num_q, int64_t q_offset, int64_t q_stride,
                               int num_k, int64_t k_offset, int64_t k_stride, int rot_half,
                               const float* __restrict__ inv_freq, int64_t position_offset,
                               float sign) {
-  const int heads = num_q + num_k;
   const int packs = rot_half / VEC;
-  const int groups = (heads + kHeadsPerThread - 1) / kHeadsPerThread;
   const int copies = src == dst ? 0 : static_cast<int>(row_stride / VEC);
-  const I per_token = copies + I(groups) * packs, total = I(tokens) * per_token;
+  const I per_token = copies + I(num_q + num_k) * packs, total = I(tokens) * per_token;
   for (I e = blockIdx.x * I(blockDim.x) + threadIdx.x; e < total; e += I(gridDim.x) * blockDim.x) {
     const I t = e / per_token;
     int rem = static_cast<int>(e - t * per_token);
@@ -48,31 +52,25 @@ __global__ void rotary_kernel(const T* src, T* dst, int64_t tokens, int64_t seq_
       continue;
     }
     rem -= copies;
-    const int group = rem / packs;
-    const int i0 = (rem - group * packs) * VEC;
+    const int head = rem / packs;
+    const int i0 = (rem - head * packs) * VEC;
+    const int64_t col = (head < num_q ? q_offset + head * q_stride
+                                      : k_offset + (head - num_q) * k_stride) + i0;
+    Pack<T, VEC> a = load_pack<T, VEC>(srow + col, 0),
+                 b = load_pack<T, VEC>(srow + col + rot_half, 0);
     // the same fp32 product as torch.outer(positions, inv_freq) in the reference
     const float position = static_cast<float>(int64_t(t % I(seq_len)) + position_offset);
-    float c[VEC], s[VEC];
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-      sincosf(position * inv_freq[i0 + k], &s[k], &c[k]);
-      s[k] *= sign;
+      float s, c;
+      sincosf(position * inv_freq[i0 + k], &s, &c);
+      s *= sign;
+      const float x1 = to_f(a.v[k]), x2 = to_f(b.v[k]);
+      a.v[k] = from_f<T>(x1 * c - x2 * s);
+      b.v[k] = from_f<T>(x2 * c + x1 * s);
     }
-    const int last = min(heads, (group + 1) * kHeadsPerThread);
-    for (int head = group * kHeadsPerThread; head < last; ++head) {
-      const int64_t col = (head < num_q ? q_offset + head * q_stride
-                                        : k_offset + (head - num_q) * k_stride) + i0;
-      Pack<T, VEC> a = load_pack<T, VEC>(srow + col, 0),
-                   b = load_pack<T, VEC>(srow + col + rot_half, 0);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const float x1 = to_f(a.v[k]), x2 = to_f(b.v[k]);
-        a.v[k] = from_f<T>(x1 * c[k] - x2 * s[k]);
-        b.v[k] = from_f<T>(x2 * c[k] + x1 * s[k]);
-      }
-      store_pack<T, VEC>(drow + col, 0, a);
-      store_pack<T, VEC>(drow + col + rot_half, 0, b);
-    }
+    store_pack<T, VEC>(drow + col, 0, a);
+    store_pack<T, VEC>(drow + col + rot_half, 0, b);
   }
 }
 
@@ -154,11 +152,10 @@ void launch_rotary(const T* src, T* dst, int64_t tokens, int64_t seq_len, int64_
         position_offset, sign);
     return;
   }
-  const int groups = (num_q + num_k + kHeadsPerThread - 1) / kHeadsPerThread;
   const int64_t copies = src == dst ? 0 : row_stride / VEC;
-  const int64_t total = tokens * (copies + groups * (rot_half / VEC));
+  const int64_t total = tokens * (copies + int64_t(num_q + num_k) * (rot_half / VEC));
   const int threads = 256;
-  const int blocks = grid_for(total, threads, sm_count() * 16);
+  const int blocks = grid_for(total, threads, sm_count() * 32);
   // 32-bit index arithmetic (its divisions are several times cheaper) wherever every work
   // index and column fits; the grid-stride loop's last step stays below 2^31 as well
   const int64_t step = int64_t(blocks) * threads;
