@@ -3,39 +3,53 @@
 # HF transformers compiled, + a profile of Pythia-1B), then a real `neox-train` run of a
 # Pythia-1B-shaped config on synthetic tokens whose log line shows the MFU.
 #
-#   bash benchmarks/gpu_train_speed.sh     # from the repository root; at most about 8 minutes
+#   bash benchmarks/gpu_train_speed.sh     # from the repository root; at most about 9 minutes
 #
-# Needs torch (CUDA), transformers, pyyaml, numpy, pybind11 and scikit-build-core; no uv.
-# neox-kernels' dataset index (C++) is built into /tmp/neox-site for the neox-train run (its
-# CUDA kernels are not: the model then runs its PyTorch code, compiled). Logs go to $OUT
-# (default ./gpu-train-speed-out). A failing part is reported and the others still run.
+# Needs torch (CUDA), transformers, pyyaml, numpy, pybind11, scikit-build-core and nvcc; no uv.
+# neox-kernels is built with its CUDA kernels (the fused ops the step uses, and the dataset
+# index) into /tmp/neox-site, for NEOX_KERNELS_CUDA_ARCHS (default 90a: Hopper; about 25 s on
+# 16 cores); if that build fails, the model runs its PyTorch code and the table says less.
+# FlashAttention-4 is a candidate of `attention_kernel: auto` where it imports: installed, or
+# unpacked into /tmp/site (packages/neox-kernels/tools/gpu_check.sh does that from .whl/),
+# which is then added to the path. Logs go to $OUT (default ./gpu-train-speed-out). A failing
+# part is reported and the others still run.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-train-speed-out}
 SITE=/tmp/neox-site
 DATA=/tmp/neox-speed-data  # synthetic tokens and the run's config (kept out of $OUT)
 mkdir -p "$OUT" "$DATA"
 export PYTHONUNBUFFERED=1
-export PYTHONPATH=$PWD/packages/neox-core/src:$PWD/packages/neox-data/src:$PWD/packages/neox-kernels/src
+export PYTHONPATH=$SITE:$PWD/packages/neox-core/src:$PWD/packages/neox-data/src:$PWD/packages/neox-kernels/src
+if [ -d /tmp/site ]; then  # and what its .pth files add (cutlass-dsl's dsl_packages folder)
+  extra=$(python3 -c "import site, sys; seen = set(sys.path); site.addsitedir('/tmp/site')
+print(':'.join(p for p in sys.path if p not in seen))")
+  export PYTHONPATH=$PYTHONPATH:${extra:-/tmp/site}
+fi
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/neox-inductor-cache}
 start=$SECONDS
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 
-# 1. the dataset index extension, in the background while the benchmark runs
-( NEOX_KERNELS_CUDA=OFF python3 -m pip install -q --no-build-isolation --no-deps --no-cache-dir \
-    --target "$SITE" ./packages/neox-kernels >"$OUT/kernels_build.log" 2>&1 \
-  && echo "neox-kernels index built" || echo "neox-kernels build FAILED (see kernels_build.log)" ) &
-build_pid=$!
+# 1. neox-kernels with its CUDA kernels, before the benchmark (whose step uses them)
+rm -rf "$SITE"
+NEOX_KERNELS_CUDA=ON NEOX_KERNELS_CUDA_ARCHS=${NEOX_KERNELS_CUDA_ARCHS:-90a} python3 -m pip install \
+  -q --no-build-isolation --no-deps --no-cache-dir --target "$SITE" ./packages/neox-kernels \
+  >"$OUT/kernels_build.log" 2>&1 && echo "neox-kernels built in $((SECONDS - start)) s" \
+  || echo "neox-kernels build FAILED (see kernels_build.log): the step runs without fused kernels"
+python3 -c "import torch
+from neox_kernels.ops import cuda_available
+from neox_core.models.flash_attention4 import unavailable_reason
+print('fused CUDA kernels:', cuda_available())
+print('FlashAttention-4 at head dim 64:', unavailable_reason(torch.device('cuda'), 64) or 'can run')"
 
 # 2. the table: each case in its own process (a crash or OOM costs one row), all within 330 s
 #    so that the neox-train run below keeps its time
 echo "== benchmark (neox-train's step vs HF compiled) =="
-python3 benchmarks/train_step.py --isolate --profile --case-timeout 150 --deadline-s 330 \
+python3 benchmarks/train_step.py --isolate --profile --verbose --case-timeout 150 --deadline-s 330 \
   2>&1 | tee "$OUT/train_step.txt" | grep -v "^RESULT "
 echo "benchmark done at $((SECONDS - start)) s"
 
 # 3. a real neox-train run: Pythia-1B-shaped, bf16, micro batch 8, seq 2048, 30 iterations
-wait $build_pid
 echo "== neox-train, Pythia-1B shape, 30 iterations =="
 python3 - "$DATA" <<'EOF' || echo "synthetic data FAILED"
 import sys
@@ -70,10 +84,11 @@ write_dataset(out / "synthetic_text_document", docs, np.uint16)
 )
 print("synthetic data:", sum(len(d) for d in docs), "tokens")
 EOF
-PYTHONPATH=$SITE:$PYTHONPATH timeout 120 python3 -c \
+timeout 120 python3 -c \
   'import sys; from neox_core.cli import main; sys.exit(main(sys.argv[1:]))' \
   examples/configs/pythia/1B.yml "$DATA/run.yml" 2>&1 | tee "$OUT/neox_train.txt" | tail -14
 echo "neox-train exit ${PIPESTATUS[0]}; total $((SECONDS - start)) s"
 echo "== summary =="
 sed -n '/^model | impl/,$p' "$OUT/train_step.txt"
+grep -E "^ *> attention:" "$OUT/train_step.txt" | sort -u | cut -c1-300
 grep -E "iteration +30/" "$OUT/neox_train.txt" || echo "(no iteration-30 log line)"
