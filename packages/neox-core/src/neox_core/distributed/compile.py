@@ -43,15 +43,13 @@ def compile_enabled(setting: str, device: torch.device) -> bool:
 def custom_op_sources() -> list[Path]:
     """The source files of neox's custom ops, fake kernels included (their packages are imported
     to find them, the modules themselves need not be)."""
-    files = []
-    for name in CUSTOM_OP_PACKAGES:
+    files: list[Path] = []
+    for name in (*CUSTOM_OP_PACKAGES, *CUSTOM_OP_MODULES):
         spec = find_spec(name)
-        if spec is not None and spec.origin:
-            files += sorted(Path(spec.origin).parent.glob("*.py"))
-    for name in CUSTOM_OP_MODULES:
-        spec = find_spec(name)
-        if spec is not None and spec.origin:
-            files.append(Path(spec.origin))
+        if spec is None or not spec.origin:
+            continue
+        origin = Path(spec.origin)  # a package's __init__.py, or the module itself
+        files += sorted(origin.parent.glob("*.py")) if name in CUSTOM_OP_PACKAGES else [origin]
     return files
 
 
