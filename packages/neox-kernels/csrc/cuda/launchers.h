@@ -24,7 +24,7 @@ const char* norm_backward(int dtype, bool rms, const void* grad_out, const void*
                           const float* rstd, void* grad_x, float* partial_dw, float* partial_db,
                           int blocks, int64_t rows, int64_t hidden, void* stream);
 // Blocks (rows of partial_dw / partial_db) to pass to norm_backward: one resident wave.
-int norm_backward_blocks(int dtype, bool rms, int64_t rows, int64_t hidden);
+int norm_backward_blocks(int dtype, bool rms, bool residual, int64_t rows, int64_t hidden);
 
 // out_a[c] = sum over r of a[r, c] for [partials, cols] fp32 a, rounded once to dtype; b and
 // out_b alike (nullable: one array). The weight and bias gradients from the per-block partials.

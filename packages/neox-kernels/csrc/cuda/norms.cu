@@ -18,6 +18,11 @@
 #ifndef NEOX_NORM_BWD_THREADS
 #define NEOX_NORM_BWD_THREADS 512
 #endif
+// Rows in flight in the backward's shared-memory pipeline (norm_bwd_pipe_kernel): the row being
+// reduced and STAGES - 1 rows whose copies are on their way. Below 2 the pipeline is not built.
+#ifndef NEOX_NORM_BWD_STAGES
+#define NEOX_NORM_BWD_STAGES 2
+#endif
 
 namespace neox {
 namespace {
@@ -385,6 +390,171 @@ __global__ void __launch_bounds__(512)
   }
 }
 
+// 16-byte asynchronous copy global -> shared (sm_80+; a plain load and store before that).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src));
+#else
+  *reinterpret_cast<int4*>(dst) = *reinterpret_cast<const int4*>(src);
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+// Shared memory of norm_bwd_pipe_kernel: STAGES rows of x, dy and (with it) the residual's
+// gradient.
+inline size_t pipe_smem_bytes(int64_t hidden, int elem_size, bool residual) {
+  return static_cast<size_t>(NEOX_NORM_BWD_STAGES) * (residual ? 3 : 2) * hidden * elem_size;
+}
+
+// The register-resident backward for rows where a thread holds 16 values (16-byte packs, P * VEC
+// == 16: bf16/fp16 rows of 4104 to 8192), with the rows streamed through shared memory: while a
+// row is reduced, the copies of the block's next STAGES - 1 rows are in flight (cp.async) and
+// hold no registers. There the register kernel needs about 120 registers a thread, one block of
+// 512 an SM, and its one-row register prefetch left the loads short: H100, 16384 rows, bf16, its
+// backward alone 489 us for RMSNorm + residual at hidden 8192 (73 % of copy bandwidth) and 328
+// us for LayerNorm (81 %); this kernel with 2 stages 377-382 / 297-306 us (93-94 % / 87-90 %),
+// fwd+bwd 0.859-0.867 -> 0.746 ms and 0.531-0.532 -> 0.500-0.503 ms. Where two to four blocks
+// share an SM (hidden 2048, 4096) it was slower than the register prefetch (LayerNorm's backward
+// at 2048: 93 -> 100-102 us with 2, 3 or 4 stages; at 4096 168 -> 185-241 us), which stays.
+// Each thread copies and reads back only its own packs, so no barrier guards the ring.
+template <typename T, int VEC, bool RMS, int P>
+__global__ void __launch_bounds__(512)
+    norm_bwd_pipe_kernel(const T* __restrict__ dy, const T* __restrict__ dres,
+                         const T* __restrict__ x, const T* __restrict__ w,
+                         const float* __restrict__ mean_in, const float* __restrict__ rstd_in,
+                         T* __restrict__ dx, float* __restrict__ part_dw,
+                         float* __restrict__ part_db, int64_t rows, int64_t hidden) {
+  constexpr int S = NEOX_NORM_BWD_STAGES;
+  using PackT = Pack<T, VEC>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ float2 scratch[32];
+  const int packs = static_cast<int>(hidden / VEC);
+  const int streams = dres != nullptr ? 3 : 2;
+  PackT* ring = reinterpret_cast<PackT*>(smem_raw);  // [S][streams][packs]
+  const int64_t stride = gridDim.x;
+  // copies of `row` into stage `stage` (this thread's packs); one commit group either way, so
+  // that the group count stays the row count
+  auto issue = [&](int64_t row, int stage) {
+    if (row < rows) {
+      PackT* slot = ring + static_cast<int64_t>(stage) * streams * packs;
+#pragma unroll
+      for (int j = 0; j < P; ++j) {
+        const int i = threadIdx.x + j * blockDim.x;
+        if (i < packs) {
+          cp_async16(slot + i, x + row * hidden + static_cast<int64_t>(i) * VEC);
+          cp_async16(slot + packs + i, dy + row * hidden + static_cast<int64_t>(i) * VEC);
+          if (dres != nullptr)
+            cp_async16(slot + 2 * packs + i, dres + row * hidden + static_cast<int64_t>(i) * VEC);
+        }
+      }
+    }
+    cp_async_commit();
+  };
+  float dw[P][VEC], db[P][VEC];
+#pragma unroll
+  for (int j = 0; j < P; ++j)
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) dw[j][k] = db[j][k] = 0.f;
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) issue(blockIdx.x + s * stride, s);
+  float rstd_next = 0.f, mean_next = 0.f;
+  if (blockIdx.x < rows) {
+    rstd_next = rstd_in[blockIdx.x];
+    if (!RMS) mean_next = mean_in[blockIdx.x];
+  }
+  int stage = 0;
+  for (int64_t row = blockIdx.x; row < rows; row += stride) {
+    // the stage read last iteration is free again: refill it S - 1 rows ahead
+    issue(row + (S - 1) * stride, stage == 0 ? S - 1 : stage - 1);
+    const float rstd = rstd_next;
+    const float mean = RMS ? 0.f : mean_next;
+    if (row + stride < rows) {
+      rstd_next = rstd_in[row + stride];
+      if (!RMS) mean_next = mean_in[row + stride];
+    }
+    cp_async_wait<S - 1>();  // this row's copies have landed
+    const PackT* slot = ring + static_cast<int64_t>(stage) * streams * packs;
+    PackT px[P], pg[P];
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int i = threadIdx.x + j * blockDim.x;
+      if (i < packs) {
+        px[j] = slot[i];
+        pg[j] = slot[packs + i];
+      }
+    }
+    float s_wdy_xhat = 0.f, s_wdy = 0.f;
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int i = threadIdx.x + j * blockDim.x;
+      if (i < packs) {
+        PackT pw;
+        if (w != nullptr) pw = load_pack<T, VEC>(w, i);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+          const float xhat = (to_f(px[j].v[k]) - mean) * rstd;
+          const float g = to_f(pg[j].v[k]);
+          const float wdy = w != nullptr ? g * to_f(pw.v[k]) : g;
+          s_wdy_xhat += wdy * xhat;
+          s_wdy += wdy;
+          dw[j][k] += g * xhat;
+          db[j][k] += g;
+        }
+      }
+    }
+    const float2 sums = block_sum2(s_wdy_xhat, s_wdy, scratch);
+    const float c1 = sums.x / hidden;
+    const float c2 = RMS ? 0.f : sums.y / hidden;
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int i = threadIdx.x + j * blockDim.x;
+      if (i < packs) {
+        PackT pw, pr, pd;
+        if (w != nullptr) pw = load_pack<T, VEC>(w, i);
+        if (dres != nullptr) pr = slot[2 * packs + i];
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+          const float xhat = (to_f(px[j].v[k]) - mean) * rstd;
+          const float g = to_f(pg[j].v[k]);
+          const float wdy = w != nullptr ? g * to_f(pw.v[k]) : g;
+          float d = rstd * (wdy - c2 - xhat * c1);
+          if (dres != nullptr) d += to_f(pr.v[k]);
+          pd.v[k] = from_f<T>(d);
+        }
+        store_pack<T, VEC>(dx + row * hidden, i, pd);
+      }
+    }
+    stage = stage == S - 1 ? 0 : stage + 1;
+  }
+  cp_async_wait<0>();
+  float* pdw = part_dw != nullptr ? part_dw + static_cast<int64_t>(blockIdx.x) * hidden : nullptr;
+  float* pdb = part_db != nullptr ? part_db + static_cast<int64_t>(blockIdx.x) * hidden : nullptr;
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < packs) {
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        if (pdw != nullptr) pdw[static_cast<int64_t>(i) * VEC + k] = dw[j][k];
+        if (pdb != nullptr) pdb[static_cast<int64_t>(i) * VEC + k] = db[j][k];
+      }
+    }
+  }
+}
+
 // Launch shape of the register-resident kernels: packs per thread p (at most max_p) and
 // threads (a multiple of 32, at most max_threads unless the row needs more than max_p packs a
 // thread there, and at most 512) with threads * p >= packs. False: the row is too long for
@@ -445,33 +615,53 @@ const char* launch_fwd(bool rms, const void* x, const void* res, const void* w, 
   return last_error();
 }
 
-// Calls f(kernel, threads) with the register-resident backward kernel for rows of `hidden`
-// (packs of VEC); false when the row is too long for registers.
+// Calls f(kernel, threads, dynamic shared memory bytes) with the register-resident backward
+// kernel for rows of `hidden` (packs of VEC): the shared-memory pipelined one where the packs are
+// 16 bytes, a thread holds 16 values and the ring takes at most 96 KiB; false when the row is
+// too long for registers.
 template <typename T, int VEC, typename F>
-bool with_bwd_reg_kernel(bool rms, int64_t hidden, F&& f) {
+bool with_bwd_reg_kernel(bool rms, int64_t hidden, bool residual, F&& f) {
   constexpr int kMaxP = VEC > 1 ? 4 : 16;
   int p = 0, threads = 0;
   if (!reg_shape(hidden / VEC, kMaxP, NEOX_NORM_BWD_THREADS, &p, &threads)) return false;
+  if constexpr (VEC * sizeof(T) == 16 && NEOX_NORM_BWD_STAGES >= 2) {
+    const size_t smem = pipe_smem_bytes(hidden, sizeof(T), residual);
+    constexpr int kPipeP = 16 / VEC;  // 2 packs (bf16, fp16) or 4 (fp32): the reg kernels' P
+    if (p > kPipeP / 2 && p <= kPipeP && smem <= 96 * 1024) {
+      rms ? f(norm_bwd_pipe_kernel<T, VEC, true, kPipeP>, threads, smem)
+          : f(norm_bwd_pipe_kernel<T, VEC, false, kPipeP>, threads, smem);
+      return true;
+    }
+  }
   // p packs per thread; the kernel's P is the next instantiated size (P >= p).
   if constexpr (VEC > 1) {
     if (p == 1) {
-      rms ? f(norm_bwd_reg_kernel<T, VEC, true, 1>, threads)
-          : f(norm_bwd_reg_kernel<T, VEC, false, 1>, threads);
+      rms ? f(norm_bwd_reg_kernel<T, VEC, true, 1>, threads, size_t{0})
+          : f(norm_bwd_reg_kernel<T, VEC, false, 1>, threads, size_t{0});
       return true;
     }
     if (p == 2) {
-      rms ? f(norm_bwd_reg_kernel<T, VEC, true, 2>, threads)
-          : f(norm_bwd_reg_kernel<T, VEC, false, 2>, threads);
+      rms ? f(norm_bwd_reg_kernel<T, VEC, true, 2>, threads, size_t{0})
+          : f(norm_bwd_reg_kernel<T, VEC, false, 2>, threads, size_t{0});
       return true;
     }
   }
   if (p <= 4)
-    rms ? f(norm_bwd_reg_kernel<T, VEC, true, 4>, threads)
-        : f(norm_bwd_reg_kernel<T, VEC, false, 4>, threads);
+    rms ? f(norm_bwd_reg_kernel<T, VEC, true, 4>, threads, size_t{0})
+        : f(norm_bwd_reg_kernel<T, VEC, false, 4>, threads, size_t{0});
   else
-    rms ? f(norm_bwd_reg_kernel<T, VEC, true, kMaxP>, threads)
-        : f(norm_bwd_reg_kernel<T, VEC, false, kMaxP>, threads);
+    rms ? f(norm_bwd_reg_kernel<T, VEC, true, kMaxP>, threads, size_t{0})
+        : f(norm_bwd_reg_kernel<T, VEC, false, kMaxP>, threads, size_t{0});
   return true;
+}
+
+// Lets `kernel` take `bytes` of dynamic shared memory (past 48 KiB with its static shared memory
+// it must opt in; opting in below that costs nothing).
+template <typename K>
+bool allow_smem(K kernel, size_t bytes) {
+  return bytes == 0 ||
+         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(bytes)) == cudaSuccess;
 }
 
 template <typename T, int VEC>
@@ -481,19 +671,20 @@ const char* launch_bwd(bool rms, const void* dy, const void* dres, const void* x
   const int threads = threads_for(hidden / VEC);
   const size_t smem = sizeof(float) * hidden * 2;
   auto run = [&](auto kernel) -> const char* {
-    if (smem > 48 * 1024) {
-      if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(smem)) != cudaSuccess)
-        return "hidden size too large for the fused norm backward";
-    }
+    if (!allow_smem(kernel, smem)) return "hidden size too large for the fused norm backward";
     kernel<<<blocks, threads, smem, stream>>>(
         static_cast<const T*>(dy), static_cast<const T*>(dres), static_cast<const T*>(x),
         static_cast<const T*>(w), mean, rstd, static_cast<T*>(dx), pdw, pdb, rows, hidden);
     return last_error();
   };
   const char* error = nullptr;
-  if (with_bwd_reg_kernel<T, VEC>(rms, hidden, [&](auto kernel, int reg_threads) {
-        kernel<<<blocks, reg_threads, 0, stream>>>(
+  if (with_bwd_reg_kernel<T, VEC>(rms, hidden, dres != nullptr, [&](auto kernel, int reg_threads,
+                                                                    size_t reg_smem) {
+        if (!allow_smem(kernel, reg_smem)) {
+          error = "the fused norm backward could not take its shared memory";
+          return;
+        }
+        kernel<<<blocks, reg_threads, reg_smem, stream>>>(
             static_cast<const T*>(dy), static_cast<const T*>(dres), static_cast<const T*>(x),
             static_cast<const T*>(w), mean, rstd, static_cast<T*>(dx), pdw, pdb, rows, hidden);
         error = last_error();
@@ -521,14 +712,15 @@ const char* norm_forward(int dtype, bool rms, const void* x, const void* residua
   return nullptr;
 }
 
-int norm_backward_blocks(int dtype, bool rms, int64_t rows, int64_t hidden) {
+int norm_backward_blocks(int dtype, bool rms, bool residual, int64_t rows, int64_t hidden) {
   // As many blocks as are resident at once (one wave: every block strides over the same
   // number of rows, give or take one), from the occupancy of the kernel norm_backward picks
   // (the vectorised one when hidden allows; any count is correct, this one is the fastest).
   int per_sm = 4;
-  auto occupancy = [&](auto kernel, int threads) {
+  auto occupancy = [&](auto kernel, int threads, size_t smem) {
     int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0) != cudaSuccess)
+    if (!allow_smem(kernel, smem) ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem) != cudaSuccess)
       cudaGetLastError();  // clear it; the default stays
     else if (n > 0)
       per_sm = n < 8 ? n : 8;
@@ -537,9 +729,9 @@ int norm_backward_blocks(int dtype, bool rms, int64_t rows, int64_t hidden) {
     using scalar_t = decltype(zero);
     constexpr int vec = 16 / sizeof(scalar_t);
     if (hidden > 0 && hidden % vec == 0)
-      with_bwd_reg_kernel<scalar_t, vec>(rms, hidden, occupancy);
+      with_bwd_reg_kernel<scalar_t, vec>(rms, hidden, residual, occupancy);
     else if (hidden > 0)
-      with_bwd_reg_kernel<scalar_t, 1>(rms, hidden, occupancy);
+      with_bwd_reg_kernel<scalar_t, 1>(rms, hidden, residual, occupancy);
   };
   if (dtype == kFloat32) pick(float{});
   else if (dtype == kFloat16) pick(__half{});

@@ -106,7 +106,7 @@ def norm_bwd(grad_out, grad_residual_out, input, weight, mean, rstd, rms, weight
     if rows == 0:  # no kernel runs: sums over no rows are zeros
         return dx, dw.zero_(), db.zero_()
     dev, dtype, stream = be.device_index(input), be.dtype_code(input), be.stream(input)
-    blocks = ext.norm_backward_blocks(dtype, rms, rows, hidden)
+    blocks = ext.norm_backward_blocks(dtype, rms, grad_res is not None, rows, hidden)
     fp32 = dict(dtype=torch.float32, device=input.device)
     pdw = torch.empty(blocks, hidden, **fp32) if weight_grad else None
     pdb = torch.empty(blocks, hidden, **fp32) if bias_grad else None
