@@ -53,6 +53,25 @@ def test_rms_norm_with_residual_is_the_sum_normalised() -> None:
     _close(torch.autograd.grad(total, (x, r, w, b)), torch.autograd.grad(ref_total, (x, r, w, b)))
 
 
+@pytest.mark.parametrize("used", ["out", "h"])
+def test_norm_with_residual_backpropagates_either_output_alone(used) -> None:
+    """Only the used output carries a gradient; the statistics get none, and no zero
+    gradients are made for them (the backward runs on what it is given)."""
+    x, r, w = _leaf(4, 64), _leaf(4, 64), _leaf(64)
+    out, h = ops.rms_norm(x, w, eps=1e-6, residual=r)
+    s = x + r
+    ref = s * torch.rsqrt(s.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+    loss, ref_loss = (out.sum(), ref.sum()) if used == "out" else (h.pow(2).sum(), s.pow(2).sum())
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        grads = torch.autograd.grad(loss, (x, r, w), allow_unused=True)
+    ref_grads = torch.autograd.grad(ref_loss, (x, r, w), allow_unused=True)
+    for g, ref_g in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, torch.zeros_like(g) if ref_g is None else ref_g)
+    # autograd materialises a missing output gradient with aten::zeros (three of them here:
+    # mean, rstd and the unused output); the backward takes None instead
+    assert "aten::zeros" not in {e.name for e in prof.events()}
+
+
 def test_norm_of_fp16_rounds_once_from_fp32() -> None:
     """fp16 in and out, computed in fp32 and rounded once: within half an fp16 ulp (plus fp32
     round-off) of the exact norm. Not bit-equal to `F.layer_norm` on fp32: two fp32 formulas can
