@@ -248,6 +248,13 @@ def test_recomputed_weight_gradient_is_that_of_the_logits(chunk_cols) -> None:
     )  # fmt: skip
     assert mixed.dtype == torch.float64
     assert torch.allclose(mixed, ref, rtol=1e-4, atol=1e-6)
+    # fp16 scales after each matmul (gradient logits of softmax / tokens would underflow)
+    half = torch.ops.neox.linear_cross_entropy_weight_grad(
+        hidden.detach().half(), weight.detach().half(), labels, lse.detach().float(),
+        row_weight, z_loss, factor, chunk_cols,
+    )  # fmt: skip
+    assert half.dtype == torch.float16
+    assert (half.double() - ref).norm() / ref.norm() < 1e-2
 
 
 def test_accumulated_weight_gradient_is_scaled_in_row_blocks(monkeypatch) -> None:

@@ -199,6 +199,39 @@ def test_linear_cross_entropy_fp32_weight_gets_no_second_weight_sized_buffer() -
     assert peak <= bound, f"peak {peak / mib:.0f} MiB > {bound / mib:.0f} MiB"
 
 
+@pytest.mark.parametrize("route", ["accumulate", "recompute"])
+@pytest.mark.parametrize("weight_dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_linear_cross_entropy_weight_gradient_is_scaled_by_the_loss_gradient(route, weight_dtype):
+    """The weight gradient scaled by the loss's gradient: after the fact from the accumulate
+    route's fp32 sum (a [37, 7] weight: 259 elements, not a multiple of the kernel's 4), folded
+    into the gradient logits by the recompute route (bf16, fp32) or after each matmul (fp16).
+    An fp32 weight runs under bf16 autocast, as neox-train's master weights do."""
+    gen = torch.Generator().manual_seed(3)
+    h32 = torch.randn(50, 7, generator=gen)
+    w32 = torch.randn(37, 7, generator=gen) * 0.5
+    labels = torch.randint(0, 37, (50,), generator=gen).cuda()
+    labels[::7] = -100
+    amp = weight_dtype == torch.float32
+    act = torch.bfloat16 if amp else weight_dtype
+
+    def grads(loss_fn, w_dtype):
+        h = h32.to("cuda", act).requires_grad_()
+        w = w32.to("cuda", w_dtype).requires_grad_()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(h, w) * 3.0
+        return torch.autograd.grad(loss, (h, w))
+
+    gh, gw = grads(lambda h, w: ops.linear_cross_entropy(h, w, labels, weight_grad=route),
+                   weight_dtype)  # fmt: skip
+    rh, rw = grads(lambda h, w: torch.nn.functional.cross_entropy(
+        (h.double() @ w.double().T), labels), torch.float64)  # fmt: skip
+    assert gw.dtype == weight_dtype
+    tol = 1e-2 if weight_dtype == torch.float16 else 2e-2
+    for got, ref in ((gh, rh), (gw, rw)):
+        err = (got.double() - ref).norm() / ref.norm()
+        assert err < tol, f"relative error {err:.2e}"
+
+
 def test_torch_compile_traces_the_ops_without_graph_breaks() -> None:
     def block(x, w, qkv, labels, head):
         h, _ = ops.rms_norm(x, w, residual=x)

@@ -89,6 +89,14 @@ PYBIND11_MODULE(_cuda, m) {
           "sum_partials");
   });
 
+  m.def("scale_cast", [](int device, int dtype, std::uintptr_t src, std::uintptr_t dst,
+                         std::uintptr_t factor, int64_t n, std::uintptr_t stream) {
+    use_device(device);
+    check(neox::scale_cast(dtype, ptr<const float>(src), ptr(dst), ptr<const float>(factor), n,
+                           stream_of(stream)),
+          "scale_cast");
+  });
+
   m.def("swiglu_forward", [](int device, int dtype, std::uintptr_t h, std::uintptr_t out,
                              int64_t rows, int64_t inner, std::uintptr_t stream) {
     use_device(device);

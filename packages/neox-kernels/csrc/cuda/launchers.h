@@ -31,6 +31,11 @@ int norm_backward_blocks(int dtype, bool rms, bool residual, int64_t rows, int64
 const char* sum_partials(int dtype, const float* a, void* out_a, const float* b, void* out_b,
                          int partials, int64_t cols, void* stream);
 
+// dst = src * factor[0] over n contiguous elements, src fp32 and dst of dtype (16-byte aligned;
+// dst == src in place for fp32); factor is a device fp32 scalar.
+const char* scale_cast(int dtype, const float* src, void* dst, const float* factor, int64_t n,
+                       void* stream);
+
 // h: [rows, 2*inner] = [up; gate]; out = up * silu(gate), [rows, inner].
 const char* swiglu_forward(int dtype, const void* h, void* out, int64_t rows, int64_t inner,
                            void* stream);

@@ -26,7 +26,11 @@ Ops:
     gradient in the backward too, by the same vocabulary chunks into an fp32 sum, instead of
     in the forward by ~500-token chunks (a thin product over the whole vocabulary), was
     tried (H200, 2026-12-06, benchmarks/kernels.py, two runs each): 56.8 -> 56.4-56.8 ms at
-    8192x4096 V128256 (eager 48.9-49.2), 64 MiB more memory. Not adopted.
+    8192x4096 V128256 (eager 48.9-49.2), 64 MiB more memory. Not adopted. Its four matmuls
+    take 45-47 of its ms there (H100 profile: each at the speed of the same matmul unchunked),
+    eager's three 33-34 of 51-52, so at this shape the route cannot beat eager by much; with
+    the loss's gradient folded into the gradient logits it went 58.0-58.1 -> 55.3 ms (H100,
+    eager 52.0-52.2).
 - `neox::linear_cross_entropy_stats` (a vocabulary shard): per-token lse over the shard and the
   label's logit (0 where the label is outside the shard). A vocabulary-parallel loss combines
   shards (global lse = logsumexp of the shards' lse, target = sum of the shards' targets);
@@ -242,9 +246,16 @@ def linear_cross_entropy_weight_grad(hidden, weight, labels, lse, row_weight, z_
     stat = be.stat_dtype(hidden)
     lse, row_weight = lse.to(stat).contiguous(), row_weight.to(stat).contiguous()
     scale = _grad_scale(row_weight)
-    a = (row_weight / scale * (1 + 2 * z_loss * lse)).contiguous()
-    b = (-row_weight / scale).contiguous()
+    a = row_weight / scale * (1 + 2 * z_loss * lse)
+    b = -row_weight / scale
     factor = (factor.to(stat) * scale).reshape(())
+    # bf16 and fp32 gradient logits have fp32's range: the factor goes into them (no pass over
+    # the result; H100, 8192x4096 V128256, that pass took 2.4 of 57 ms). fp16 ones would
+    # underflow (softmax / tokens), so there the result is scaled after each matmul.
+    post = hidden.dtype == torch.float16
+    if not post:
+        a, b = a * factor, b * factor
+    a, b = a.contiguous(), b.contiguous()
     grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
     vocab = weight.shape[0]
     # chunks start at multiples of chunk_cols (not balanced as token chunks are): a slice of
@@ -256,9 +267,12 @@ def linear_cross_entropy_weight_grad(hidden, weight, labels, lse, row_weight, z_
         out = grad_weight[start:end]
         if out.dtype == hidden.dtype:
             torch.mm(logits.t(), hidden, out=out)
-            out.mul_(factor)  # still in L2: the slice was just written
-        else:  # e.g. fp32 weights under autocast: rounded as autocast's linear would be
+            if post:
+                out.mul_(factor)  # still in L2: the slice was just written
+        elif post:  # e.g. fp32 weights under autocast: rounded as autocast's linear would be
             torch.mul(torch.mm(logits.t(), hidden), factor, out=out)
+        else:
+            out.copy_(torch.mm(logits.t(), hidden))
         del logits
     return grad_weight
 
@@ -268,10 +282,30 @@ def _(hidden, weight, labels, lse, row_weight, z_loss, factor, chunk_cols):
     return torch.empty_like(weight)
 
 
-def _scaled_copy(x: Tensor, factor: Tensor, dtype: torch.dtype) -> Tensor:
-    """(x * factor).to(dtype), rounded once, by row blocks of about 32 MiB: whatever temporary
-    a `torch.mul` into an output of another dtype makes stays that small."""
-    out = torch.empty(x.shape, dtype=dtype, device=x.device)
+def _scale_into(x: Tensor, factor: Tensor, out: Tensor) -> Tensor:
+    """out = x * factor (a 0-dim tensor on x's device), rounded once to out's dtype; out may be
+    x. An eager fp32 x on CUDA takes neox's kernel (torch runs a multiply by a 0-dim CUDA
+    tensor through its generic strided kernel: 2.5 of 42 ms of the accumulate route at
+    8192x4096 V128256 on an H100); elsewhere `torch.mul` by row blocks of about 32 MiB, so
+    whatever temporary a multiply into another dtype makes stays that small."""
+    if (
+        _owns_storage(x)  # first: a traced tensor (torch.compile) has no data pointer
+        and _owns_storage(out)
+        and x.dtype == torch.float32
+        and be.use_cuda(x, out)
+        and out.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        and x.is_contiguous()
+        and out.is_contiguous()
+        and x.data_ptr() % 16 == 0
+        and out.data_ptr() % 16 == 0
+    ):
+        f = factor.to(device=x.device, dtype=torch.float32).reshape(()).contiguous()
+        be.cuda_extension().scale_cast(
+            be.device_index(x), be.dtype_code(out), be.ptr(x), be.ptr(out), be.ptr(f),
+            x.numel(), be.stream(x),
+        )  # fmt: skip
+        return out
+    factor = factor.to(x.dtype) if out is x else factor
     rows = max(1, _WEIGHT_GRAD_CHUNK_BYTES // max(1, x[:1].numel() * x.element_size()))
     for start in range(0, x.shape[0], rows):
         torch.mul(x[start : start + rows], factor, out=out[start : start + rows])
@@ -321,9 +355,10 @@ def _lce_backward(ctx, grad_loss, _glse, _gh, _gw, _gs):
             # fp32 weights (neox-train's master weights under autocast): the fp32 sum becomes
             # the gradient, scaled in place; a copy would hold a second [vocab, h] buffer
             ctx.weight_grad_taken = True
-            gw = grad_weight.mul_(factor.to(grad_weight.dtype))
+            gw = _scale_into(grad_weight, factor, grad_weight)
         else:
-            gw = _scaled_copy(grad_weight, factor, ctx.weight_dtype)
+            out = torch.empty(grad_weight.shape, dtype=ctx.weight_dtype, device=grad_weight.device)
+            gw = _scale_into(grad_weight, factor, out)
     else:
         grad_hidden, scale, hidden, weight, labels, lse, row_weight = ctx.saved_tensors
         factor = grad_loss * scale
