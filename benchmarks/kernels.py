@@ -9,6 +9,11 @@ beside the bytes of the gradients it returns ("grads MB"), which every implement
 torch's fused and foreach AdamW) in the fwd+bwd column.
 
     python benchmarks/kernels.py [--quick] [--no-compile] [--ops swiglu,bias_gelu] [--json out.json]
+                                 [--kernel-times]
+
+`--kernel-times` adds, under each row, the GPU kernels of one forward + backward and their
+times from the torch profiler (10 eager calls, microseconds per call): which kernel of an op
+is short of the copy bandwidth, e.g. a norm's backward against its forward.
 
 Needs a CUDA device; Liger-Kernel and quack (quack-kernels, CuTe DSL kernels: RMSNorm, LayerNorm,
 linear + cross-entropy) are used when importable. Prints the table last.
@@ -137,6 +142,7 @@ OPS = (
     "adamw",
 )
 _SELECTED: tuple[str, ...] = OPS
+_KERNEL_TIMES = False
 
 
 @dataclass
@@ -202,6 +208,23 @@ def measure(op, shape, impls, make_inputs, n_grad, nbytes, copy_gbps, rows, grap
         grads_mb = sum(t.numel() * t.element_size() for t in grads) / 2**20
         rows.append(Row(op, shape, name, fwd, fb, gbps, gbps / copy_gbps, peak, timing, grads_mb))
         print(_format(rows[-1]), flush=True)
+        if _KERNEL_TIMES:
+            print_kernel_times(fwd_bwd)
+
+
+def print_kernel_times(fwd_bwd: Callable[[], object], calls: int = 10) -> None:
+    """The device kernels of `calls` runs of fwd_bwd, microseconds per run, longest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fwd_bwd()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fwd_bwd()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_time_total > 0]
+    for e in sorted(kernels, key=lambda e: -e.device_time_total)[:8]:
+        print(f"      {e.device_time_total / calls:9.1f} us  {e.count // calls:3d}x  {e.key[:90]}")
 
 
 def pythia_1b_shapes(
@@ -349,9 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile baselines")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma list of: {', '.join(OPS)}")
+    parser.add_argument(
+        "--kernel-times", action="store_true", help="each row's GPU kernels (torch profiler)"
+    )
     args = parser.parse_args(argv)
-    global _SELECTED
+    global _SELECTED, _KERNEL_TIMES
     _SELECTED = tuple(o.strip() for o in args.ops.split(",") if o.strip())
+    _KERNEL_TIMES = args.kernel_times
     unknown = sorted(set(_SELECTED) - set(OPS))
     if unknown:
         parser.error(f"--ops: unknown {unknown}; choose from {', '.join(OPS)}")
