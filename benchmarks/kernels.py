@@ -11,9 +11,10 @@ torch's fused and foreach AdamW) in the fwd+bwd column.
     python benchmarks/kernels.py [--quick] [--no-compile] [--ops swiglu,bias_gelu] [--json out.json]
                                  [--kernel-times]
 
-`--kernel-times` adds, under each row, the GPU kernels of one forward + backward and their
-times from the torch profiler (10 eager calls, microseconds per call): which kernel of an op
-is short of the copy bandwidth, e.g. a norm's backward against its forward.
+`--kernel-times` adds, under each row (AdamW's apart), the GPU kernels of one forward +
+backward and their times from the torch profiler (10 eager calls, microseconds per call):
+which kernel of an op is short of the copy bandwidth, e.g. a norm's backward against its
+forward.
 
 Needs a CUDA device; Liger-Kernel and quack (quack-kernels, CuTe DSL kernels: RMSNorm, LayerNorm,
 linear + cross-entropy) are used when importable. Prints the table last.
