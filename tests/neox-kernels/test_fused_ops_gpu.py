@@ -25,8 +25,9 @@ CASES = [
     *(verify.norm_case(k, rows, h, res, aff)
       for k in ("rms", "layer")
       # (7, 6144): fewer rows than blocks, and the backward's shared-memory pipeline with 384
-      # threads (bf16/fp16, and fp32 without the residual)
-      for rows, h in ((1, 64), (4096, 1000), (333, 4099), (2048, 8192), (7, 6144))
+      # threads (bf16/fp16, and fp32 without the residual); (777, 4096): the register backward
+      # at its widest block (512 threads, bf16/fp16) striding over several rows a block
+      for rows, h in ((1, 64), (4096, 1000), (333, 4099), (2048, 8192), (7, 6144), (777, 4096))
       for res, aff in ((False, False), (True, True)))
     ,
     verify.norm_case("rms", 65536, 2048, residual=True, affine=True),

@@ -169,6 +169,39 @@ __global__ void norm_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ 
   }
 }
 
+// Sums of a and (unless ONE) b over the block, every thread getting both, behind one barrier:
+// `scratch` holds two buffers of 32 floats that alternate rows (`buf`), so a row's writes cannot
+// race the previous row's reads. Shuffles share an SM's one shuffle unit among all its blocks:
+// for two sums one exchange halves both at once (lanes 0-15 carry a on, lanes 16-31 b), and
+// each half-warp then sums the per-warp results itself, instead of every warp summing both
+// again (10 shuffles a warp instead of 20, 9 instead of 10 for one sum). blockDim.x is a
+// multiple of 32 and at most 512 (16 warps).
+template <bool ONE>
+__device__ __forceinline__ float2 row_sums(float a, float b, float* scratch, int buf) {
+  constexpr unsigned kAll = 0xffffffffu;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = blockDim.x >> 5;
+  const bool upper = lane >= 16;
+  float* s = scratch + buf * 32;
+  float v;
+  if constexpr (ONE) {
+    v = warp_sum(a);
+    if (lane == 0) s[warp] = v;
+  } else {
+    v = (upper ? b : a) + __shfl_xor_sync(kAll, upper ? a : b, 16);
+#pragma unroll
+    for (int offset = 8; offset > 0; offset >>= 1) v += __shfl_xor_sync(kAll, v, offset);
+    if ((lane & 15) == 0) s[(upper ? 16 : 0) + warp] = v;
+  }
+  __syncthreads();
+  v = (lane & 15) < warps ? s[ONE ? (lane & 15) : lane] : 0.f;
+#pragma unroll
+  for (int offset = 8; offset > 0; offset >>= 1) v += __shfl_xor_sync(kAll, v, offset);
+  if constexpr (ONE) return make_float2(v, 0.f);
+  const float other = __shfl_xor_sync(kAll, v, 16);
+  return upper ? make_float2(other, v) : make_float2(v, other);
+}
+
 // Register-resident variants: thread t of the block owns packs t, t + blockDim, ... (at most P),
 // so a row is read from memory once, its statistics come from registers (LayerNorm's variance
 // as a second pass over the registers: no cancellation) and the output is written once.
@@ -244,19 +277,6 @@ __global__ void __launch_bounds__(512)
   }
 }
 
-// Sums of a and b over the block; every thread gets both. `scratch` holds 32 float2.
-__device__ __forceinline__ float2 block_sum2(float a, float b, float2* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int warps = (blockDim.x + 31) >> 5;
-  a = warp_sum(a);
-  b = warp_sum(b);
-  __syncthreads();  // scratch may still be read by the previous row's reduction
-  if (lane == 0) scratch[warp] = make_float2(a, b);
-  __syncthreads();
-  const float2 v = lane < warps ? scratch[lane] : make_float2(0.f, 0.f);
-  return make_float2(warp_sum(v.x), warp_sum(v.y));
-}
-
 // Grid-stride over rows; thread t owns the columns of packs t, t + blockDim, ... (at most P) in
 // every row, so its weight/bias gradient sums stay in registers and are written once, and the
 // row's x and dy stay in registers between the two passes.
@@ -267,7 +287,7 @@ __global__ void __launch_bounds__(512)
                         const float* __restrict__ mean_in, const float* __restrict__ rstd_in,
                         T* __restrict__ dx, float* __restrict__ part_dw,
                         float* __restrict__ part_db, int64_t rows, int64_t hidden) {
-  __shared__ float2 scratch[32];
+  __shared__ float scratch[2 * 32];
   const int packs = static_cast<int>(hidden / VEC);
   float dw[P][VEC], db[P][VEC];
 #pragma unroll
@@ -294,6 +314,7 @@ __global__ void __launch_bounds__(512)
     rstd_next = rstd_in[blockIdx.x];
     if (!RMS) mean_next = mean_in[blockIdx.x];
   }
+  int parity = 0;  // row_sums' scratch buffer
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t base = row * hidden;
     const float rstd = rstd_next;
@@ -341,7 +362,8 @@ __global__ void __launch_bounds__(512)
         }
       }
     }
-    const float2 sums = block_sum2(s_wdy_xhat, s_wdy, scratch);
+    const float2 sums = row_sums<RMS>(s_wdy_xhat, s_wdy, scratch, parity);
+    parity ^= 1;
     const float c1 = sums.x / hidden;
     const float c2 = RMS ? 0.f : sums.y / hidden;
 #pragma unroll
@@ -444,7 +466,7 @@ __global__ void __launch_bounds__(512)
   constexpr int S = NEOX_NORM_BWD_STAGES;
   using PackT = Pack<T, VEC>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __shared__ float2 scratch[32];
+  __shared__ float scratch[2 * 32];
   const int packs = static_cast<int>(hidden / VEC);
   const int streams = dres != nullptr ? 3 : 2;
   PackT* ring = reinterpret_cast<PackT*>(smem_raw);  // [S][streams][packs]
@@ -480,6 +502,7 @@ __global__ void __launch_bounds__(512)
     if (!RMS) mean_next = mean_in[blockIdx.x];
   }
   int stage = 0;
+  int parity = 0;  // row_sums' scratch buffer
   for (int64_t row = blockIdx.x; row < rows; row += stride) {
     // the stage read last iteration is free again: refill it S - 1 rows ahead
     issue(row + (S - 1) * stride, stage == 0 ? S - 1 : stage - 1);
@@ -519,7 +542,8 @@ __global__ void __launch_bounds__(512)
         }
       }
     }
-    const float2 sums = block_sum2(s_wdy_xhat, s_wdy, scratch);
+    const float2 sums = row_sums<RMS>(s_wdy_xhat, s_wdy, scratch, parity);
+    parity ^= 1;
     const float c1 = sums.x / hidden;
     const float c2 = RMS ? 0.f : sums.y / hidden;
 #pragma unroll
